@@ -1,0 +1,84 @@
+"""Settings of the demo merchant site, read from the environment (or a .env file) with django-environ.
+
+With no KHAIME_API_KEY set, the demo talks to the offline emulator on 127.0.0.1:8765.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env")
+
+DEBUG = env.bool("DEBUG", default=True)
+SECRET_KEY = env("SECRET_KEY", default="demo-only-insecure-secret-key-change-me-in-production")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "khaime_django",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "demo_project.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "demo_project" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+WSGI_APPLICATION = "demo_project.wsgi.application"
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+EMULATOR_API_BASE_URL = "http://127.0.0.1:8765/api/v1/partner"
+_real_key = env("KHAIME_API_KEY", default="")
+KHAIME = {
+    # With a real key the demo talks to Khaime itself; without one, to the offline emulator.
+    "API_KEY": _real_key or "pk_sandbox_demo_emulator_key",
+    "API_BASE_URL": env(
+        "KHAIME_API_BASE_URL",
+        default="https://api.khaime.com/api/v1/partner" if _real_key else EMULATOR_API_BASE_URL,
+    ),
+    "WEBHOOK_SECRETS": env.list("KHAIME_WEBHOOK_SECRET", default=["whsec_demo_emulator_secret"]),
+    "TIMEOUT": (3.05, 10),
+    "MAX_RETRIES": 2,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"khaime_django": {"handlers": ["console"], "level": env("KHAIME_LOG_LEVEL", default="INFO")}},
+}
