@@ -1,0 +1,330 @@
+"""``KhaimeClient``: the only code that speaks HTTP to Khaime.
+
+- One pooled ``requests.Session`` per configuration (keep-alive saves a TLS handshake per call).
+- A (connect, read) timeout on every call.
+- Bounded retries with capped exponential backoff and full jitter. GET is safe to repeat, so it
+  is retried on connection errors, timeouts, 429 and 5xx. Khaime documents no idempotency key,
+  so a POST is retried only where Khaime cannot have acted: the connection was never made, or
+  Khaime answered 429.
+- Requests are validated before they are sent; responses are validated before they are trusted.
+- Every failure is a typed ``KhaimeError`` (see exceptions.py). The API key never appears in a
+  log record, an exception or a repr.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import requests
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+from . import __version__
+from .conf import khaime_settings
+from .exceptions import (
+    KhaimeAuthenticationError,
+    KhaimeConfigurationError,
+    KhaimeConnectionError,
+    KhaimeError,
+    KhaimeNotFoundError,
+    KhaimeRateLimitError,
+    KhaimeRequestInvalid,
+    KhaimeResponseError,
+    KhaimeServerError,
+    KhaimeTimeoutError,
+    KhaimeValidationError,
+)
+from .money import is_currency
+
+logger = logging.getLogger(__name__)
+
+SCALAR_TYPES = (str, int, float, bool, type(None))
+CREATE_SESSION_FIELDS = ("session_id", "payment_url", "status")
+GET_SESSION_FIELDS = ("session_id", "status")
+
+
+class KhaimeClient:
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str,
+        *,
+        timeout: tuple[float, float] = (3.05, 10),
+        max_retries: int = 2,
+        backoff_base: float = 0.5,
+        backoff_max: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        if not api_key:
+            raise KhaimeConfigurationError("KHAIME['API_KEY'] is not set.")
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self._sleep = sleep
+        self._http = requests.Session()
+        self._http.headers.update(
+            {
+                "X-API-Key": api_key,
+                "Accept": "application/json",
+                "User-Agent": f"khaime-django/{__version__}",
+            }
+        )
+
+    def __repr__(self) -> str:
+        return f"<KhaimeClient {self.base_url}>"
+
+    # -- the API ------------------------------------------------------------------------------
+
+    def create_session(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        customer: Mapping[str, Any],
+        success_url: str,
+        cancel_url: str,
+        product_id: int | None = None,
+        product_name: str | None = None,
+        subscription_frequency_key: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> dict:
+        """``POST /payments/sessions``; returns Khaime's ``data`` (session_id, payment_url, ...)."""
+        body: dict[str, Any] = {
+            "amount": amount,
+            "currency": currency.upper() if isinstance(currency, str) else currency,
+            "customer": dict(customer),
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+        }
+        if product_id is not None:
+            body["product_id"] = product_id
+        if product_name:
+            body["product_name"] = product_name
+        if subscription_frequency_key:
+            body["subscription_frequency_key"] = subscription_frequency_key
+        if metadata:
+            body["metadata"] = dict(metadata)
+        validate_session_request(body)
+        data = self._request("POST", "/payments/sessions", json=body)
+        _require_fields(data, CREATE_SESSION_FIELDS)
+        return data
+
+    def get_session(self, session_id: str, *, timeout: tuple[float, float] | None = None) -> dict:
+        """``GET /payments/sessions/{session_id}``; returns Khaime's ``data`` (status, ...)."""
+        if not session_id:
+            raise KhaimeRequestInvalid("A session id is required.", details={"session_id": "required"})
+        data = self._request("GET", f"/payments/sessions/{quote(session_id, safe='')}", timeout=timeout)
+        _require_fields(data, GET_SESSION_FIELDS)
+        return data
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- transport ----------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, *, json=None, timeout=None) -> dict:
+        url = self.base_url + path
+        attempt = 0
+        while True:
+            try:
+                return self._send_once(method, url, json=json, timeout=timeout or self.timeout)
+            except KhaimeError as error:
+                if attempt >= self.max_retries or not self._may_retry(method, error):
+                    raise
+                delay = self._backoff(attempt)
+                logger.warning(
+                    "Khaime %s %s failed (%s); retry %d of %d in %.2fs",
+                    method, path, error, attempt + 1, self.max_retries, delay,
+                )
+                self._sleep(delay)
+                attempt += 1
+
+    def _send_once(self, method: str, url: str, *, json, timeout) -> dict:
+        started = time.monotonic()
+        try:
+            response = self._http.request(method, url, json=json, timeout=timeout)
+        except requests.Timeout as exc:
+            error: KhaimeConnectionError = KhaimeTimeoutError(f"Khaime did not answer within {timeout}s.")
+            error.never_sent = isinstance(exc, requests.ConnectTimeout)
+            raise error from None
+        except requests.ConnectionError as exc:
+            error = KhaimeConnectionError(f"Khaime could not be reached: {type(_root_cause(exc)).__name__}.")
+            error.never_sent = _connection_never_made(exc)
+            raise error from None
+        except requests.RequestException as exc:
+            raise KhaimeConnectionError(f"Request to Khaime failed: {type(exc).__name__}.") from None
+        logger.debug(
+            "Khaime %s %s -> %s in %.0f ms",
+            method, urlsplit(url).path, response.status_code, (time.monotonic() - started) * 1000,
+        )
+        return _parse_response(response)
+
+    @staticmethod
+    def _may_retry(method: str, error: KhaimeError) -> bool:
+        if isinstance(error, KhaimeRateLimitError):
+            return True  # Khaime refused before doing anything.
+        if method == "GET":
+            return error.transient
+        # A POST may have created a session even if we never saw the answer: only retry when the
+        # connection was never established.
+        return isinstance(error, KhaimeConnectionError) and getattr(error, "never_sent", False)
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self.backoff_max, self.backoff_base * (2**attempt))
+        return random.uniform(0, ceiling)
+
+
+def _causes(exc: BaseException):
+    """The exception and what it wraps: requests -> urllib3 MaxRetryError.reason -> socket error."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        reason = getattr(current, "reason", None)
+        if isinstance(reason, BaseException):
+            current = reason
+        elif current.args and isinstance(current.args[0], BaseException):
+            current = current.args[0]
+        else:
+            current = current.__cause__ or current.__context__
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    *_, last = _causes(exc)
+    return last
+
+
+def _connection_never_made(exc: requests.ConnectionError) -> bool:
+    """True when the TCP/TLS connection was never established, so Khaime cannot have acted."""
+    return any(isinstance(cause, (NewConnectionError, ConnectTimeoutError, ConnectionRefusedError)) for cause in _causes(exc))
+
+
+def _parse_response(response: requests.Response) -> dict:
+    status = response.status_code
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        if status >= 500:
+            raise KhaimeServerError("Khaime failed with a non-JSON answer.", status_code=status)
+        if status == 429:
+            raise KhaimeRateLimitError("Khaime rate limit exceeded.", status_code=status)
+        raise KhaimeResponseError("Khaime's answer is not a JSON object.", status_code=status)
+
+    if 200 <= status < 300:
+        if payload.get("success") is False:
+            raise KhaimeResponseError(_error_message(payload), status_code=status, details=payload.get("details"))
+        data = payload.get("data")
+        if not isinstance(data, dict):
+            raise KhaimeResponseError("Khaime's answer has no data object.", status_code=status)
+        return data
+
+    message = _error_message(payload)
+    details = payload.get("details") if isinstance(payload.get("details"), dict) else {}
+    error_class: type[KhaimeError]
+    if status == 401 or status == 403:
+        error_class = KhaimeAuthenticationError
+    elif status in (400, 422):
+        error_class = KhaimeValidationError
+    elif status == 404:
+        error_class = KhaimeNotFoundError
+    elif status == 429:
+        error_class = KhaimeRateLimitError
+    elif status >= 500:
+        error_class = KhaimeServerError
+    else:
+        error_class = KhaimeResponseError
+    raise error_class(message, status_code=status, details=details)
+
+
+def _error_message(payload: dict) -> str:
+    # Khaime puts the reason in `error`, some endpoints in `message` (khaime-api.md, §1).
+    for key in ("error", "message"):
+        value = payload.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return "Khaime returned an error."
+
+
+def _require_fields(data: dict, fields: tuple[str, ...]) -> None:
+    missing = [field for field in fields if not data.get(field)]
+    if missing:
+        raise KhaimeResponseError(
+            "Khaime's answer lacks " + ", ".join(missing) + ".", details={field: "missing" for field in missing}
+        )
+
+
+def validate_session_request(body: Mapping[str, Any]) -> None:
+    """Refuse, before sending, what Khaime would refuse; ``details`` names each bad field."""
+    errors: dict[str, str] = {}
+    amount = body.get("amount")
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+        errors["amount"] = "must be a positive integer in the currency's smallest unit"
+    if not is_currency(body.get("currency")):
+        errors["currency"] = "must be an ISO 4217 currency code"
+    product_id = body.get("product_id")
+    if product_id is not None and (not isinstance(product_id, int) or isinstance(product_id, bool)):
+        errors["product_id"] = "must be an integer"
+    if product_id is None and not body.get("product_name"):
+        errors["product_name"] = "product_id or product_name is required"
+    customer = body.get("customer") or {}
+    try:
+        validate_email(customer.get("email") or "")
+    except ValidationError:
+        errors["customer.email"] = "a valid email address is required"
+    metadata = body.get("metadata") or {}
+    if not isinstance(metadata, Mapping):
+        errors["metadata"] = "must be an object"
+    else:
+        for key, value in metadata.items():
+            if not isinstance(key, str) or not isinstance(value, SCALAR_TYPES):
+                errors[f"metadata.{key}"] = "values must be scalar (no nested objects or lists)"
+    for field in ("success_url", "cancel_url"):
+        parts = urlsplit(str(body.get(field) or ""))
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            errors[field] = "must be an absolute http(s) URL"
+    if errors:
+        raise KhaimeRequestInvalid("The payment session request is invalid.", details=errors)
+
+
+_clients: dict[tuple, KhaimeClient] = {}
+_clients_lock = threading.Lock()
+
+
+def get_client() -> KhaimeClient:
+    """The shared client for the current settings (one connection pool per configuration)."""
+    config = (
+        khaime_settings.API_KEY,
+        khaime_settings.API_BASE_URL,
+        tuple(khaime_settings.TIMEOUT),
+        khaime_settings.MAX_RETRIES,
+        khaime_settings.BACKOFF_BASE,
+        khaime_settings.BACKOFF_MAX,
+    )
+    client = _clients.get(config)
+    if client is None:
+        with _clients_lock:
+            client = _clients.get(config)
+            if client is None:
+                api_key, base_url, timeout, max_retries, backoff_base, backoff_max = config
+                client = KhaimeClient(
+                    api_key,
+                    base_url,
+                    timeout=timeout,
+                    max_retries=max_retries,
+                    backoff_base=backoff_base,
+                    backoff_max=backoff_max,
+                )
+                _clients[config] = client
+    return client
