@@ -1,0 +1,211 @@
+"""What khaime-django stores.
+
+Fields copied from Khaime keep Khaime's names (``session_id``, ``fee_details``, ``expires_at``);
+our own bookkeeping is named for what it means here (``reference``, ``last_error``,
+``last_checked_at``). Amounts are integers in the currency's minor unit, as Khaime sends them.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from .money import format_money
+
+
+class Status(models.TextChoices):
+    CREATED = "created", _("Created")
+    PENDING = "pending", _("Pending")
+    CANCELLED = "cancelled", _("Cancelled")
+    COMPLETED = "completed", _("Completed")
+    FAILED = "failed", _("Failed")
+    EXPIRED = "expired", _("Expired")
+    REFUNDED = "refunded", _("Refunded")
+    DISPUTED = "disputed", _("Disputed")
+    ERROR = "error", _("Error")
+
+
+#: A buyer may still pay (or be sent to pay) a session in these states.
+OPEN_STATUSES = (Status.CREATED, Status.PENDING)
+#: Khaime may still report a payment for a session in these states; khaime_sync asks about them.
+AWAITING_STATUSES = (Status.PENDING, Status.CANCELLED)
+#: Money was received.
+PAID_STATUSES = (Status.COMPLETED, Status.REFUNDED, Status.DISPUTED)
+
+
+class Mode(models.TextChoices):
+    SANDBOX = "sandbox", _("Sandbox")
+    LIVE = "live", _("Live")
+
+
+class Source(models.TextChoices):
+    CHECKOUT = "checkout", _("Checkout")
+    RETURN = "return", _("Success return")
+    CANCEL = "cancel", _("Cancel return")
+    WEBHOOK = "webhook", _("Webhook")
+    SYNC = "sync", _("Reconciliation")
+    ADMIN = "admin", _("Admin")
+
+
+class PaymentSession(models.Model):
+    reference = models.UUIDField(
+        _("reference"), default=uuid.uuid4, unique=True, editable=False,
+        help_text=_("Our public, unguessable id; sent to Khaime as metadata.reference."),
+    )
+    # Copied from Khaime.
+    session_id = models.CharField(_("Khaime session id"), max_length=255, unique=True, null=True, blank=True)
+    stripe_session_id = models.CharField(_("Stripe session id"), max_length=255, blank=True)
+    payment_url = models.URLField(_("payment URL"), max_length=2048, blank=True)
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.CREATED)
+    mode = models.CharField(_("mode"), max_length=16, choices=Mode.choices, default=Mode.SANDBOX)
+    payment_type = models.CharField(_("payment type"), max_length=32, blank=True)
+    amount = models.PositiveBigIntegerField(_("amount"), help_text=_("Requested, in the currency's minor unit."))
+    total_amount = models.PositiveBigIntegerField(
+        _("total amount"), null=True, blank=True, help_text=_("What Khaime charges the buyer, fees included.")
+    )
+    currency = models.CharField(_("currency"), max_length=3)
+    product_id = models.PositiveBigIntegerField(_("Khaime product id"), null=True, blank=True)
+    product_name = models.CharField(_("product name"), max_length=255, blank=True)
+    customer_email = models.EmailField(_("customer email"), max_length=254)
+    customer = models.JSONField(_("customer"), default=dict, blank=True)
+    metadata = models.JSONField(_("metadata"), default=dict, blank=True)
+    fee_details = models.JSONField(_("fee details"), default=dict, blank=True)
+    subscription_frequency_key = models.CharField(_("subscription frequency"), max_length=32, blank=True)
+    success_url = models.URLField(_("success URL"), max_length=2048)
+    cancel_url = models.URLField(_("cancel URL"), max_length=2048)
+    expires_at = models.DateTimeField(_("expires at"), null=True, blank=True)
+    completed_at = models.DateTimeField(_("completed at"), null=True, blank=True)
+    # Our own bookkeeping.
+    cancelled_at = models.DateTimeField(_("cancelled at"), null=True, blank=True)
+    last_error = models.TextField(_("last error"), blank=True)
+    last_checked_at = models.DateTimeField(_("last checked with Khaime"), null=True, blank=True)
+    needs_review = models.BooleanField(_("needs review"), default=False)
+    review_reason = models.TextField(_("review reason"), blank=True)
+    purchase_key = models.CharField(
+        _("purchase key"), max_length=64, editable=False,
+        help_text=_("Hash of buyer and price; one open session per purchase."),
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("user"), null=True, blank=True,
+        on_delete=models.SET_NULL, related_name="khaime_payment_sessions",
+    )
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("payment session")
+        verbose_name_plural = _("payment sessions")
+        ordering = ["-created_at"]
+        constraints = [
+            # Double clicks and back-button resubmits race; this index, not a read-then-write,
+            # is what guarantees they share one Khaime session (services.start_checkout).
+            models.UniqueConstraint(
+                fields=["purchase_key"],
+                condition=Q(status__in=OPEN_STATUSES),
+                name="khaime_one_open_session_per_purchase",
+            ),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="khaime_amount_positive"),
+        ]
+        indexes = [
+            models.Index(fields=["status", "-created_at"], name="khaime_status_created"),
+            models.Index(fields=["status", "expires_at"], name="khaime_status_expires"),
+            models.Index(fields=["-created_at"], name="khaime_created"),
+            models.Index(fields=["customer_email"], name="khaime_email"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.product_name or self.product_id} {self.display_total} ({self.get_status_display()})"
+
+    @property
+    def display_amount(self) -> str:
+        return format_money(self.amount, self.currency)
+
+    @property
+    def display_total(self) -> str:
+        return format_money(self.total_amount if self.total_amount is not None else self.amount, self.currency)
+
+    @property
+    def is_paid(self) -> bool:
+        return self.status in PAID_STATUSES
+
+    @property
+    def is_final(self) -> bool:
+        """No buyer action can change this session any more (the status page stops polling)."""
+        return self.status in (Status.COMPLETED, Status.FAILED, Status.EXPIRED,
+                               Status.REFUNDED, Status.DISPUTED, Status.ERROR)
+
+    @property
+    def is_expired_locally(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    def get_absolute_url(self) -> str:
+        return reverse("khaime:success", kwargs={"reference": self.reference})
+
+
+class StatusChange(models.Model):
+    """One row per real status change, whatever path caused it."""
+
+    session = models.ForeignKey(
+        PaymentSession, verbose_name=_("payment session"), on_delete=models.CASCADE, related_name="status_changes"
+    )
+    from_status = models.CharField(_("from"), max_length=16, choices=Status.choices)
+    to_status = models.CharField(_("to"), max_length=16, choices=Status.choices)
+    source = models.CharField(_("source"), max_length=16, choices=Source.choices)
+    detail = models.TextField(_("detail"), blank=True)
+    created_at = models.DateTimeField(_("when"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("status change")
+        verbose_name_plural = _("status changes")
+        ordering = ["created_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.from_status} -> {self.to_status} ({self.source})"
+
+
+class WebhookOutcome(models.TextChoices):
+    RECEIVED = "received", _("Received")
+    APPLIED = "applied", _("Applied")
+    DUPLICATE = "duplicate", _("Duplicate")
+    IGNORED = "ignored", _("Ignored")
+    UNMATCHED = "unmatched", _("Unmatched")
+    ERROR = "error", _("Error")
+
+
+class WebhookEvent(models.Model):
+    """The inbox of verified webhook events. ``event_id`` is unique: that is the de-duplication."""
+
+    event_id = models.CharField(_("event id"), max_length=255, unique=True)
+    event_type = models.CharField(_("event type"), max_length=64)
+    api_version = models.CharField(_("API version"), max_length=32, blank=True)
+    is_live = models.BooleanField(_("live"), null=True)
+    payload = models.JSONField(_("payload"))
+    received_at = models.DateTimeField(_("received at"), default=timezone.now)
+    processed_at = models.DateTimeField(_("processed at"), null=True, blank=True)
+    outcome = models.CharField(
+        _("outcome"), max_length=16, choices=WebhookOutcome.choices, default=WebhookOutcome.RECEIVED
+    )
+    error = models.TextField(_("error"), blank=True)
+    deliveries = models.PositiveIntegerField(_("deliveries"), default=1)
+    session = models.ForeignKey(
+        PaymentSession, verbose_name=_("payment session"), null=True, blank=True,
+        on_delete=models.SET_NULL, related_name="webhook_events",
+    )
+
+    class Meta:
+        verbose_name = _("webhook event")
+        verbose_name_plural = _("webhook events")
+        ordering = ["-received_at"]
+        indexes = [
+            models.Index(fields=["outcome", "received_at"], name="khaime_event_outcome"),
+            models.Index(fields=["event_type"], name="khaime_event_type"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.event_id}"

@@ -1,0 +1,31 @@
+"""Signals for merchants. Each fires once, after the database commit, and only when the status
+really changed (a retried webhook or a second page load sends nothing).
+
+Every signal is sent with ``sender=PaymentSession`` and the keyword arguments
+``session`` (the PaymentSession), ``from_status``, ``to_status`` and ``source``
+(checkout / return / cancel / webhook / sync / admin). Receivers that raise are logged and
+never undo the change nor fail the request that caused it.
+
+    from django.dispatch import receiver
+    from khaime_django.signals import payment_completed
+
+    @receiver(payment_completed)
+    def fulfil_order(sender, session, **kwargs):
+        ...
+"""
+
+from django.dispatch import Signal
+
+payment_session_created = Signal()  # created -> pending: Khaime accepted the session
+payment_completed = Signal()
+payment_failed = Signal()
+payment_expired = Signal()
+payment_cancelled = Signal()
+payment_refunded = Signal()
+payment_disputed = Signal()
+payment_checkout_error = Signal()  # created -> error: Khaime refused or could not be reached
+#: Every change, whatever the status (sent in addition to the specific signal).
+payment_status_changed = Signal()
+#: Money arrived but something does not match (amount, currency, live/sandbox): look at it.
+#: Keyword arguments: ``session``, ``reason``, ``event`` (the WebhookEvent, or None).
+payment_needs_review = Signal()
