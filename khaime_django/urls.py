@@ -1,0 +1,12 @@
+from django.urls import path
+
+from . import views
+
+app_name = "khaime"
+
+urlpatterns = [
+    path("checkout/", views.CheckoutView.as_view(), name="checkout"),
+    path("sessions/<uuid:reference>/success/", views.SuccessView.as_view(), name="success"),
+    path("sessions/<uuid:reference>/cancel/", views.CancelView.as_view(), name="cancel"),
+    path("sessions/<uuid:reference>/status/", views.StatusView.as_view(), name="status"),
+]

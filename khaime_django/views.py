@@ -1,0 +1,141 @@
+"""Thin HTTP views: parse the request, call a service, render. Rules live in services.py."""
+
+from __future__ import annotations
+
+import logging
+
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.utils.decorators import method_decorator
+from django.utils.translation import gettext_lazy as _
+from django.views import View
+from django.views.decorators.cache import never_cache
+
+from . import services
+from .conf import khaime_settings
+from .exceptions import KhaimeError, KhaimeRateLimitError, KhaimeRequestInvalid
+from .forms import CheckoutForm
+from .models import PaymentSession, Source, Status
+from .purchases import InvalidPurchase, Purchase
+
+logger = logging.getLogger(__name__)
+
+
+class HttpResponseSeeOther(HttpResponseRedirect):
+    status_code = 303
+
+
+class CheckoutView(View):
+    """``POST`` from a buy button: create the Khaime session, answer 303 to its payment_url.
+
+    Merchants with their own price logic subclass this view and override ``get_purchase``.
+    """
+
+    http_method_names = ["post"]
+    template_invalid = "khaime_django/checkout_invalid.html"
+    template_error = "khaime_django/checkout_error.html"
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        form = CheckoutForm(request.POST)
+        if not form.is_valid():
+            return self.invalid(request, form, _("Please enter a valid email address."))
+        try:
+            purchase = self.get_purchase(request, form)
+        except InvalidPurchase as error:
+            logger.warning("Checkout refused: %s", error)
+            return self.invalid(request, form, str(error))
+        email = self.get_customer_email(request, form)
+        if not email:
+            return self.invalid(request, form, _("Please enter your email address to pay."))
+        try:
+            session = services.start_checkout(request=request, customer_email=email, **purchase.checkout_kwargs())
+        except KhaimeRequestInvalid as error:
+            return self.invalid(request, form, _("This purchase cannot be paid: %(error)s") % {"error": error})
+        except KhaimeError as error:
+            return self.error(request, form, error)
+        return HttpResponseSeeOther(session.payment_url)
+
+    def get_purchase(self, request: HttpRequest, form: CheckoutForm) -> Purchase:
+        """The price to charge. Override to price from your own models."""
+        return Purchase.from_token(form.cleaned_data["token"])
+
+    def get_customer_email(self, request: HttpRequest, form: CheckoutForm) -> str:
+        user = getattr(request, "user", None)
+        return form.cleaned_data.get("email") or (getattr(user, "email", "") if user else "") or ""
+
+    def invalid(self, request: HttpRequest, form: CheckoutForm, message) -> HttpResponse:
+        # A tampered, expired or foreign token: nothing was stored and Khaime was not called.
+        return render(request, self.template_invalid, {"message": message, "form": form}, status=400)
+
+    def error(self, request: HttpRequest, form: CheckoutForm, error: KhaimeError) -> HttpResponse:
+        # Khaime failed; the row is kept in `error` with the reason. 503 tells caches and
+        # monitors it is temporary when Khaime is only rate limiting us.
+        status = 503 if isinstance(error, KhaimeRateLimitError) else 502
+        context = {"form": form, "transient": error.transient}
+        return render(request, self.template_error, context, status=status)
+
+
+@method_decorator(never_cache, name="dispatch")
+class SessionPageView(View):
+    http_method_names = ["get"]
+    template_name = "khaime_django/session.html"
+
+    def get_session(self, reference) -> PaymentSession:
+        return get_object_or_404(PaymentSession, reference=reference)
+
+    def render_session(self, request: HttpRequest, session: PaymentSession, **extra) -> HttpResponse:
+        context = {"session": session, "Status": Status, "can_resume": _can_resume(session), **extra}
+        return render(request, self.template_name, context)
+
+
+class SuccessView(SessionPageView):
+    """The buyer is back from Khaime. The redirect proves nothing: ask Khaime, then show."""
+
+    def get(self, request: HttpRequest, reference) -> HttpResponse:
+        session = self.get_session(reference)
+        unconfirmed = False
+        if not session.is_final and session.session_id:
+            try:
+                services.refresh_session(session, source=Source.RETURN, timeout=khaime_settings.RETURN_TIMEOUT)
+            except KhaimeError as error:
+                logger.warning("Could not confirm payment session %s with Khaime: %s", session.reference, error)
+                unconfirmed = True
+        return self.render_session(request, session, returned_from="success", unconfirmed=unconfirmed)
+
+
+class CancelView(SessionPageView):
+    """The buyer left Khaime's page without paying. They may still pay until expires_at."""
+
+    def get(self, request: HttpRequest, reference) -> HttpResponse:
+        session = self.get_session(reference)
+        services.cancel_session(session)
+        return self.render_session(request, session, returned_from="cancel")
+
+
+@method_decorator(never_cache, name="dispatch")
+class StatusView(View):
+    """JSON for the processing page to poll; asks Khaime at most every STATUS_REFRESH_INTERVAL."""
+
+    http_method_names = ["get"]
+
+    def get(self, request: HttpRequest, reference) -> JsonResponse:
+        session = get_object_or_404(PaymentSession, reference=reference)
+        services.refresh_if_due(session)
+        return JsonResponse(
+            {
+                "reference": str(session.reference),
+                "status": session.status,
+                "status_display": str(session.get_status_display()),
+                "is_paid": session.is_paid,
+                "is_final": session.is_final,
+                "total": session.display_total,
+            }
+        )
+
+
+def _can_resume(session: PaymentSession) -> bool:
+    return (
+        session.status in (Status.PENDING, Status.CANCELLED)
+        and bool(session.payment_url)
+        and not session.is_expired_locally
+    )

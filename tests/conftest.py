@@ -1,0 +1,59 @@
+"""Shared fixtures. Khaime is never called for real: `responses` stubs it for unit tests, the
+emulator (khaime_django.emulator) serves it over real HTTP for integration tests."""
+
+from __future__ import annotations
+
+import pytest
+import responses as responses_lib
+
+API_BASE = "https://api.khaime.test/api/v1/partner"
+
+SEED_CREATE_RESPONSE = {
+    "success": True,
+    "data": {
+        "session_id": "sess_a1b2c3d4-e5f6-g7h8-i9j0",
+        "stripe_session_id": "cs_live_a1b2",
+        "payment_url": "https://checkout.stripe.com/c/pay/cs_live_a1b2",
+        "expires_at": "2099-01-16T22:00:00.000Z",
+        "amount": 5320,
+        "currency": "USD",
+        "status": "pending",
+        "mode": "sandbox",
+        "payment_type": "one_time",
+        "fee_details": {
+            "base_product_price": 5000,
+            "transaction_fee": 320,
+            "total_amount": 5320,
+            "customer_pays_fees": True,
+        },
+    },
+}
+
+
+@pytest.fixture(autouse=True)
+def khaime_test_settings(settings):
+    """Every test starts from a known, fast configuration (no backoff sleeps)."""
+    settings.KHAIME = {
+        "API_KEY": "pk_sandbox_test_0123456789",
+        "API_BASE_URL": API_BASE,
+        "WEBHOOK_SECRETS": ["whsec_test_secret"],
+        "TIMEOUT": (1, 2),
+        "RETURN_TIMEOUT": (1, 1),
+        "MAX_RETRIES": 2,
+        "BACKOFF_BASE": 0,
+        "BACKOFF_MAX": 0,
+    }
+    return settings.KHAIME
+
+
+@pytest.fixture
+def khaime_api():
+    """Khaime stubbed with `responses`; any call not registered fails the test."""
+    with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+
+
+@pytest.fixture
+def seed_create(khaime_api):
+    khaime_api.post(f"{API_BASE}/payments/sessions", json=SEED_CREATE_RESPONSE, status=201)
+    return khaime_api
