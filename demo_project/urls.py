@@ -4,4 +4,5 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("payments/", include("khaime_django.urls")),
+    path("", include("demo_project.shop.urls")),
 ]
