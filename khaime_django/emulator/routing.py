@@ -1,0 +1,85 @@
+"""The small HTTP vocabulary the route modules share: requests, responses, envelopes, a router."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Callable
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict  # an email.message.Message in practice: case-insensitive .get()
+    body: bytes
+    mode: str | None = None  # "sandbox" / "live", set once the API key was accepted
+
+    def json_object(self) -> dict:
+        """The body as a JSON object, or ``BadRequest``."""
+        try:
+            value = json.loads(self.body.decode("utf-8")) if self.body else None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BadRequest(f"Request body is not valid JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise BadRequest("Request body must be a JSON object")
+        return value
+
+
+class BadRequest(ValueError):
+    """Answered with 400 and the error envelope."""
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: dict = field(default_factory=dict)
+
+
+def success(data, status: int = 200) -> Response:
+    return _json(status, {"success": True, "data": data})
+
+
+def failure(status: int, message: str | None = None, details: dict | None = None) -> Response:
+    payload = {"success": False, "error": message or HTTPStatus(status).phrase}
+    if details is not None:
+        payload["details"] = details
+    return _json(status, payload)
+
+
+def html(status: int, page: str) -> Response:
+    return Response(status, page.encode("utf-8"), "text/html; charset=utf-8")
+
+
+def redirect(location: str) -> Response:
+    """303 See Other: the browser follows a POSTed form's answer with a GET."""
+    return Response(303, b"", "text/plain; charset=utf-8", {"Location": location})
+
+
+def _json(status: int, payload: dict) -> Response:
+    return Response(status, json.dumps(payload).encode("utf-8"))
+
+
+Handler = Callable[..., Response]
+
+
+class Router:
+    """Routes ``(method, path)`` to a handler; tells "no such path" from "wrong method"."""
+
+    def __init__(self, routes: list[tuple[str, str, Handler]]):
+        self._routes = [(method, re.compile(pattern + r"\Z"), handler) for method, pattern, handler in routes]
+
+    def resolve(self, method: str, path: str) -> tuple[Handler | None, dict, list[str]]:
+        """``(handler, path parameters, [])`` on a match, else ``(None, {}, methods allowed)``."""
+        allowed = []
+        for route_method, pattern, handler in self._routes:
+            match = pattern.match(path)
+            if match:
+                if route_method == method:
+                    return handler, match.groupdict(), []
+                allowed.append(route_method)
+        return None, {}, allowed

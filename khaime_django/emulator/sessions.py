@@ -1,0 +1,287 @@
+"""Payment sessions: what a create request must contain, and how a session changes state.
+
+Statuses are Khaime's: ``pending`` -> ``completed`` | ``failed`` | ``expired``. A pending session
+past ``expires_at`` reads as ``expired`` without anything having to run at that moment. Refunds
+and disputes happen to the payment of a completed session; the session itself stays
+``completed`` (Khaime documents no other session status) and the change is announced by webhook.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+from .money import transaction_fee
+from .timestamps import iso_millis
+
+SCALAR_TYPES = (str, int, float, bool, type(None))
+EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class InvalidSessionRequest(ValueError):
+    """The create-session body fails validation; ``details`` names each bad field."""
+
+    def __init__(self, details: dict[str, str]):
+        self.details = details
+        super().__init__("Validation failed")
+
+
+class UnknownSession(KeyError):
+    def __init__(self, session_id: str):
+        self.session_id = session_id
+        super().__init__(session_id)
+
+    def __str__(self) -> str:
+        return f"No session {self.session_id!r}"
+
+
+class TransitionNotAllowed(ValueError):
+    def __init__(self, session_id: str, action: str, status: str, reason: str | None = None):
+        self.session_id = session_id
+        self.action = action
+        self.status = status
+        super().__init__(reason or f"Cannot {action} a session that is {status}")
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    """A validated ``POST /payments/sessions`` body."""
+
+    amount: int
+    currency: str
+    product_id: int | None
+    product_name: str | None
+    customer: dict
+    metadata: dict
+    success_url: str | None
+    cancel_url: str | None
+    subscription_frequency_key: str | None
+
+    @property
+    def product_title(self) -> str:
+        return self.product_name or f"Product {self.product_id}"
+
+    @property
+    def payment_type(self) -> str:
+        return "subscription" if self.subscription_frequency_key else "one_time"
+
+
+def parse_session_request(body: dict) -> SessionRequest:
+    """Validate a decoded JSON object; optional fields sent as ``null`` count as absent."""
+    details: dict[str, str] = {}
+
+    amount = body.get("amount")
+    if not _is_int(amount) or amount <= 0:
+        details["amount"] = "must be a positive integer in the currency's smallest unit"
+
+    currency = body.get("currency")
+    if isinstance(currency, str) and len(currency) == 3 and currency.isascii() and currency.isalpha():
+        currency = currency.upper()
+    else:
+        details["currency"] = "must be a 3-letter ISO 4217 code"
+
+    product_id = body.get("product_id")
+    product_name = body.get("product_name")
+    if product_id is not None and not _is_int(product_id):
+        details["product_id"] = "must be an integer"
+    if product_name is not None and not (isinstance(product_name, str) and product_name.strip()):
+        details["product_name"] = "must be a non-empty string"
+    if product_id is None and product_name is None:
+        details["product_id"] = details["product_name"] = "product_id or product_name is required"
+
+    customer = body.get("customer")
+    if not isinstance(customer, dict):
+        details["customer"] = "must be an object with an email"
+    elif not (isinstance(customer.get("email"), str) and EMAIL_PATTERN.match(customer["email"])):
+        details["customer.email"] = "must be a valid email address"
+
+    metadata = body.get("metadata")
+    if metadata is None:
+        metadata = {}
+    elif not isinstance(metadata, dict):
+        details["metadata"] = "must be an object"
+    else:
+        for key, value in metadata.items():
+            if not isinstance(value, SCALAR_TYPES):
+                details[f"metadata.{key}"] = "must be a string, number, boolean or null"
+
+    for name in ("success_url", "cancel_url"):
+        url = body.get(name)
+        if url is not None and not _is_absolute_http_url(url):
+            details[name] = "must be an absolute http(s) URL"
+
+    frequency = body.get("subscription_frequency_key")
+    if frequency is not None and not isinstance(frequency, str):
+        details["subscription_frequency_key"] = "must be a string"
+
+    if details:
+        raise InvalidSessionRequest(details)
+    return SessionRequest(
+        amount=amount,
+        currency=currency,
+        product_id=product_id,
+        product_name=product_name,
+        customer=customer,
+        metadata=metadata,
+        success_url=body.get("success_url"),
+        cancel_url=body.get("cancel_url"),
+        subscription_frequency_key=frequency,
+    )
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_absolute_http_url(value) -> bool:
+    if not isinstance(value, str):
+        return False
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+@dataclass
+class Session:
+    session_id: str
+    mode: str
+    request: SessionRequest
+    transaction_fee: int
+    customer_pays_fees: bool
+    payment_url: str
+    created_at: datetime
+    expires_at: datetime
+    stripe_session_id: str = ""
+    payment_id: str = field(default_factory=lambda: f"pay_{uuid.uuid4().hex}")
+    state: str = "pending"
+    completed_at: datetime | None = None
+    failed_at: datetime | None = None
+    refunded_at: datetime | None = None
+    disputed_at: datetime | None = None
+
+    @classmethod
+    def create(cls, request: SessionRequest, *, mode: str, base_url: str, config, now: datetime) -> Session:
+        session_id = f"sess_{uuid.uuid4()}"
+        stripe_prefix = "cs_live_" if mode == "live" else "cs_test_"
+        return cls(
+            session_id=session_id,
+            stripe_session_id=stripe_prefix + uuid.uuid4().hex,
+            mode=mode,
+            request=request,
+            transaction_fee=transaction_fee(request.amount, config.fee_bps, config.fee_fixed),
+            customer_pays_fees=config.customer_pays_fees,
+            payment_url=f"{base_url}/checkout/{session_id}",
+            created_at=now,
+            expires_at=now + timedelta(seconds=config.session_ttl),
+        )
+
+    @property
+    def total_amount(self) -> int:
+        if self.customer_pays_fees:
+            return self.request.amount + self.transaction_fee
+        return self.request.amount
+
+    @property
+    def currency(self) -> str:
+        return self.request.currency
+
+    def status(self, now: datetime) -> str:
+        if self.state == "pending" and now >= self.expires_at:
+            return "expired"
+        return self.state
+
+    # --- transitions: each raises TransitionNotAllowed instead of changing a terminal state ---
+
+    def complete(self, now: datetime) -> None:
+        self._require_pending("complete", now)
+        self.state, self.completed_at = "completed", now
+
+    def fail(self, now: datetime) -> None:
+        self._require_pending("fail", now)
+        self.state, self.failed_at = "failed", now
+
+    def expire(self, now: datetime) -> None:
+        self._require_pending("expire", now)
+        self.state, self.expires_at = "expired", now
+
+    def refund(self, now: datetime) -> None:
+        self._require_completed("refund", "refunded", self.refunded_at)
+        self.refunded_at = now
+
+    def dispute(self, now: datetime) -> None:
+        self._require_completed("dispute", "disputed", self.disputed_at)
+        self.disputed_at = now
+
+    def _require_pending(self, action: str, now: datetime) -> None:
+        status = self.status(now)
+        if status != "pending":
+            raise TransitionNotAllowed(self.session_id, action, status)
+
+    def _require_completed(self, action: str, done: str, done_at: datetime | None) -> None:
+        if self.state != "completed":
+            raise TransitionNotAllowed(self.session_id, action, self.state)
+        if done_at is not None:
+            raise TransitionNotAllowed(
+                self.session_id, action, self.state, f"The session's payment is already {done}"
+            )
+
+    # --- views of a session ---
+
+    def fee_details(self) -> dict:
+        return {
+            "base_product_price": self.request.amount,
+            "transaction_fee": self.transaction_fee,
+            "total_amount": self.total_amount,
+            "customer_pays_fees": self.customer_pays_fees,
+        }
+
+    def created_response(self) -> dict:
+        """``data`` of ``POST /payments/sessions`` (the documented example's shape)."""
+        return {
+            "session_id": self.session_id,
+            "stripe_session_id": self.stripe_session_id,
+            "payment_url": self.payment_url,
+            "expires_at": iso_millis(self.expires_at),
+            "amount": self.total_amount,
+            "currency": self.currency,
+            "status": "pending",
+            "mode": self.mode,
+            "payment_type": self.request.payment_type,
+            "fee_details": self.fee_details(),
+        }
+
+    def retrieved_response(self, now: datetime) -> dict:
+        """``data`` of ``GET /payments/sessions/{id}``."""
+        return {
+            "session_id": self.session_id,
+            "status": self.status(now),
+            "amount": self.total_amount,
+            "currency": self.currency,
+            "payment_type": self.request.payment_type,
+            "created_at": iso_millis(self.created_at),
+            "completed_at": iso_millis(self.completed_at),
+            "expires_at": iso_millis(self.expires_at),
+        }
+
+    def snapshot(self, now: datetime) -> dict:
+        """Everything the emulator knows about the session, as fresh JSON-ready values."""
+        request = self.request
+        return {
+            **self.created_response(),
+            **self.retrieved_response(now),
+            "payment_id": self.payment_id,
+            "product_id": request.product_id,
+            "product_name": request.product_name,
+            "customer": copy.deepcopy(request.customer),
+            "metadata": copy.deepcopy(request.metadata),
+            "success_url": request.success_url,
+            "cancel_url": request.cancel_url,
+            "subscription_frequency_key": request.subscription_frequency_key,
+            "failed_at": iso_millis(self.failed_at),
+            "refunded_at": iso_millis(self.refunded_at),
+            "disputed_at": iso_millis(self.disputed_at),
+        }
+

@@ -1,0 +1,156 @@
+"""Fixtures for the emulator's tests: a running emulator, an HTTP client for it, and a tiny
+stdlib webhook receiver. None of them needs Django."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from khaime_django.emulator import Emulator
+
+SANDBOX_KEY = "pk_sandbox_emulator_tests"
+LIVE_KEY = "pk_live_emulator_tests"
+SECRET = "whsec_emulator_tests"
+
+
+OMIT = object()  # pass as a field value to leave the field out of the body
+
+
+def valid_session_body(**overrides) -> dict:
+    body = {
+        "amount": 5000,
+        "currency": "USD",
+        "product_name": "Field guide (PDF)",
+        "customer": {"email": "buyer@example.com"},
+        "success_url": "https://shop.example/return/success?order=ord-1",
+        "cancel_url": "https://shop.example/return/cancel?order=ord-1",
+        "metadata": {"reference": "ord-1", "attempt": 1},
+    }
+    body.update(overrides)
+    return {key: value for key, value in body.items() if value is not OMIT}
+
+
+@pytest.fixture
+def khaime_test_settings():
+    """The emulator's tests run without Django: shadow the suite's autouse settings fixture."""
+
+
+@pytest.fixture
+def emulator():
+    with Emulator(webhook_secret=SECRET, webhook_retry_delay=0.01, webhook_timeout=2.0) as emu:
+        yield emu
+
+
+@pytest.fixture
+def http():
+    session = requests.Session()
+    session.trust_env = False  # loopback only: never through a proxy from the environment
+    yield session
+    session.close()
+
+
+class PartnerApi:
+    """Calls the emulator's Partner API the way a merchant's client would."""
+
+    def __init__(self, emulator: Emulator, http: requests.Session):
+        self.emulator = emulator
+        self.http = http
+
+    def request(self, method: str, path: str, key: str | None = SANDBOX_KEY, **kwargs) -> requests.Response:
+        headers = {"X-API-Key": key} if key is not None else {}
+        return self.http.request(method, self.emulator.api_base_url + path, headers=headers, timeout=5, **kwargs)
+
+    def create(self, key: str = SANDBOX_KEY, **fields) -> requests.Response:
+        return self.request("POST", "/payments/sessions", key=key, json=valid_session_body(**fields))
+
+    def create_session(self, key: str = SANDBOX_KEY, **fields) -> dict:
+        response = self.create(key=key, **fields)
+        assert response.status_code == 201, response.text
+        return response.json()["data"]
+
+    def retrieve(self, session_id: str) -> requests.Response:
+        return self.request("GET", f"/payments/sessions/{session_id}")
+
+
+@pytest.fixture
+def api(emulator, http) -> PartnerApi:
+    return PartnerApi(emulator, http)
+
+
+class WebhookReceiver:
+    """A merchant's webhook endpoint in miniature: records every request and answers with the
+    statuses queued by ``answer_with`` (200 once they run out)."""
+
+    def __init__(self):
+        self.received: list[dict] = []
+        self._statuses: list[int] = []
+        self._cond = threading.Condition()
+        self._gate = threading.Event()
+        self._gate.set()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver._cond:
+                    receiver.received.append({"headers": dict(self.headers), "body": body})
+                    status = receiver._statuses.pop(0) if receiver._statuses else 200
+                    receiver._cond.notify_all()
+                receiver._gate.wait(timeout=5)
+                payload = b'{"received": true}'
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/payments/webhook/"
+
+    def answer_with(self, *statuses: int) -> None:
+        with self._cond:
+            self._statuses.extend(statuses)
+
+    def hold(self) -> None:
+        """Keep every answer back until ``release()`` (at most 5 s)."""
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> None:
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self.received) >= count, timeout):
+                raise TimeoutError(f"{len(self.received)} of {count} webhooks received")
+
+    def close(self) -> None:
+        self.release()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+@pytest.fixture
+def receiver():
+    webhook_receiver = WebhookReceiver()
+    yield webhook_receiver
+    webhook_receiver.close()
+
+
+@pytest.fixture
+def wired_emulator(emulator, receiver):
+    """The emulator delivering its webhooks to ``receiver``."""
+    emulator.configure(webhook_url=receiver.url)
+    return emulator
