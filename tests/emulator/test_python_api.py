@@ -1,0 +1,83 @@
+"""The Emulator's Python API: lifecycle, configuration, snapshots, reset."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from khaime_django.emulator import Emulator, InvalidConfig, UnknownSession
+
+
+def test_context_manager_serves_inside_and_frees_the_port_after(http):
+    with Emulator() as emu:
+        url = emu.api_base_url
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/api/v1/partner")
+        assert http.get(f"{url}/account", headers={"X-API-Key": "pk_sandbox_x"}, timeout=5).status_code == 200
+
+    with pytest.raises(requests.ConnectionError):
+        http.get(f"{url}/account", timeout=5)
+
+
+def test_base_url_needs_a_running_emulator():
+    with pytest.raises(RuntimeError):
+        Emulator().base_url
+
+
+def test_stopped_emulator_can_stop_again_and_restart(http):
+    emu = Emulator().start()
+    emu.stop()
+    emu.stop()
+
+    with emu:
+        assert http.get(f"{emu.api_base_url}/account", headers={"X-API-Key": "pk_live_x"}, timeout=5).ok
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"fail_rate": 1.5}, {"webhook_attempts": 0}, {"webhook_order": "random"}, {"webhook_url": "not a url"}],
+)
+def test_invalid_options_are_refused_by_constructor_and_configure(emulator, options):
+    with pytest.raises(InvalidConfig):
+        Emulator(**options)
+    with pytest.raises(InvalidConfig):
+        emulator.configure(**options)
+
+
+def test_configure_refuses_unknown_options(emulator):
+    with pytest.raises(InvalidConfig, match="colour"):
+        emulator.configure(colour="red")
+
+
+def test_configure_cannot_move_a_running_server(emulator):
+    with pytest.raises(InvalidConfig, match="port"):
+        emulator.configure(port=1)
+
+
+def test_snapshots_are_copies(api, emulator):
+    session_id = api.create_session()["session_id"]
+
+    emulator.session(session_id)["metadata"]["reference"] = "changed"
+    emulator.sessions()[0]["customer"]["email"] = "changed@example.com"
+
+    assert emulator.session(session_id)["metadata"]["reference"] == "ord-1"
+    assert emulator.session(session_id)["customer"]["email"] == "buyer@example.com"
+
+
+def test_unknown_session_raises_unknown_session_a_key_error(emulator):
+    with pytest.raises(UnknownSession):
+        emulator.session("sess_unknown")
+    with pytest.raises(KeyError):
+        emulator.complete("sess_unknown")
+
+
+def test_reset_forgets_everything_and_restores_constructor_config(api, wired_emulator):
+    wired_emulator.complete(api.create_session()["session_id"])
+    wired_emulator.wait_for_deliveries(1)
+    wired_emulator.configure(fee_bps=0)
+
+    wired_emulator.reset()
+
+    assert (wired_emulator.sessions(), wired_emulator.events(), wired_emulator.deliveries()) == ([], [], [])
+    assert wired_emulator.config.fee_bps == 600
+    assert wired_emulator.config.webhook_url is None
+    assert wired_emulator.config.webhook_secret == "whsec_emulator_tests"  # as constructed
