@@ -101,7 +101,8 @@ class KhaimeClient:
         body: dict[str, Any] = {
             "amount": amount,
             "currency": currency.upper() if isinstance(currency, str) else currency,
-            "customer": dict(customer),
+            # Copy mappings only: anything else is left for validate_session_request to refuse with details.
+            "customer": dict(customer) if isinstance(customer, Mapping) else customer,
             "success_url": success_url,
             "cancel_url": cancel_url,
         }
@@ -112,7 +113,7 @@ class KhaimeClient:
         if subscription_frequency_key:
             body["subscription_frequency_key"] = subscription_frequency_key
         if metadata:
-            body["metadata"] = dict(metadata)
+            body["metadata"] = dict(metadata) if isinstance(metadata, Mapping) else metadata
         validate_session_request(body)
         data = self._request("POST", "/payments/sessions", json=body)
         _require_fields(data, CREATE_SESSION_FIELDS)
@@ -280,7 +281,7 @@ def validate_session_request(body: Mapping[str, Any]) -> None:
         errors["product_name"] = "product_id or product_name is required"
     customer = body.get("customer") or {}
     try:
-        validate_email(customer.get("email") or "")
+        validate_email((customer.get("email") if isinstance(customer, Mapping) else "") or "")
     except ValidationError:
         errors["customer.email"] = "a valid email address is required"
     metadata = body.get("metadata") or {}
