@@ -1,0 +1,199 @@
+"""Khaime webhooks: signature verification and event parsing. No database, no HTTP here:
+the view (webhook_views.py) reads the request, services.py records and applies the event.
+
+Khaime signs the exact raw body: ``X-Khaime-Signature`` is the lowercase hex HMAC-SHA256 of the
+body bytes, keyed with the whole ``whsec_...`` secret (khaime-api.md §5.4). There is no timestamp
+to check; replays are harmless because ``event_id`` is de-duplicated by a unique constraint.
+
+Two payload versions exist (§5.8). From ``2026-03-27`` the envelope always has ``api_version``
+and ``business_id``, and a payment's ``data.amounts.customer_paid`` is a MoneyAmount
+(``{"amount": 5320, "currency": "USD"}``). Before that there is no ``api_version`` and the amount
+is flat (``data.amount`` / ``data.currency``). Khaime has not published the full ``data`` schema,
+so every accessor below tolerates missing or oddly typed fields and answers None.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from datetime import timezone as dt_timezone
+from typing import Any
+
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from .exceptions import WebhookPayloadError, WebhookSignatureError
+
+#: Django's names for Khaime's headers (request.META keys).
+SIGNATURE_HEADER = "HTTP_X_KHAIME_SIGNATURE"
+API_VERSION_HEADER = "HTTP_X_KHAIME_API_VERSION"
+EVENT_ID_HEADER = "HTTP_X_KHAIME_EVENT_ID"
+
+#: The first payload version with ``api_version``, ``business_id`` and ``data.amounts``.
+AMOUNTS_API_VERSION = "2026-03-27"
+
+# Column widths of WebhookEvent; a longer value is a malformed event, not our failure.
+_MAX_EVENT_ID = 255
+_MAX_EVENT_TYPE = 64
+_MAX_API_VERSION = 32
+
+# Where a payment event may carry Khaime's session id (khaime-api.md §5.7 leaves the key open).
+_SESSION_ID_PATHS = (
+    ("session_id",),
+    ("payment_session_id",),
+    ("checkout_session_id",),
+    ("session", "id"),
+    ("session",),
+    ("metadata", "session_id"),
+)
+
+
+def signature_for(body: bytes, secret: str) -> str:
+    """What Khaime sends in ``X-Khaime-Signature`` for ``body`` signed with ``secret``."""
+    return hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+def verify_signature(body: bytes, signature: str | None, secrets: Sequence[str]) -> None:
+    """Raise :class:`WebhookSignatureError` unless ``signature`` is ``body``'s HMAC under one of
+    ``secrets`` (several while rotating). The message says which check failed, never a secret."""
+    secrets = [secret for secret in secrets or () if isinstance(secret, str) and secret]
+    if not secrets:
+        raise WebhookSignatureError("no webhook secret is configured (KHAIME['WEBHOOK_SECRETS'] is empty)")
+    if not signature:
+        raise WebhookSignatureError("the X-Khaime-Signature header is missing")
+    received = signature.strip().lower().encode("utf-8", "replace")
+    for secret in secrets:
+        if hmac.compare_digest(signature_for(body, secret).encode("ascii"), received):
+            return
+    raise WebhookSignatureError(
+        f"X-Khaime-Signature matches none of the {len(secrets)} configured secret(s); "
+        "was the body re-serialised, or is the secret from another API key?"
+    )
+
+
+@dataclass(frozen=True)
+class KhaimeEvent:
+    """A verified webhook event. ``payload`` is the whole parsed envelope."""
+
+    event_id: str
+    event_type: str
+    api_version: str
+    payload: dict[str, Any]
+
+    @classmethod
+    def from_payload(cls, payload: Any, *, api_version_header: str = "") -> KhaimeEvent:
+        """Check the envelope and build the event; :class:`WebhookPayloadError` when unusable."""
+        if not isinstance(payload, dict):
+            raise WebhookPayloadError("the event is not a JSON object")
+        event_id = payload.get("event_id")
+        event_type = payload.get("event_type")
+        if not isinstance(event_id, str) or not event_id.strip():
+            raise WebhookPayloadError("the event has no event_id")
+        if not isinstance(event_type, str) or not event_type.strip():
+            raise WebhookPayloadError("the event has no event_type")
+        if len(event_id) > _MAX_EVENT_ID or len(event_type) > _MAX_EVENT_TYPE:
+            raise WebhookPayloadError("event_id or event_type is too long")
+        api_version = payload.get("api_version")
+        if not isinstance(api_version, str):
+            api_version = api_version_header or ""
+        return cls(event_id=event_id, event_type=event_type,
+                   api_version=api_version[:_MAX_API_VERSION], payload=payload)
+
+    @property
+    def data(self) -> Mapping[str, Any]:
+        data = self.payload.get("data")
+        return data if isinstance(data, dict) else {}
+
+    @property
+    def is_live(self) -> bool | None:
+        value = self.payload.get("is_live")
+        return value if isinstance(value, bool) else None
+
+    @property
+    def reference(self) -> uuid.UUID | None:
+        """Our own ``PaymentSession.reference``, echoed back in ``data.metadata.reference``."""
+        value = _dig(self.data, ("metadata", "reference"))
+        if not isinstance(value, str):
+            return None
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            return None
+
+    @property
+    def session_ids(self) -> list[str]:
+        """Candidate Khaime session ids (``sess_...``), most likely first."""
+        found: list[str] = []
+        for path in _SESSION_ID_PATHS:
+            value = _dig(self.data, path)
+            if isinstance(value, str) and value and value not in found:
+                found.append(value)
+        # `data.id` is the payment's id in the emulator, but a session id in some accounts (§5.7).
+        payment_id = self.data.get("id")
+        if isinstance(payment_id, str) and payment_id.startswith("sess_") and payment_id not in found:
+            found.append(payment_id)
+        return found
+
+    @property
+    def paid(self) -> tuple[int, str] | None:
+        """What the buyer paid as (minor units, currency), or None when the event does not say.
+
+        2026-03-27: ``data.amounts.customer_paid`` ({"amount", "currency"}); before: flat
+        ``data.amount`` / ``data.currency``. Either shape is read whatever ``api_version`` says.
+        """
+        for amount, currency in (
+            (_dig(self.data, ("amounts", "customer_paid", "amount")),
+             _dig(self.data, ("amounts", "customer_paid", "currency"))),
+            (self.data.get("amount"), self.data.get("currency")),
+        ):
+            if _is_int(amount) and isinstance(currency, str) and currency:
+                return amount, currency.upper()
+        return None
+
+    @property
+    def paid_at(self) -> datetime | None:
+        for value in (self.data.get("paid_at"), self.payload.get("occurred_at")):
+            parsed = _parse_time(value)
+            if parsed is not None:
+                return parsed
+        return None
+
+
+def parse_event(body: bytes, *, api_version_header: str = "") -> KhaimeEvent:
+    """The verified ``body`` as a :class:`KhaimeEvent`; :class:`WebhookPayloadError` when it is
+    not a JSON object with ``event_id`` and ``event_type``."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise WebhookPayloadError("the body is not JSON") from None
+    return KhaimeEvent.from_payload(payload, api_version_header=api_version_header)
+
+
+def _dig(data: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = data
+    for key in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = parse_datetime(value)
+    except ValueError:
+        return None
+    if parsed is not None and timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed, dt_timezone.utc)
+    return parsed
