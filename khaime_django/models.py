@@ -170,12 +170,12 @@ class StatusChange(models.Model):
 
 
 class WebhookOutcome(models.TextChoices):
-    RECEIVED = "received", _("Received")
-    APPLIED = "applied", _("Applied")
-    DUPLICATE = "duplicate", _("Duplicate")
-    IGNORED = "ignored", _("Ignored")
-    UNMATCHED = "unmatched", _("Unmatched")
-    ERROR = "error", _("Error")
+    RECEIVED = "received", _("Received")  # stored, not applied yet (or the apply was interrupted)
+    APPLIED = "applied", _("Applied")  # changed the session's status
+    DUPLICATE = "duplicate", _("Duplicate")  # the session already had this news (another event or path)
+    IGNORED = "ignored", _("Ignored")  # a type we do not handle, or a change the status machine refuses
+    UNMATCHED = "unmatched", _("Unmatched")  # no session with that reference or Khaime session id
+    ERROR = "error", _("Error")  # our own failure; the next delivery applies it again
 
 
 class WebhookEvent(models.Model):
@@ -192,6 +192,9 @@ class WebhookEvent(models.Model):
         _("outcome"), max_length=16, choices=WebhookOutcome.choices, default=WebhookOutcome.RECEIVED
     )
     error = models.TextField(_("error"), blank=True)
+    detail = models.TextField(
+        _("detail"), blank=True, help_text=_("What applying the event did, or why it changed nothing.")
+    )
     deliveries = models.PositiveIntegerField(_("deliveries"), default=1)
     session = models.ForeignKey(
         PaymentSession, verbose_name=_("payment session"), null=True, blank=True,
