@@ -237,6 +237,10 @@ def refresh_if_due(session: PaymentSession, *, source: str = Source.RETURN) -> P
         refresh_session(session, source=source, timeout=khaime_settings.RETURN_TIMEOUT)
     except KhaimeError as error:
         logger.warning("Could not ask Khaime about payment session %s: %s", session.reference, error)
+        # A failed attempt counts too: otherwise, while Khaime is down or rate limiting us, every
+        # poll of every open status page becomes a Khaime request (with retries).
+        session.last_checked_at = timezone.now()
+        PaymentSession.objects.filter(pk=session.pk).update(last_checked_at=session.last_checked_at)
     return session
 
 
