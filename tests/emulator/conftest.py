@@ -38,10 +38,18 @@ def khaime_test_settings():
     """The emulator's tests run without Django: shadow the suite's autouse settings fixture."""
 
 
-@pytest.fixture
-def emulator():
+@pytest.fixture(scope="session")
+def shared_emulator():
     with Emulator(webhook_secret=SECRET, webhook_retry_delay=0.01, webhook_timeout=2.0) as emu:
         yield emu
+
+
+@pytest.fixture
+def emulator(shared_emulator):
+    """A running emulator, reset for this test (as the pytest plugin serves merchants)."""
+    shared_emulator.reset()
+    yield shared_emulator
+    shared_emulator.reset()
 
 
 @pytest.fixture
@@ -112,7 +120,7 @@ class WebhookReceiver:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
         self._thread.start()
 
     @property
