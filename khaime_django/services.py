@@ -8,24 +8,50 @@ import hashlib
 import json
 import logging
 import time
+import traceback
 import uuid
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.db import IntegrityError, transaction
+from django.db.models import F, Q
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from . import signals
 from .client import KhaimeClient, get_client, validate_session_request
 from .conf import khaime_settings
-from .exceptions import KhaimeConfigurationError, KhaimeError, KhaimeRequestInvalid, KhaimeUnsafeRedirect
-from .models import OPEN_STATUSES, PaymentSession, Source, Status
-from .transitions import transition
+from .exceptions import (
+    KhaimeAuthenticationError,
+    KhaimeConfigurationError,
+    KhaimeConnectionError,
+    KhaimeError,
+    KhaimeRateLimitError,
+    KhaimeRequestInvalid,
+    KhaimeServerError,
+    KhaimeUnsafeRedirect,
+)
+from .models import (
+    AWAITING_STATUSES,
+    OPEN_STATUSES,
+    PAID_STATUSES,
+    Mode,
+    PaymentSession,
+    Source,
+    Status,
+    WebhookEvent,
+    WebhookOutcome,
+)
+from .transitions import can_transition, send_robust, transition, transition_many
+from .webhooks import KhaimeEvent
 
 logger = logging.getLogger(__name__)
 
@@ -272,3 +298,381 @@ def cancel_session(session: PaymentSession) -> bool:
     so a later ``completed`` is still applied."""
     return transition(session, Status.CANCELLED, source=Source.CANCEL, detail="buyer cancelled",
                       cancelled_at=timezone.now())
+
+
+# -- webhooks -------------------------------------------------------------------------------------
+
+#: The payment events we apply, and the status each one means.
+WEBHOOK_STATUS = {
+    "payment.succeeded": Status.COMPLETED,
+    "payment.failed": Status.FAILED,
+    "payment.refunded": Status.REFUNDED,
+    "payment.disputed": Status.DISPUTED,
+}
+#: A delivery of an event already in one of these is answered "duplicate" and changes nothing.
+#: `error` is not among them: only an event that was processed counts as processed.
+PROCESSED_OUTCOMES = frozenset(
+    {WebhookOutcome.APPLIED, WebhookOutcome.DUPLICATE, WebhookOutcome.IGNORED, WebhookOutcome.UNMATCHED}
+)
+_MAX_ERROR_TEXT = 10_000
+
+
+def handle_webhook_event(event: KhaimeEvent) -> str:
+    """Record and apply a verified event (what the webhook view does); returns the outcome."""
+    return apply_webhook_event(record_webhook_event(event))
+
+
+def record_webhook_event(event: KhaimeEvent) -> WebhookEvent:
+    """Store a verified event in the inbox, or count one more delivery of one already there.
+
+    The unique ``event_id``, not a read-then-write, decides which of two concurrent deliveries
+    inserts. The webhook view runs outside any request transaction, so the row commits here, on
+    its own: whatever happens to the apply afterwards, the delivery and its error are kept.
+    """
+    record, created = WebhookEvent.objects.get_or_create(
+        event_id=event.event_id,
+        defaults={
+            "event_type": event.event_type,
+            "api_version": event.api_version,
+            "is_live": event.is_live,
+            "payload": event.payload,
+        },
+    )
+    if not created:
+        WebhookEvent.objects.filter(pk=record.pk).update(deliveries=F("deliveries") + 1)
+        record.deliveries += 1
+    return record
+
+
+def apply_webhook_event(record: WebhookEvent, *, source: str = Source.WEBHOOK, again: bool = False) -> str:
+    """Apply a recorded event to its session, once. Returns this delivery's outcome:
+    ``duplicate`` when the event was processed before, else the outcome now stored on it.
+
+    ``again=True`` (the admin's "Apply again") also re-applies an ``unmatched`` event. Our own
+    failure is stored as ``error`` with the traceback, never raised: the view answers 500 and
+    Khaime's retry of the same event_id applies it again.
+    """
+    retryable = {WebhookOutcome.RECEIVED, WebhookOutcome.ERROR}
+    if again:
+        retryable.add(WebhookOutcome.UNMATCHED)
+    if record.outcome not in retryable:
+        return WebhookOutcome.DUPLICATE
+    receiver_errors = _ReceiverErrors(record)
+    try:
+        with transaction.atomic():
+            # Concurrent deliveries of one event_id queue on this row lock: the first applies,
+            # the others then find it processed and answer "duplicate" (one change, one signal).
+            locked = WebhookEvent.objects.select_for_update().get(pk=record.pk)
+            if locked.outcome not in retryable:
+                _copy_result(locked, record)
+                return WebhookOutcome.DUPLICATE
+            outcome, session, detail = _apply_event(locked, source=source, on_receiver_errors=receiver_errors)
+            locked.outcome, locked.session, locked.detail = outcome, session, detail[:_MAX_ERROR_TEXT]
+            locked.error, locked.processed_at = "", timezone.now()
+            locked.save(update_fields=["outcome", "session", "detail", "error", "processed_at"])
+    except Exception as error:
+        # Leaving the atomic block rolled back whatever the apply had changed (status, log row,
+        # pending signals). The event row itself was committed by record_webhook_event, so the
+        # error written here, outside that block, is kept for the admin and the retry.
+        logger.exception("Applying Khaime webhook event %s failed", record.event_id)
+        text = "".join(traceback.format_exception(error))[-_MAX_ERROR_TEXT:]
+        record.outcome, record.error, record.processed_at = WebhookOutcome.ERROR, text, timezone.now()
+        WebhookEvent.objects.filter(pk=record.pk).update(
+            outcome=record.outcome, error=record.error, processed_at=record.processed_at
+        )
+        return WebhookOutcome.ERROR
+    _copy_result(locked, record)
+    return outcome
+
+
+def _copy_result(source: WebhookEvent, target: WebhookEvent) -> None:
+    for name in ("outcome", "session_id", "detail", "error", "processed_at"):
+        setattr(target, name, getattr(source, name))
+
+
+def _apply_event(record: WebhookEvent, *, source: str, on_receiver_errors) -> tuple[str, PaymentSession | None, str]:
+    """(outcome, matched session, detail) of applying ``record``'s event; runs in a transaction."""
+    event = KhaimeEvent.from_payload(record.payload, api_version_header=record.api_version)
+    target = WEBHOOK_STATUS.get(event.event_type)
+    if target is None:
+        return WebhookOutcome.IGNORED, None, f"{event.event_type} is not an event khaime-django applies"
+    session = match_session(event)
+    if session is None:
+        return WebhookOutcome.UNMATCHED, None, (
+            f"no payment session with reference {event.reference} or Khaime session id "
+            f"{', '.join(event.session_ids) or 'None'}"
+        )
+    why = f"{event.event_type} {event.event_id}"
+    reasons = review_reasons(session, event) if target == Status.COMPLETED else []
+    flagged = _flag_for_review(session, f"{why}: {'; '.join(reasons)}") if reasons else False
+    changed = False
+    if target in (Status.COMPLETED, Status.REFUNDED, Status.DISPUTED) and session.status not in PAID_STATUSES:
+        # Khaime refunds and disputes only money it received: a refund or dispute arriving first
+        # means payment.succeeded is late or lost. Record the payment, then the refund, so the
+        # history is whole and a late payment.succeeded finds its news already applied.
+        changed = transition(
+            session, Status.COMPLETED, source=source, detail=why, on_receiver_errors=on_receiver_errors,
+            completed_at=event.paid_at or timezone.now(),
+        )
+    if target != Status.COMPLETED:
+        changed = transition(session, target, source=source, detail=why, on_receiver_errors=on_receiver_errors) or changed
+    if flagged:
+        # After the transition's own on-commit signals: payment_completed first, then this.
+        transaction.on_commit(
+            partial(_send_needs_review, session, session.review_reason, record, on_receiver_errors)
+        )
+    notes = [f"needs review: {'; '.join(reasons)}"] if reasons else []
+    if changed:
+        return WebhookOutcome.APPLIED, session, "; ".join([f"session is now {session.status}", *notes])
+    already = session.status == target or (target == Status.COMPLETED and session.status in PAID_STATUSES)
+    if already:
+        return WebhookOutcome.DUPLICATE, session, "; ".join([f"session was already {session.status}", *notes])
+    return WebhookOutcome.IGNORED, session, "; ".join(
+        [f"session is {session.status}; the status machine does not allow {session.status} -> {target}", *notes]
+    )
+
+
+def match_session(event: KhaimeEvent) -> PaymentSession | None:
+    """The session an event is about: by ``data.metadata.reference`` (ours, sent at creation),
+    then by Khaime's session id."""
+    if event.reference is not None:
+        session = PaymentSession.objects.filter(reference=event.reference).first()
+        if session is not None:
+            return session
+    for session_id in event.session_ids:
+        session = PaymentSession.objects.filter(session_id=session_id).first()
+        if session is not None:
+            return session
+    return None
+
+
+def review_reasons(session: PaymentSession, event: KhaimeEvent) -> list[str]:
+    """Why a payment Khaime reports for ``session`` needs a human look: amount, currency or
+    environment differ from what we asked for. A field the event does not carry is not checked."""
+    reasons = []
+    paid = event.paid
+    if paid is not None:
+        expected = session.total_amount if session.total_amount is not None else session.amount
+        amount, currency = paid
+        if currency != session.currency.upper():
+            reasons.append(f"paid in {currency}, but the session is in {session.currency}")
+        elif amount != expected:
+            reasons.append(f"paid {amount} {currency}, but the session expects {expected} {session.currency}")
+    if event.is_live is not None and event.is_live != (session.mode == Mode.LIVE):
+        reasons.append(
+            f"a {'live' if event.is_live else 'sandbox'} event for a {session.mode} session"
+        )
+    return reasons
+
+
+def _flag_for_review(session: PaymentSession, reason: str) -> bool:
+    """Mark ``session`` needs_review (money is never refused: the payment is applied anyway).
+    True when this call flagged it; the caller then sends ``payment_needs_review`` on commit."""
+    logger.warning("Payment session %s needs review: %s", session.reference, reason)
+    # Conditional, so two events for one session cannot both flag it and signal twice.
+    flagged = PaymentSession.objects.filter(pk=session.pk, needs_review=False).update(
+        needs_review=True, review_reason=reason, updated_at=timezone.now()
+    )
+    if flagged:
+        # Before the commit: payment_completed's receivers get this object and may check it.
+        session.needs_review, session.review_reason = True, reason
+    return bool(flagged)
+
+
+def _send_needs_review(session: PaymentSession, reason: str, record: WebhookEvent, on_receiver_errors) -> None:
+    errors = send_robust(signals.payment_needs_review, session=session, reason=reason, event=record)
+    if errors:
+        on_receiver_errors(errors)
+
+
+class _ReceiverErrors:
+    """Records on the event what merchant receivers raised. Called after the commit, so it
+    writes on its own; a receiver's exception never turns the acknowledgement into an error."""
+
+    def __init__(self, record: WebhookEvent):
+        self.record = record
+        self.lines: list[str] = []
+
+    def __call__(self, errors: list[BaseException]) -> None:
+        for error in errors:
+            logger.error("A signal receiver raised while applying Khaime webhook event %s: %r",
+                         self.record.event_id, error, exc_info=error)
+            self.lines.append(f"signal receiver raised {type(error).__name__}: {error}")
+        self.record.error = "\n".join(self.lines)[:_MAX_ERROR_TEXT]
+        try:
+            WebhookEvent.objects.filter(pk=self.record.pk).update(error=self.record.error)
+        except Exception:  # never let bookkeeping fail the commit hooks that follow
+            logger.exception("Could not record receiver errors on webhook event %s", self.record.event_id)
+
+
+# -- reconciliation -------------------------------------------------------------------------------
+
+#: What GET /payments/sessions says -> the status it would move a session to.
+_REMOTE_STATUS = {"completed": Status.COMPLETED, "failed": Status.FAILED, "expired": Status.EXPIRED}
+EXPIRE_BATCH_SIZE = 1000
+
+
+@dataclass
+class SyncReport:
+    """What one khaime_sync run did; ``summary()`` is its last line."""
+
+    dry_run: bool = False
+    requests: int = 0
+    checked: int = 0
+    changed: Counter = field(default_factory=Counter)
+    errors: int = 0
+    #: Requests that got no usable answer (connection refused, timeout, 5xx).
+    unanswered: int = 0
+    stopped: str = ""
+    expired_offline: int = 0
+
+    @property
+    def unreachable(self) -> bool:
+        """Khaime could not be used at all: nothing answered, or it refused our key."""
+        return self.stopped == "Khaime refused the API key" or (self.requests > 0 and self.unanswered == self.requests)
+
+    def summary(self) -> str:
+        verb = "would change" if self.dry_run else "changed"
+        changed = sum(self.changed.values())
+        per_status = ", ".join(f"{status} {count}" for status, count in sorted(self.changed.items()))
+        parts = [
+            f"checked {self.checked}",
+            f"{verb} {changed}" + (f" ({per_status})" if per_status else ""),
+            f"errors {self.errors}",
+            f"requests {self.requests}",
+        ]
+        if self.expired_offline:
+            parts.append(f"expired offline {self.expired_offline}")
+        line = "khaime_sync: " + ", ".join(parts)
+        if self.stopped:
+            line += f"; stopped early: {self.stopped}"
+        return line + (" (dry run: nothing was changed)" if self.dry_run else "")
+
+
+def sync_sessions(
+    *,
+    budget: int = 100,
+    grace: timedelta | None = None,
+    dry_run: bool = False,
+    client: KhaimeClient | None = None,
+    report: SyncReport | None = None,
+    on_change: Callable[[PaymentSession, str, str], None] | None = None,
+) -> SyncReport:
+    """Ask Khaime about sessions still pending or cancelled ``grace`` after creation, newest
+    first, and apply the answers, spending at most ``budget`` requests (Khaime allows 1,000 an
+    hour per key). Stops at the first 429. A session asked about within ``grace`` is skipped, so
+    successive runs work through a backlog instead of re-asking about the newest ones.
+
+    ``client`` defaults to one that never retries: one request per session, so the budget is
+    exact, and a failure waits for the next run rather than spending more of the hour's quota.
+    """
+    report = report or SyncReport(dry_run=dry_run)
+    grace = khaime_settings.SYNC_GRACE if grace is None else grace
+    client = client or _sync_client()
+    cutoff = timezone.now() - grace
+    due = (
+        PaymentSession.objects.filter(status__in=AWAITING_STATUSES, session_id__isnull=False, created_at__lte=cutoff)
+        .filter(Q(last_checked_at__isnull=True) | Q(last_checked_at__lte=cutoff))
+        .order_by("-created_at", "-pk")
+    )
+    for session in due[: max(budget, 0)].iterator(chunk_size=100):
+        report.requests += 1
+        try:
+            data = client.get_session(session.session_id)
+        except KhaimeRateLimitError:
+            report.stopped = "Khaime rate limit (429)"
+            break
+        except KhaimeAuthenticationError as error:
+            report.errors += 1
+            report.stopped = "Khaime refused the API key"
+            logger.error("khaime_sync: %s", error)
+            break
+        except (KhaimeConnectionError, KhaimeServerError) as error:
+            report.errors += 1
+            report.unanswered += 1
+            logger.warning("khaime_sync: could not ask Khaime about session %s: %s", session.reference, error)
+            continue
+        except KhaimeError as error:
+            report.errors += 1
+            logger.warning("khaime_sync: Khaime could not say about session %s: %s", session.reference, error)
+            continue
+        report.checked += 1
+        before = session.status
+        if dry_run:
+            target = _REMOTE_STATUS.get(data.get("status"))
+            if target is not None and can_transition(before, target):
+                report.changed[target] += 1
+                if on_change:
+                    on_change(session, before, target)
+        elif apply_khaime_status(session, data, source=Source.SYNC):
+            report.changed[session.status] += 1
+            if on_change:
+                on_change(session, before, session.status)
+    return report
+
+
+def _sync_client() -> KhaimeClient:
+    return KhaimeClient(
+        khaime_settings.API_KEY,
+        khaime_settings.API_BASE_URL,
+        timeout=tuple(khaime_settings.TIMEOUT),
+        max_retries=0,
+    )
+
+
+def expire_stale(
+    *,
+    grace: timedelta | None = None,
+    dry_run: bool = False,
+    batch_size: int = EXPIRE_BATCH_SIZE,
+) -> int:
+    """Expire, without asking Khaime, sessions still pending or cancelled ``grace`` past their
+    ``expires_at``. Returns how many were (or, with ``dry_run``, would be) expired.
+
+    Works in primary-key batches (keyset pagination) through ``transition_many``, so memory stays
+    bounded however many sessions are stale and each batch commits (and signals) on its own.
+    A payment Khaime reports later still completes an expired session.
+    """
+    grace = khaime_settings.SYNC_GRACE if grace is None else grace
+    stale = PaymentSession.objects.filter(
+        status__in=AWAITING_STATUSES, expires_at__lt=timezone.now() - grace
+    ).order_by("pk")
+    if dry_run:
+        return stale.count()
+    expired = 0
+    last_pk = 0
+    while True:
+        ids = list(stale.filter(pk__gt=last_pk).values_list("pk", flat=True)[:batch_size])
+        if not ids:
+            return expired
+        last_pk = ids[-1]
+        expired += len(transition_many(ids, Status.EXPIRED, source=Source.SYNC, detail="expires_at passed"))
+
+
+# -- housekeeping ---------------------------------------------------------------------------------
+
+#: Outcomes khaime_prune_events deletes; error/unmatched/received ones stay for a human unless asked.
+PRUNABLE_OUTCOMES = (WebhookOutcome.APPLIED, WebhookOutcome.IGNORED, WebhookOutcome.DUPLICATE)
+PRUNE_BATCH_SIZE = 1000
+
+
+def prune_webhook_events(
+    *, older_than: timedelta, include_failed: bool = False, dry_run: bool = False, batch_size: int = PRUNE_BATCH_SIZE
+) -> int:
+    """Delete webhook events received more than ``older_than`` ago, in batches (short locks,
+    bounded memory). Returns how many were (or would be) deleted.
+
+    Deleting an event also forgets its event_id, so keep ``older_than`` well beyond Khaime's
+    retry window (3 attempts, 2 s apart) — days, not minutes.
+    """
+    old = WebhookEvent.objects.filter(received_at__lt=timezone.now() - older_than)
+    if not include_failed:
+        old = old.filter(outcome__in=PRUNABLE_OUTCOMES)
+    if dry_run:
+        return old.count()
+    deleted = 0
+    while True:
+        ids = list(old.order_by("pk").values_list("pk", flat=True)[:batch_size])
+        if not ids:
+            return deleted
+        deleted += WebhookEvent.objects.filter(pk__in=ids).delete()[0]

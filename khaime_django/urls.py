@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import views, webhook_views
 
 app_name = "khaime"
 
@@ -9,4 +9,5 @@ urlpatterns = [
     path("sessions/<uuid:reference>/success/", views.SuccessView.as_view(), name="success"),
     path("sessions/<uuid:reference>/cancel/", views.CancelView.as_view(), name="cancel"),
     path("sessions/<uuid:reference>/status/", views.StatusView.as_view(), name="status"),
+    path("webhook/", webhook_views.WebhookView.as_view(), name="webhook"),
 ]
