@@ -57,3 +57,52 @@ def khaime_api():
 def seed_create(khaime_api):
     khaime_api.post(f"{API_BASE}/payments/sessions", json=SEED_CREATE_RESPONSE, status=201)
     return khaime_api
+
+
+# -- issue 3: webhooks, reconciliation (appended) ---------------------------------------------
+
+
+@pytest.fixture
+def signal_log():
+    """Every khaime signal sent during the test, as (signal name, kwargs) in order; thread-safe."""
+    import threading
+
+    from khaime_django import signals
+
+    names = [name for name in dir(signals) if isinstance(getattr(signals, name), signals.Signal)]
+    log: list[tuple[str, dict]] = []
+    lock = threading.Lock()
+    receivers = []
+    for name in names:
+        def receiver(sender, _name=name, **kwargs):
+            kwargs.pop("signal", None)
+            with lock:
+                log.append((_name, kwargs))
+        getattr(signals, name).connect(receiver, weak=False)
+        receivers.append((getattr(signals, name), receiver))
+    yield log
+    for signal, receiver in receivers:
+        signal.disconnect(receiver)
+
+
+@pytest.fixture
+def deliver(client, django_capture_on_commit_callbacks):
+    """``deliver(payload)`` POSTs a signed event to the webhook view and runs the on-commit hooks
+    (signals) as a real commit would; keyword arguments go to webhook_helpers.post_webhook."""
+    from .webhook_helpers import post_webhook
+
+    def send(payload=None, **kwargs):
+        with django_capture_on_commit_callbacks(execute=True):
+            return post_webhook(client, payload, **kwargs)
+
+    return send
+
+
+def sql_statements(captured) -> list[str]:
+    """The SQL verbs in a django_assert_num_queries capture, without the BEGIN/COMMIT/ROLLBACK
+    that Django (4.2+) also records as queries."""
+    return [
+        query["sql"].split()[0]
+        for query in captured.captured_queries
+        if query["sql"] not in ("BEGIN", "COMMIT", "ROLLBACK")
+    ]
