@@ -27,6 +27,8 @@ from .webhooks import Event, WebhookDispatcher, payment_event
 
 logger = logging.getLogger("khaime_django.emulator")
 
+MAX_BODY_BYTES = 1024 * 1024
+
 # action -> (event type, payment status in the event); "expire" sends no webhook.
 _ACTION_EVENTS = {
     "complete": ("payment.succeeded", "succeeded"),
@@ -261,23 +263,30 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         started = time.monotonic()
-        length = int(self.headers.get("Content-Length") or 0)
-        request = Request(
-            method=self.command,
-            path=urlsplit(self.path).path,
-            headers=self.headers,
-            body=self.rfile.read(length) if length else b"",
-        )
         try:
-            response = _route(self.server.emulator, request)
-        except Exception:
-            logger.exception("emulator error on %s %s", request.method, request.path)
-            response = failure(500, "Emulator error")
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY_BYTES:
+            self.close_connection = True  # the unread body must not be taken for a next request
+            response = failure(400 if length < 0 else 413)
+        else:
+            request = Request(
+                method=self.command,
+                path=urlsplit(self.path).path,
+                headers=self.headers,
+                body=self.rfile.read(length) if length else b"",
+            )
+            try:
+                response = _route(self.server.emulator, request)
+            except Exception:
+                logger.exception("emulator error on %s %s", self.command, self.path)
+                response = failure(500, "Emulator error")
         self._send(response)
         logger.info(
             '%s "%s %s" %d %dms',
             self.client_address[0],
-            request.method,
+            self.command,
             self.path,
             response.status,
             round((time.monotonic() - started) * 1000),

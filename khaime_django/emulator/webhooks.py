@@ -304,7 +304,11 @@ def _post(delivery: _Delivery) -> tuple[int | None, str, str | None]:
             return response.status, _text(response.read(RESPONSE_BODY_LIMIT)), None
     except urllib.error.HTTPError as exc:
         with exc:
-            return exc.code, _text(exc.read(RESPONSE_BODY_LIMIT)), None
+            try:
+                body = exc.read(RESPONSE_BODY_LIMIT)
+            except (OSError, http.client.HTTPException):
+                body = b""  # the status is the answer; a body cut short changes nothing
+            return exc.code, _text(body), None
     except urllib.error.URLError as exc:
         return None, "", str(exc.reason)
     except (OSError, http.client.HTTPException) as exc:

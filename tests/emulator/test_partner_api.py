@@ -239,3 +239,10 @@ def test_wrong_method_is_405_envelope(api):
     assert response.status_code == 405
     assert response.json()["success"] is False
     assert response.json()["details"] == {"allowed": ["POST"]}
+
+
+def test_body_over_one_megabyte_is_413(api):
+    response = api.request("POST", "/payments/sessions", data=b" " * (1024 * 1024 + 1))
+
+    assert response.status_code == 413
+    assert response.json()["success"] is False
