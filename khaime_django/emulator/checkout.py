@@ -18,7 +18,9 @@ PREFIX = "/checkout"
 
 
 def handle(emulator, request: Request) -> Response:
-    handler, params, allowed = _router.resolve(request.method, request.path[len(PREFIX):])
+    handler, params, allowed = _router.resolve(
+        request.method, request.path[len(PREFIX) :]
+    )
     if handler is None:
         if allowed:
             response = html(405, _page("Method not allowed", "Method not allowed", ""))
@@ -104,7 +106,7 @@ def checkout_page(snapshot: dict) -> str:
         rows.append(("Fees", fees["transaction_fee"]))
     rows.append(("Total", fees["total_amount"]))
     table = "".join(
-        f'<tr{" class=total" if label == "Total" else ""}><td>{label}</td>'
+        f"<tr{' class=total' if label == 'Total' else ''}><td>{label}</td>"
         f"<td>{escape(format_minor(amount, currency))}</td></tr>"
         for label, amount in rows
     )
@@ -120,22 +122,37 @@ def checkout_page(snapshot: dict) -> str:
             f'<p class="muted">Paying as {escape(snapshot["customer"].get("email", ""))}</p>'
         )
     else:
-        body = f"<table>{table}</table>" + _message(status, _MESSAGES[status], _return_link(snapshot))
+        body = f"<table>{table}</table>" + _message(
+            status, _MESSAGES[status], _return_link(snapshot)
+        )
     return _page(f"Pay for {title}", title, body, snapshot["mode"])
 
 
 def conflict_page(snapshot: dict, reason: str) -> str:
     """Answer to a pay/decline on a session that is no longer pending (sent with 409)."""
     title = snapshot["product_name"] or f"Product {snapshot['product_id']}"
-    return _page("Payment not possible", title, _message("conflict", reason, _return_link(snapshot)), snapshot["mode"])
+    return _page(
+        "Payment not possible",
+        title,
+        _message("conflict", reason, _return_link(snapshot)),
+        snapshot["mode"],
+    )
 
 
 def not_found_page() -> str:
-    return _page("Checkout not found", "Checkout not found", _message("conflict", "There is no checkout session at this address."))
+    return _page(
+        "Checkout not found",
+        "Checkout not found",
+        _message("conflict", "There is no checkout session at this address."),
+    )
 
 
 def _return_link(snapshot: dict) -> str:
-    url = snapshot["success_url"] if snapshot["status"] == "completed" else snapshot["cancel_url"]
+    url = (
+        snapshot["success_url"]
+        if snapshot["status"] == "completed"
+        else snapshot["cancel_url"]
+    )
     return f'<p><a href="{escape(url)}">Return to the shop</a></p>' if url else ""
 
 

@@ -39,29 +39,91 @@ _VALUE_OPTIONS = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the emulator's options; an option left out stays None and takes its default later."""
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help=f"port to listen on, 0 for any free port (default {DEFAULT_PORT})")
-    parser.add_argument("--webhook-url", help="where to POST signed webhooks (none: events are only recorded)")
-    parser.add_argument("--webhook-secret", help="secret that signs webhooks (whsec_...)")
-    parser.add_argument("--session-ttl", type=float, metavar="SECONDS", help="session lifetime (default 1800)")
     parser.add_argument(
-        "--merchant-pays-fees", action="store_true", help="the merchant absorbs fees: total = base price"
+        "--port",
+        type=int,
+        help=f"port to listen on, 0 for any free port (default {DEFAULT_PORT})",
     )
-    parser.add_argument("--latency-ms", type=int, metavar="N", help="delay every Partner API answer")
-    parser.add_argument("--fail-rate", type=float, metavar="F", help="share of Partner API requests that fail (0-1)")
-    parser.add_argument("--fail-status", type=int, metavar="S", help="status of those failures (default 500)")
-    parser.add_argument("--rate-limit-per-second", type=int, metavar="N", help="answer 429 past N requests a second")
-    parser.add_argument("--duplicate-webhooks", action="store_true", help="deliver every webhook twice")
-    parser.add_argument("--webhook-order", choices=WEBHOOK_ORDERS, help="deliver in order, or shuffled")
-    parser.add_argument("--webhook-attempts", type=int, metavar="N", help="attempts per webhook (default 3)")
-    parser.add_argument("--webhook-retry-delay", type=float, metavar="S", help="seconds between attempts (default 2)")
-    parser.add_argument("--webhook-timeout", type=float, metavar="S", help="seconds per attempt (default 10)")
-    parser.add_argument("--seed", type=int, help="seed for fail_rate draws and shuffled delivery")
+    parser.add_argument(
+        "--webhook-url",
+        help="where to POST signed webhooks (none: events are only recorded)",
+    )
+    parser.add_argument(
+        "--webhook-secret", help="secret that signs webhooks (whsec_...)"
+    )
+    parser.add_argument(
+        "--session-ttl",
+        type=float,
+        metavar="SECONDS",
+        help="session lifetime (default 1800)",
+    )
+    parser.add_argument(
+        "--merchant-pays-fees",
+        action="store_true",
+        help="the merchant absorbs fees: total = base price",
+    )
+    parser.add_argument(
+        "--latency-ms", type=int, metavar="N", help="delay every Partner API answer"
+    )
+    parser.add_argument(
+        "--fail-rate",
+        type=float,
+        metavar="F",
+        help="share of Partner API requests that fail (0-1)",
+    )
+    parser.add_argument(
+        "--fail-status",
+        type=int,
+        metavar="S",
+        help="status of those failures (default 500)",
+    )
+    parser.add_argument(
+        "--rate-limit-per-second",
+        type=int,
+        metavar="N",
+        help="answer 429 past N requests a second",
+    )
+    parser.add_argument(
+        "--duplicate-webhooks", action="store_true", help="deliver every webhook twice"
+    )
+    parser.add_argument(
+        "--webhook-order", choices=WEBHOOK_ORDERS, help="deliver in order, or shuffled"
+    )
+    parser.add_argument(
+        "--webhook-attempts",
+        type=int,
+        metavar="N",
+        help="attempts per webhook (default 3)",
+    )
+    parser.add_argument(
+        "--webhook-retry-delay",
+        type=float,
+        metavar="S",
+        help="seconds between attempts (default 2)",
+    )
+    parser.add_argument(
+        "--webhook-timeout",
+        type=float,
+        metavar="S",
+        help="seconds per attempt (default 10)",
+    )
+    parser.add_argument(
+        "--seed", type=int, help="seed for fail_rate draws and shuffled delivery"
+    )
 
 
-def options_from_args(args: argparse.Namespace, defaults: Mapping | None = None) -> dict:
+def options_from_args(
+    args: argparse.Namespace, defaults: Mapping | None = None
+) -> dict:
     """Emulator keywords from parsed options; ``defaults`` fill the options not given."""
     options = dict(defaults or {})
-    options.update({name: getattr(args, name) for name in _VALUE_OPTIONS if getattr(args, name) is not None})
+    options.update(
+        {
+            name: getattr(args, name)
+            for name in _VALUE_OPTIONS
+            if getattr(args, name) is not None
+        }
+    )
     if args.merchant_pays_fees:
         options["customer_pays_fees"] = False
     if args.duplicate_webhooks:
@@ -104,13 +166,16 @@ def serve(options: Mapping, out, expected_api_base_url: str | None = None) -> in
         return 2
     stop_requested = threading.Event()
     previous_handlers = {
-        signum: signal.signal(signum, lambda *_: stop_requested.set()) for signum in (signal.SIGINT, signal.SIGTERM)
+        signum: signal.signal(signum, lambda *_: stop_requested.set())
+        for signum in (signal.SIGINT, signal.SIGTERM)
     }
     log_handler = _log_requests_to_stderr()
     try:
         emulator.start()
     except OSError as exc:
-        out.write(f"Cannot listen on {options.get('host', '127.0.0.1')}:{options.get('port')}: {exc}\n")
+        out.write(
+            f"Cannot listen on {options.get('host', '127.0.0.1')}:{options.get('port')}: {exc}\n"
+        )
         _restore(previous_handlers, log_handler)
         return 1
     try:
@@ -135,8 +200,13 @@ def _banner(emulator: Emulator, expected_api_base_url: str | None) -> list[str]:
         f"  Webhooks:     {config.webhook_url or 'not delivered (no --webhook-url); see /_emulator/events'}",
         f"  Signed with:  {config.webhook_secret}",
     ]
-    if expected_api_base_url is not None and expected_api_base_url.rstrip("/") != emulator.api_base_url:
-        lines.append(f"  Note: settings.KHAIME['API_BASE_URL'] is {expected_api_base_url!r}, not this emulator.")
+    if (
+        expected_api_base_url is not None
+        and expected_api_base_url.rstrip("/") != emulator.api_base_url
+    ):
+        lines.append(
+            f"  Note: settings.KHAIME['API_BASE_URL'] is {expected_api_base_url!r}, not this emulator."
+        )
     lines.append("Point the app at it with:")
     lines.append(f"KHAIME_API_BASE_URL={emulator.api_base_url}")
     return lines

@@ -16,7 +16,9 @@ ACTIONS = ("complete", "fail", "expire", "refund", "dispute")
 
 
 def handle(emulator, request: Request) -> Response:
-    handler, params, allowed = _router.resolve(request.method, request.path[len(PREFIX):])
+    handler, params, allowed = _router.resolve(
+        request.method, request.path[len(PREFIX) :]
+    )
     if handler is None:
         if allowed:
             return failure(405, "Method not allowed", {"allowed": allowed})
@@ -37,7 +39,9 @@ def get_session(emulator, request: Request, session_id: str) -> Response:
     return success(emulator.session(session_id))
 
 
-def act_on_session(emulator, request: Request, session_id: str, action: str) -> Response:
+def act_on_session(
+    emulator, request: Request, session_id: str, action: str
+) -> Response:
     try:
         return success(getattr(emulator, action)(session_id))
     except TransitionNotAllowed as exc:
@@ -73,7 +77,11 @@ _router = Router(
     [
         ("GET", r"/sessions", list_sessions),
         ("GET", r"/sessions/(?P<session_id>[^/]+)", get_session),
-        ("POST", rf"/sessions/(?P<session_id>[^/]+)/(?P<action>{'|'.join(ACTIONS)})", act_on_session),
+        (
+            "POST",
+            rf"/sessions/(?P<session_id>[^/]+)/(?P<action>{'|'.join(ACTIONS)})",
+            act_on_session,
+        ),
         ("GET", r"/deliveries", list_deliveries),
         ("GET", r"/events", list_events),
         ("GET", r"/config", get_config),

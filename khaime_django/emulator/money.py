@@ -8,9 +8,10 @@ from __future__ import annotations
 
 # ISO 4217 currencies whose minor unit is not 1/100 of the major unit.
 _ZERO_DECIMAL = frozenset(
-    "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF".split()
+    {"BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG"}
+    | {"RWF", "UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF"}
 )
-_THREE_DECIMAL = frozenset("BHD IQD JOD KWD LYD OMR TND".split())
+_THREE_DECIMAL = frozenset({"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"})
 
 
 def currency_exponent(currency: str) -> int:

@@ -27,7 +27,9 @@ def handle(emulator, request: Request) -> Response:
     if request.mode is None:
         return failure(401, "Invalid or missing API key")
 
-    handler, params, allowed = _router.resolve(request.method, request.path[len(PREFIX):])
+    handler, params, allowed = _router.resolve(
+        request.method, request.path[len(PREFIX) :]
+    )
     if handler is None:
         if allowed:
             return failure(405, "Method not allowed", {"allowed": allowed})

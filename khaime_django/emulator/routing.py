@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Callable
 
 
 @dataclass
@@ -44,7 +44,9 @@ def success(data, status: int = 200) -> Response:
     return _json(status, {"success": True, "data": data})
 
 
-def failure(status: int, message: str | None = None, details: dict | None = None) -> Response:
+def failure(
+    status: int, message: str | None = None, details: dict | None = None
+) -> Response:
     payload = {"success": False, "error": message or HTTPStatus(status).phrase}
     if details is not None:
         payload["details"] = details
@@ -71,7 +73,10 @@ class Router:
     """Routes ``(method, path)`` to a handler; tells "no such path" from "wrong method"."""
 
     def __init__(self, routes: list[tuple[str, str, Handler]]):
-        self._routes = [(method, re.compile(pattern + r"\Z"), handler) for method, pattern, handler in routes]
+        self._routes = [
+            (method, re.compile(pattern + r"\Z"), handler)
+            for method, pattern, handler in routes
+        ]
 
     def resolve(self, method: str, path: str) -> tuple[Handler | None, dict, list[str]]:
         """``(handler, path parameters, [])`` on a match, else ``(None, {}, methods allowed)``."""

@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 from urllib.parse import urlsplit
 
 from . import checkout, control_api, partner_api
@@ -72,7 +73,7 @@ class Emulator:
 
     # --- lifecycle ---
 
-    def start(self) -> Emulator:
+    def start(self) -> Self:
         if self._server is not None:
             raise RuntimeError("the emulator is already running")
         config = self._config
@@ -98,7 +99,7 @@ class Emulator:
         self._dispatcher.stop()
         self._server = self._thread = None
 
-    def __enter__(self) -> Emulator:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
@@ -110,7 +111,9 @@ class Emulator:
             raise RuntimeError("the emulator is not running; call start() first")
         host = self._config.host
         if host in ("0.0.0.0", ""):
-            host = "127.0.0.1"  # the bound wildcard is not an address a browser can open
+            host = (
+                "127.0.0.1"  # the bound wildcard is not an address a browser can open
+            )
         return f"http://{host}:{self._server.server_address[1]}"
 
     @property
@@ -128,9 +131,18 @@ class Emulator:
         with self._lock:
             new = self._config.replace(**options)
             if self._server is not None:
-                moved = {name for name in BINDING_OPTIONS if getattr(new, name) != getattr(self._config, name)}
+                moved = {
+                    name
+                    for name in BINDING_OPTIONS
+                    if getattr(new, name) != getattr(self._config, name)
+                }
                 if moved:
-                    raise InvalidConfig({name: "cannot change while the server is running" for name in moved})
+                    raise InvalidConfig(
+                        {
+                            name: "cannot change while the server is running"
+                            for name in moved
+                        }
+                    )
             self._config = new
             if "seed" in options:
                 self._random.seed(new.seed)
@@ -194,7 +206,13 @@ class Emulator:
 
     def create_session(self, request: SessionRequest, mode: str) -> dict:
         with self._lock:
-            session = Session.create(request, mode=mode, base_url=self.base_url, config=self._config, now=utcnow())
+            session = Session.create(
+                request,
+                mode=mode,
+                base_url=self.base_url,
+                config=self._config,
+                now=utcnow(),
+            )
             self._sessions[session.session_id] = session
             return session.created_response()
 
@@ -216,7 +234,11 @@ class Emulator:
                     return Fault(config.latency_ms, 429, "Rate limit exceeded")
             # Draw only when failures are on, so a seed gives the same sequence whatever else ran.
             if config.fail_rate and self._random.random() < config.fail_rate:
-                return Fault(config.latency_ms, config.fail_status, "Simulated failure (emulator fail_rate)")
+                return Fault(
+                    config.latency_ms,
+                    config.fail_status,
+                    "Simulated failure (emulator fail_rate)",
+                )
             return Fault(config.latency_ms)
 
     # --- internals ---
@@ -231,7 +253,9 @@ class Emulator:
         with self._lock:
             session = self._get(session_id)
             now = utcnow()
-            getattr(session, action)(now)  # raises TransitionNotAllowed, changing nothing
+            getattr(session, action)(
+                now
+            )  # raises TransitionNotAllowed, changing nothing
             announced = _ACTION_EVENTS[action]
             if announced is not None:
                 event_type, payment_status = announced
@@ -268,7 +292,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         except ValueError:
             length = -1
         if not 0 <= length <= MAX_BODY_BYTES:
-            self.close_connection = True  # the unread body must not be taken for a next request
+            self.close_connection = (
+                True  # the unread body must not be taken for a next request
+            )
             response = failure(400 if length < 0 else 413)
         else:
             request = Request(

@@ -61,7 +61,9 @@ class Event:
         return json.loads(self.body)
 
 
-def payment_event(session, event_type: str, status: str, occurred_at: datetime) -> Event:
+def payment_event(
+    session, event_type: str, status: str, occurred_at: datetime
+) -> Event:
     """A 2026-03-27 ``payment.*`` event about ``session``'s payment."""
     currency = session.currency
     total = session.total_amount
@@ -93,12 +95,18 @@ def payment_event(session, event_type: str, status: str, occurred_at: datetime) 
                 "fees": money(fee),
             },
             "customer": copy.deepcopy(request.customer),
-            "product": {"id": request.product_id, "title": request.product_title, "type": "digital"},
+            "product": {
+                "id": request.product_id,
+                "title": request.product_title,
+                "type": "digital",
+            },
             "metadata": copy.deepcopy(request.metadata),
             "paid_at": iso_seconds(session.completed_at),
         },
     }
-    body = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    body = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
     return Event(envelope["event_id"], event_type, body)
 
 
@@ -133,13 +141,17 @@ class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
 
 
 # No proxies: webhooks from the emulator go straight to the (normally local) receiver.
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _RefuseRedirects())
+_opener = urllib.request.build_opener(
+    urllib.request.ProxyHandler({}), _RefuseRedirects()
+)
 
 
 class WebhookDispatcher:
     def __init__(self, seed: int | None = None):
         self._cond = threading.Condition()
-        self._queue: list[tuple[float, int, _Delivery]] = []  # heap of (due, sequence, delivery)
+        self._queue: list[
+            tuple[float, int, _Delivery]
+        ] = []  # heap of (due, sequence, delivery)
         self._held: list[_Delivery] = []
         self._release_at: float | None = None
         self._sequence = 0
@@ -155,7 +167,9 @@ class WebhookDispatcher:
 
     def start(self) -> None:
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="khaime-emulator-webhooks", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="khaime-emulator-webhooks", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -297,7 +311,10 @@ class WebhookDispatcher:
 def _post(delivery: _Delivery) -> tuple[int | None, str, str | None]:
     """POST the event; answer (status code or None, truncated response body, transport error)."""
     request = urllib.request.Request(
-        delivery.url, data=delivery.event.body, headers=delivery.headers(), method="POST"
+        delivery.url,
+        data=delivery.event.body,
+        headers=delivery.headers(),
+        method="POST",
     )
     try:
         with _opener.open(request, timeout=delivery.timeout) as response:

@@ -45,7 +45,9 @@ class EmulatorProcess:
             try:
                 line = self.lines.get(timeout=timeout)
             except queue.Empty:
-                raise AssertionError(f"no line starting {prefix!r}; saw {seen}") from None
+                raise AssertionError(
+                    f"no line starting {prefix!r}; saw {seen}"
+                ) from None
             seen.append(line)
             if line.startswith(prefix):
                 return line
@@ -83,13 +85,19 @@ def test_cli_prints_where_it_listens_and_stops_cleanly_on_sigterm(run_emulator, 
     child = run_emulator("-m", "khaime_django.emulator", "--port", "0")
 
     api_base_url = child.api_base_url()
-    response = http.get(f"{api_base_url}/account", headers={"X-API-Key": "pk_sandbox_cli"}, timeout=5)
+    response = http.get(
+        f"{api_base_url}/account", headers={"X-API-Key": "pk_sandbox_cli"}, timeout=5
+    )
     returncode, stderr = child.stop(signal.SIGTERM)
 
-    assert api_base_url.startswith("http://127.0.0.1:") and api_base_url.endswith("/api/v1/partner")
+    assert api_base_url.startswith("http://127.0.0.1:") and api_base_url.endswith(
+        "/api/v1/partner"
+    )
     assert response.status_code == 200
     assert returncode == 0
-    assert '"GET /api/v1/partner/account" 200' in stderr  # one access-log line per request
+    assert (
+        '"GET /api/v1/partner/account" 200' in stderr
+    )  # one access-log line per request
 
 
 def test_cli_stops_cleanly_on_ctrl_c(run_emulator):
@@ -129,13 +137,17 @@ def test_cli_options_reach_the_emulator(run_emulator, http):
 
 
 def test_cli_refuses_an_invalid_option_value(run_emulator):
-    child = run_emulator("-m", "khaime_django.emulator", "--port", "0", "--fail-rate", "3")
+    child = run_emulator(
+        "-m", "khaime_django.emulator", "--port", "0", "--fail-rate", "3"
+    )
 
     assert child.process.wait(timeout=10) == 2
     assert "fail_rate" in child.wait_for_line("Invalid option")
 
 
-def test_management_command_takes_its_defaults_from_the_khaime_settings(run_emulator, http, tmp_path):
+def test_management_command_takes_its_defaults_from_the_khaime_settings(
+    run_emulator, http, tmp_path
+):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -162,7 +174,9 @@ def test_management_command_takes_its_defaults_from_the_khaime_settings(run_emul
     child = run_emulator(str(script))
 
     api_base_url = child.api_base_url()
-    config = http.get(api_base_url.replace("/api/v1/partner", "/_emulator/config"), timeout=5).json()["data"]
+    config = http.get(
+        api_base_url.replace("/api/v1/partner", "/_emulator/config"), timeout=5
+    ).json()["data"]
     returncode, _ = child.stop()
 
     assert api_base_url == f"http://127.0.0.1:{port}/api/v1/partner"
@@ -172,7 +186,9 @@ def test_management_command_takes_its_defaults_from_the_khaime_settings(run_emul
 
 
 def test_django_defaults_without_emulator_settings_use_the_documented_fallbacks():
-    defaults = django_defaults({"API_BASE_URL": "https://api.khaime.com/api/v1/partner"})
+    defaults = django_defaults(
+        {"API_BASE_URL": "https://api.khaime.com/api/v1/partner"}
+    )
 
     assert defaults == {"port": 8765, "webhook_url": DEFAULT_DJANGO_WEBHOOK_URL}
     assert DEFAULT_DJANGO_WEBHOOK_URL == "http://127.0.0.1:8000/payments/webhook/"

@@ -8,7 +8,9 @@ import pytest
 @pytest.fixture
 def control(emulator, http):
     def call(method: str, path: str, **kwargs):
-        return http.request(method, f"{emulator.base_url}/_emulator{path}", timeout=5, **kwargs)
+        return http.request(
+            method, f"{emulator.base_url}/_emulator{path}", timeout=5, **kwargs
+        )
 
     return call
 
@@ -25,7 +27,10 @@ def test_lists_sessions_and_gets_one(api, control):
     assert one["data"]["status"] == "pending"
 
 
-@pytest.mark.parametrize(("action", "status"), [("complete", "completed"), ("fail", "failed"), ("expire", "expired")])
+@pytest.mark.parametrize(
+    ("action", "status"),
+    [("complete", "completed"), ("fail", "failed"), ("expire", "expired")],
+)
 def test_session_action_changes_the_status(api, control, action, status):
     session_id = api.create_session()["session_id"]
 
@@ -43,7 +48,9 @@ def test_refund_action_sends_payment_refunded(api, control, emulator):
     response = control("POST", f"/sessions/{session_id}/refund")
 
     assert response.status_code == 200
-    assert [event["event_type"] for event in control("GET", "/events").json()["data"]] == [
+    assert [
+        event["event_type"] for event in control("GET", "/events").json()["data"]
+    ] == [
         "payment.succeeded",
         "payment.refunded",
     ]
@@ -76,11 +83,21 @@ def test_deliveries_lists_every_attempt(api, control, wired_emulator, receiver):
     attempts = control("GET", "/deliveries").json()["data"]
 
     assert [attempt["status_code"] for attempt in attempts] == [500, 200]
-    assert {"event_id", "event_type", "url", "attempt", "response_body", "error", "sent_at"} <= set(attempts[0])
+    assert {
+        "event_id",
+        "event_type",
+        "url",
+        "attempt",
+        "response_body",
+        "error",
+        "sent_at",
+    } <= set(attempts[0])
 
 
 def test_config_changes_options_at_run_time(api, control):
-    response = control("POST", "/config", json={"customer_pays_fees": False, "session_ttl": 60})
+    response = control(
+        "POST", "/config", json={"customer_pays_fees": False, "session_ttl": 60}
+    )
 
     assert response.status_code == 200
     assert response.json()["data"]["customer_pays_fees"] is False
@@ -89,7 +106,11 @@ def test_config_changes_options_at_run_time(api, control):
 
 @pytest.mark.parametrize(
     ("options", "bad_option"),
-    [({"fail_rate": 2}, "fail_rate"), ({"webhook_order": "random"}, "webhook_order"), ({"colour": "red"}, "colour")],
+    [
+        ({"fail_rate": 2}, "fail_rate"),
+        ({"webhook_order": "random"}, "webhook_order"),
+        ({"colour": "red"}, "colour"),
+    ],
 )
 def test_invalid_config_is_422_naming_the_option(control, options, bad_option):
     response = control("POST", "/config", json=options)

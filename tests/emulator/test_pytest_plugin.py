@@ -23,7 +23,17 @@ def run_pytest(directory: Path, *args: str) -> subprocess.CompletedProcess:
     }
     env.pop("DJANGO_SETTINGS_MODULE", None)
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, str(directory)],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            *args,
+            str(directory),
+        ],
+        check=False,
         cwd=directory,
         env=env,
         capture_output=True,
@@ -41,6 +51,7 @@ def test_plugin_module_imports_nothing_from_django():
 
     result = subprocess.run(
         [sys.executable, "-c", code],
+        check=False,
         cwd=REPO_ROOT,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         capture_output=True,
@@ -89,7 +100,9 @@ def test_fixture_gives_each_test_a_reset_emulator_on_one_shared_server(tmp_path)
     assert "2 passed" in result.stdout
 
 
-def test_fixture_points_django_settings_and_live_server_webhooks_at_the_emulator(tmp_path):
+def test_fixture_points_django_settings_and_live_server_webhooks_at_the_emulator(
+    tmp_path,
+):
     write(
         tmp_path / "merchant_settings.py",
         """
@@ -163,7 +176,9 @@ def test_fixture_points_django_settings_and_live_server_webhooks_at_the_emulator
         """,
     )
 
-    result = run_pytest(tmp_path, "-p", "django", "-p", PLUGIN, "--ds", "merchant_settings")
+    result = run_pytest(
+        tmp_path, "-p", "django", "-p", PLUGIN, "--ds", "merchant_settings"
+    )
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 passed" in result.stdout

@@ -12,7 +12,12 @@ def test_context_manager_serves_inside_and_frees_the_port_after(http):
     with Emulator() as emu:
         url = emu.api_base_url
         assert url.startswith("http://127.0.0.1:") and url.endswith("/api/v1/partner")
-        assert http.get(f"{url}/account", headers={"X-API-Key": "pk_sandbox_x"}, timeout=5).status_code == 200
+        assert (
+            http.get(
+                f"{url}/account", headers={"X-API-Key": "pk_sandbox_x"}, timeout=5
+            ).status_code
+            == 200
+        )
 
     with pytest.raises(requests.ConnectionError):
         http.get(f"{url}/account", timeout=5)
@@ -20,7 +25,7 @@ def test_context_manager_serves_inside_and_frees_the_port_after(http):
 
 def test_base_url_needs_a_running_emulator():
     with pytest.raises(RuntimeError):
-        Emulator().base_url
+        _ = Emulator().base_url
 
 
 def test_stopped_emulator_can_stop_again_and_restart(http):
@@ -29,12 +34,19 @@ def test_stopped_emulator_can_stop_again_and_restart(http):
     emu.stop()
 
     with emu:
-        assert http.get(f"{emu.api_base_url}/account", headers={"X-API-Key": "pk_live_x"}, timeout=5).ok
+        assert http.get(
+            f"{emu.api_base_url}/account", headers={"X-API-Key": "pk_live_x"}, timeout=5
+        ).ok
 
 
 @pytest.mark.parametrize(
     "options",
-    [{"fail_rate": 1.5}, {"webhook_attempts": 0}, {"webhook_order": "random"}, {"webhook_url": "not a url"}],
+    [
+        {"fail_rate": 1.5},
+        {"webhook_attempts": 0},
+        {"webhook_order": "random"},
+        {"webhook_url": "not a url"},
+    ],
 )
 def test_invalid_options_are_refused_by_constructor_and_configure(emulator, options):
     with pytest.raises(InvalidConfig):
@@ -77,7 +89,13 @@ def test_reset_forgets_everything_and_restores_constructor_config(api, wired_emu
 
     wired_emulator.reset()
 
-    assert (wired_emulator.sessions(), wired_emulator.events(), wired_emulator.deliveries()) == ([], [], [])
+    assert (
+        wired_emulator.sessions(),
+        wired_emulator.events(),
+        wired_emulator.deliveries(),
+    ) == ([], [], [])
     assert wired_emulator.config.fee_bps == 600
     assert wired_emulator.config.webhook_url is None
-    assert wired_emulator.config.webhook_secret == "whsec_emulator_tests"  # as constructed
+    assert (
+        wired_emulator.config.webhook_secret == "whsec_emulator_tests"
+    )  # as constructed

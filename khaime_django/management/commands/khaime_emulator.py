@@ -11,20 +11,30 @@ import argparse
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from khaime_django.emulator.cli import add_arguments, django_defaults, options_from_args, serve
+from khaime_django.emulator.cli import (
+    add_arguments,
+    django_defaults,
+    options_from_args,
+    serve,
+)
 
 
 class Command(BaseCommand):
     help = "Run the offline Khaime Partner API emulator, delivering signed webhooks to this site."
-    requires_system_checks = []  # the emulator serves even while the KHAIME settings are incomplete
+    requires_system_checks = ()  # the emulator serves even while the KHAIME settings are incomplete
 
     def add_arguments(self, parser):
         add_arguments(parser)
 
     def handle(self, *args, **options):
         khaime = getattr(settings, "KHAIME", None) or {}
-        emulator_options = options_from_args(argparse.Namespace(**options), django_defaults(khaime))
-        status = serve(emulator_options, self.stdout, expected_api_base_url=khaime.get("API_BASE_URL"))
+        emulator_options = options_from_args(
+            argparse.Namespace(**options), django_defaults(khaime)
+        )
+        status = serve(
+            emulator_options,
+            self.stdout,
+            expected_api_base_url=khaime.get("API_BASE_URL"),
+        )
         if status:
             raise SystemExit(status)
-
