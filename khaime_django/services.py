@@ -524,6 +524,8 @@ class SyncReport:
     #: Requests that got no usable answer (connection refused, timeout, 5xx).
     unanswered: int = 0
     stopped: str = ""
+    #: --offline: sessions expired (or that would be) past expires_at + grace, Khaime not asked.
+    offline: bool = False
     expired_offline: int = 0
 
     @property
@@ -532,6 +534,9 @@ class SyncReport:
         return self.stopped == "Khaime refused the API key" or (self.requests > 0 and self.unanswered == self.requests)
 
     def summary(self) -> str:
+        if self.offline:
+            verb = "would expire" if self.dry_run else "expired"
+            return f"khaime_sync --offline: {verb} {self.expired_offline} sessions past expires_at, requests 0"
         verb = "would change" if self.dry_run else "changed"
         changed = sum(self.changed.values())
         per_status = ", ".join(f"{status} {count}" for status, count in sorted(self.changed.items()))
@@ -541,8 +546,6 @@ class SyncReport:
             f"errors {self.errors}",
             f"requests {self.requests}",
         ]
-        if self.expired_offline:
-            parts.append(f"expired offline {self.expired_offline}")
         line = "khaime_sync: " + ", ".join(parts)
         if self.stopped:
             line += f"; stopped early: {self.stopped}"

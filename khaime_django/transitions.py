@@ -114,7 +114,7 @@ def transition_many(
     **fields: Any,
 ) -> list[PaymentSession]:
     """:func:`transition` for a batch (khaime_sync expiring 100,000 stale sessions): the same
-    rule, log rows and on-commit signals, in four queries instead of three per session.
+    rule, log rows and on-commit signals, in three queries a batch instead of three a session.
 
     Returns the sessions that changed. The rows are first locked with SELECT ... FOR UPDATE,
     keeping only those still in a status ``to_status`` may be reached from; PostgreSQL re-checks

@@ -1,0 +1,75 @@
+"""``manage.py khaime_sync``: reconcile sessions with Khaime when webhooks were missed.
+
+Run it from cron, e.g. every 10 minutes (asks Khaime, within the request budget) and hourly with
+``--offline`` (expires sessions long past ``expires_at`` without a request)::
+
+    */10 * * * *  cd /srv/shop && .venv/bin/python manage.py khaime_sync --budget 100
+    5 * * * *     cd /srv/shop && .venv/bin/python manage.py khaime_sync --offline
+
+Exits non-zero only when Khaime could not be used at all (no request got an answer, or the API
+key was refused), so cron mail or monitoring hears about outages and not about single errors.
+"""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from khaime_django import services
+from khaime_django.management.durations import duration
+
+
+class Command(BaseCommand):
+    help = (
+        "Ask Khaime about sessions still pending or cancelled after a grace period and apply the "
+        "answers (at most --budget requests, stopping at a 429); with --offline, expire sessions past "
+        "expires_at without asking Khaime."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--budget",
+            type=int,
+            default=100,
+            help="Most requests to Khaime this run (default 100; Khaime allows 1,000 an hour per key).",
+        )
+        parser.add_argument(
+            "--grace",
+            type=duration("m"),
+            default=None,
+            help="Leave sessions this young alone; expire offline only this long past expires_at. "
+            'Minutes, or "30s", "10m", "2h" (default KHAIME["SYNC_GRACE"], 10 minutes).',
+        )
+        parser.add_argument(
+            "--offline",
+            action="store_true",
+            help="Do not call Khaime: expire sessions whose expires_at is past by the grace.",
+        )
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Print what would change; change nothing.",
+        )
+
+    def handle(self, *args, budget, grace, offline, dry_run, verbosity, **options):
+        if budget < 0:
+            raise CommandError("--budget cannot be negative.")
+        if offline:
+            report = services.SyncReport(dry_run=dry_run, offline=True)
+            report.expired_offline = services.expire_stale(grace=grace, dry_run=dry_run)
+        else:
+
+            def show(session, before, after):
+                if dry_run or verbosity >= 2:
+                    verb = "would change" if dry_run else "changed"
+                    self.stdout.write(
+                        f"{session.reference} ({session.session_id}): {verb} {before} -> {after}"
+                    )
+
+            report = services.sync_sessions(
+                budget=budget, grace=grace, dry_run=dry_run, on_change=show
+            )
+        self.stdout.write(report.summary())
+        if report.unreachable:
+            raise CommandError(
+                "Khaime could not be reached (or refused the API key); nothing was synced."
+            )
