@@ -69,6 +69,7 @@ class Emulator:
         self._rate_count = 0
         self._dispatcher = WebhookDispatcher(self._config.seed)
         self._server: ThreadingHTTPServer | None = None
+        self._base_url: str | None = None
         self._thread: threading.Thread | None = None
 
     # --- lifecycle ---
@@ -78,6 +79,9 @@ class Emulator:
             raise RuntimeError("the emulator is already running")
         config = self._config
         self._server = _Server((config.host, config.port), self)
+        # A wildcard bind address is not one a browser can open: links use loopback instead.
+        host = "127.0.0.1" if config.host in ("0.0.0.0", "") else config.host
+        self._base_url = f"http://{host}:{self._server.server_address[1]}"
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -107,14 +111,10 @@ class Emulator:
 
     @property
     def base_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the emulator is not running; call start() first")
-        host = self._config.host
-        if host in ("0.0.0.0", ""):
-            host = (
-                "127.0.0.1"  # the bound wildcard is not an address a browser can open
-            )
-        return f"http://{host}:{self._server.server_address[1]}"
+        """Where the emulator listens; kept after stop() for requests still being answered."""
+        if self._base_url is None:
+            raise RuntimeError("the emulator has not been started; call start() first")
+        return self._base_url
 
     @property
     def api_base_url(self) -> str:

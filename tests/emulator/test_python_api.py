@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import requests
 
 from khaime_django.emulator import Emulator, InvalidConfig, UnknownSession
+
+from .conftest import valid_session_body
 
 
 def test_context_manager_serves_inside_and_frees_the_port_after(http):
@@ -99,3 +104,27 @@ def test_reset_forgets_everything_and_restores_constructor_config(api, wired_emu
     assert (
         wired_emulator.config.webhook_secret == "whsec_emulator_tests"
     )  # as constructed
+
+
+def test_request_in_flight_at_stop_is_still_answered(http):
+    emu = Emulator(latency_ms=300).start()
+    arrived = threading.Event()
+    draw_fault = emu.draw_fault
+
+    def note_arrival():
+        arrived.set()
+        return draw_fault()
+
+    emu.draw_fault = note_arrival
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        answer = pool.submit(
+            http.post,
+            f"{emu.api_base_url}/payments/sessions",
+            json=valid_session_body(),
+            headers={"X-API-Key": "pk_sandbox_x"},
+            timeout=5,
+        )
+        assert arrived.wait(timeout=5)
+        emu.stop()
+
+        assert answer.result().status_code == 201
