@@ -1,19 +1,23 @@
-"""Django admin for payment sessions. Everything copied from Khaime is read-only; status
-changes go through the transition function (the wired "Refresh status from Khaime" action)."""
+"""Django admin for payment sessions and the webhook inbox. Everything copied from Khaime is
+read-only; status changes go through the transition function (the wired "Refresh status from
+Khaime" and "Apply again" actions)."""
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections import Counter
 
 from django.contrib import admin, messages
 from django.db.models import Q
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from . import services
 from .exceptions import KhaimeError
-from .models import PaymentSession, Source, StatusChange
+from .models import PaymentSession, Source, StatusChange, WebhookEvent, WebhookOutcome
 from .money import format_money
 
 
@@ -133,4 +137,74 @@ class PaymentSessionAdmin(admin.ModelAdmin):
             ngettext("%(n)d session changed status", "%(n)d sessions changed status", changed) % {"n": changed}
             + "; " + _("%(n)d unchanged; %(f)d could not be checked.") % {"n": unchanged, "f": failed},
             messages.SUCCESS if not failed else messages.WARNING,
+        )
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(admin.ModelAdmin):
+    """The webhook inbox. Read-only: events are what Khaime sent. An event that failed on our
+    side or matched no session can be applied again, through the same service as the webhook."""
+
+    list_display = (
+        "event_id", "event_type", "outcome", "is_live", "received_at", "processed_at", "deliveries", "session_link",
+    )
+    list_filter = ("event_type", "outcome", "is_live", "received_at")
+    search_fields = ("event_id", "session__session_id")
+    search_help_text = _("Event id (evt_…), Khaime session id (sess_…), or payment session reference.")
+    date_hierarchy = "received_at"
+    ordering = ("-received_at",)
+    list_select_related = ("session",)
+    show_full_result_count = False
+    list_per_page = 50
+    actions = ("apply_again",)
+    fields = (
+        "event_id", "event_type", "api_version", "is_live", "outcome", "detail", "error", "session_link",
+        "received_at", "processed_at", "deliveries", "pretty_payload",
+    )
+    readonly_fields = fields
+
+    #: Outcomes "Apply again" acts on: our own failure, no session found, or an interrupted apply.
+    APPLICABLE_AGAIN = (WebhookOutcome.ERROR, WebhookOutcome.UNMATCHED, WebhookOutcome.RECEIVED)
+
+    def has_add_permission(self, request):
+        return False  # events come from Khaime, signed
+
+    @admin.display(description=_("payment session"), ordering="session")
+    def session_link(self, obj):
+        if obj.session_id is None:
+            return "—"
+        url = reverse(f"{self.admin_site.name}:khaime_django_paymentsession_change", args=[obj.session_id])
+        return format_html('<a href="{}">{}</a>', url, str(obj.session.reference)[:8])
+
+    @admin.display(description=_("payload"))
+    def pretty_payload(self, obj):
+        text = json.dumps(obj.payload, indent=2, sort_keys=True, ensure_ascii=False)
+        return format_html('<pre style="white-space: pre-wrap">{}</pre>', text)
+
+    def get_search_results(self, request, queryset, search_term):
+        """Exact, indexed look-ups for what people paste: an event id, a session id, a reference."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        try:
+            return queryset.filter(session__reference=uuid.UUID(term)), False
+        except ValueError:
+            pass
+        if term.startswith("sess_"):
+            return queryset.filter(session__session_id=term), False
+        return queryset.filter(event_id=term), False
+
+    @admin.action(description=_("Apply again"), permissions=["change"])
+    def apply_again(self, request, queryset):
+        outcomes: Counter[str] = Counter()
+        skipped = queryset.exclude(outcome__in=self.APPLICABLE_AGAIN).count()
+        for record in queryset.filter(outcome__in=self.APPLICABLE_AGAIN).iterator():
+            outcomes[services.apply_webhook_event(record, source=Source.ADMIN, again=True)] += 1
+        parts = [f"{WebhookOutcome(outcome).label.lower()} {count}" for outcome, count in sorted(outcomes.items())]
+        if skipped:
+            parts.append(_("%(n)d skipped (already processed)") % {"n": skipped})
+        self.message_user(
+            request,
+            _("Applied again: %(summary)s.") % {"summary": ", ".join(parts) or _("nothing to do")},
+            messages.WARNING if outcomes[WebhookOutcome.ERROR] or outcomes[WebhookOutcome.UNMATCHED] else messages.SUCCESS,
         )
