@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 #: metadata keys khaime-django sends itself; a merchant's metadata may not use them.
 RESERVED_METADATA_KEYS = frozenset({"reference"})
 _WAIT_STEP = 0.05
+_MAX_INSERT_MISSES = 3
 
 
 def start_checkout(
@@ -162,14 +163,21 @@ def _insert_or_reuse(purchase_key: str, **values: Any) -> PaymentSession:
     the other one waits for that session to leave ``created`` and reuses it.
     """
     deadline = time.monotonic() + _in_flight_limit()
+    misses = 0
     while True:
         try:
             with transaction.atomic():
                 return PaymentSession.objects.create(purchase_key=purchase_key, **values)
         except IntegrityError:
             existing = PaymentSession.objects.filter(purchase_key=purchase_key, status__in=OPEN_STATUSES).first()
-        if existing is None:
-            continue  # it left the open states between our INSERT and SELECT: try again
+            if existing is None:
+                # It left the open states between our INSERT and SELECT: try again. But the INSERT
+                # may have broken another constraint (a CHECK), which no retry fixes: raise that
+                # after a few tries instead of spinning forever.
+                misses += 1
+                if misses >= _MAX_INSERT_MISSES:
+                    raise
+                continue
         if existing.status == Status.PENDING:
             if existing.payment_url and not existing.is_expired_locally:
                 logger.info("Reusing pending payment session %s for the same purchase", existing.reference)
