@@ -275,8 +275,8 @@ def validate_session_request(body: Mapping[str, Any]) -> None:
     if not is_currency(body.get("currency")):
         errors["currency"] = "must be an ISO 4217 currency code"
     product_id = body.get("product_id")
-    if product_id is not None and (not isinstance(product_id, int) or isinstance(product_id, bool)):
-        errors["product_id"] = "must be an integer"
+    if product_id is not None and (not isinstance(product_id, int) or isinstance(product_id, bool) or product_id <= 0):
+        errors["product_id"] = "must be a positive integer (a Khaime catalogue id)"
     if product_id is None and not body.get("product_name"):
         errors["product_name"] = "product_id or product_name is required"
     customer = body.get("customer") or {}
