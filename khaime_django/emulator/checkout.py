@@ -12,25 +12,13 @@ from html import escape
 
 from .money import format_minor
 from .routing import Request, Response, Router, html, redirect
-from .sessions import TransitionNotAllowed, UnknownSession
+from .sessions import TransitionNotAllowed
 
 PREFIX = "/checkout"
 
 
 def handle(emulator, request: Request) -> Response:
-    handler, params, allowed = _router.resolve(
-        request.method, request.path[len(PREFIX) :]
-    )
-    if handler is None:
-        if allowed:
-            response = html(405, _page("Method not allowed", "Method not allowed", ""))
-            response.headers["Allow"] = ", ".join(allowed)
-            return response
-        return html(404, not_found_page())
-    try:
-        return handler(emulator, request, **params)
-    except UnknownSession:
-        return html(404, not_found_page())
+    return _router.dispatch(emulator, request)
 
 
 def show(emulator, request: Request, session_id: str) -> Response:
@@ -59,12 +47,17 @@ def cancel(emulator, request: Request, session_id: str) -> Response:
 
 
 _router = Router(
+    PREFIX,
     [
         ("GET", r"/(?P<session_id>[^/]+)", show),
         ("POST", r"/(?P<session_id>[^/]+)/pay", pay),
         ("POST", r"/(?P<session_id>[^/]+)/decline", decline),
         ("POST", r"/(?P<session_id>[^/]+)/cancel", cancel),
-    ]
+    ],
+    not_found=lambda message: html(404, not_found_page()),
+    not_allowed=lambda allowed: html(
+        405, _page("Method not allowed", "Method not allowed", "")
+    ),
 )
 
 _STYLE = """

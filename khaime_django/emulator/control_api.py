@@ -8,27 +8,15 @@ No faults apply here.
 from __future__ import annotations
 
 from .config import InvalidConfig
-from .routing import BadRequest, Request, Response, Router, failure, success
-from .sessions import TransitionNotAllowed, UnknownSession
+from .routing import Request, Response, Router, failure, success
+from .sessions import TransitionNotAllowed
 
 PREFIX = "/_emulator"
 ACTIONS = ("complete", "fail", "expire", "refund", "dispute")
 
 
 def handle(emulator, request: Request) -> Response:
-    handler, params, allowed = _router.resolve(
-        request.method, request.path[len(PREFIX) :]
-    )
-    if handler is None:
-        if allowed:
-            return failure(405, "Method not allowed", {"allowed": allowed})
-        return failure(404, "Not found")
-    try:
-        return handler(emulator, request, **params)
-    except BadRequest as exc:
-        return failure(400, str(exc))
-    except UnknownSession:
-        return failure(404, "Session not found")
+    return _router.dispatch(emulator, request)
 
 
 def list_sessions(emulator, request: Request) -> Response:
@@ -74,6 +62,7 @@ def reset(emulator, request: Request) -> Response:
 
 
 _router = Router(
+    PREFIX,
     [
         ("GET", r"/sessions", list_sessions),
         ("GET", r"/sessions/(?P<session_id>[^/]+)", get_session),
@@ -87,5 +76,5 @@ _router = Router(
         ("GET", r"/config", get_config),
         ("POST", r"/config", set_config),
         ("POST", r"/reset", reset),
-    ]
+    ],
 )

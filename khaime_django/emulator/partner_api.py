@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 
-from .routing import BadRequest, Request, Response, Router, failure, success
-from .sessions import InvalidSessionRequest, UnknownSession, parse_session_request
+from .routing import Request, Response, Router, failure, success
+from .sessions import InvalidSessionRequest, parse_session_request
 
 PREFIX = "/api/v1/partner"
 MERCHANT_ID = 1042
@@ -27,17 +27,7 @@ def handle(emulator, request: Request) -> Response:
     if request.mode is None:
         return failure(401, "Invalid or missing API key")
 
-    handler, params, allowed = _router.resolve(
-        request.method, request.path[len(PREFIX) :]
-    )
-    if handler is None:
-        if allowed:
-            return failure(405, "Method not allowed", {"allowed": allowed})
-        return failure(404, "Not found")
-    try:
-        return handler(emulator, request, **params)
-    except BadRequest as exc:
-        return failure(400, str(exc))
+    return _router.dispatch(emulator, request)
 
 
 def mode_for_key(api_key: str) -> str | None:
@@ -56,10 +46,7 @@ def create_session(emulator, request: Request) -> Response:
 
 
 def retrieve_session(emulator, request: Request, session_id: str) -> Response:
-    try:
-        return success(emulator.retrieve_session(session_id))
-    except UnknownSession:
-        return failure(404, "Session not found")
+    return success(emulator.retrieve_session(session_id))
 
 
 def account(emulator, request: Request) -> Response:
@@ -67,9 +54,10 @@ def account(emulator, request: Request) -> Response:
 
 
 _router = Router(
+    PREFIX,
     [
         ("POST", r"/payments/sessions", create_session),
         ("GET", r"/payments/sessions/(?P<session_id>[^/]+)", retrieve_session),
         ("GET", r"/account", account),
-    ]
+    ],
 )

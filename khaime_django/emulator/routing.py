@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
+from .sessions import UnknownSession
+
 
 @dataclass
 class Request:
@@ -69,14 +71,51 @@ def _json(status: int, payload: dict) -> Response:
 Handler = Callable[..., Response]
 
 
-class Router:
-    """Routes ``(method, path)`` to a handler; tells "no such path" from "wrong method"."""
+def json_not_found(message: str) -> Response:
+    return failure(404, message)
 
-    def __init__(self, routes: list[tuple[str, str, Handler]]):
+
+def json_not_allowed(allowed: list[str]) -> Response:
+    return failure(405, "Method not allowed", {"allowed": allowed})
+
+
+class Router:
+    """Routes requests under ``prefix`` to handlers ``(emulator, request, **path_params)``.
+
+    Answers for an unknown path, a wrong method, a body that is not a JSON object and an
+    unknown session are the same for every route, in the area's own format (JSON or HTML).
+    """
+
+    def __init__(
+        self,
+        prefix: str,
+        routes: list[tuple[str, str, Handler]],
+        not_found: Callable[[str], Response] = json_not_found,
+        not_allowed: Callable[[list[str]], Response] = json_not_allowed,
+    ):
+        self.prefix = prefix
         self._routes = [
             (method, re.compile(pattern + r"\Z"), handler)
             for method, pattern, handler in routes
         ]
+        self._not_found = not_found
+        self._not_allowed = not_allowed
+
+    def dispatch(self, emulator, request: Request) -> Response:
+        path = request.path[len(self.prefix) :]
+        handler, params, allowed = self.resolve(request.method, path)
+        if handler is None and allowed:
+            response = self._not_allowed(allowed)
+            response.headers["Allow"] = ", ".join(allowed)
+            return response
+        if handler is None:
+            return self._not_found("Not found")
+        try:
+            return handler(emulator, request, **params)
+        except BadRequest as exc:
+            return failure(400, str(exc))
+        except UnknownSession:
+            return self._not_found("Session not found")
 
     def resolve(self, method: str, path: str) -> tuple[Handler | None, dict, list[str]]:
         """``(handler, path parameters, [])`` on a match, else ``(None, {}, methods allowed)``."""

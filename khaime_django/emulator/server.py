@@ -253,9 +253,8 @@ class Emulator:
         with self._lock:
             session = self._get(session_id)
             now = utcnow()
-            getattr(session, action)(
-                now
-            )  # raises TransitionNotAllowed, changing nothing
+            # Raises TransitionNotAllowed, having changed nothing, when not allowed now.
+            getattr(session, action)(now)
             announced = _ACTION_EVENTS[action]
             if announced is not None:
                 event_type, payment_status = announced
@@ -292,9 +291,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         except ValueError:
             length = -1
         if not 0 <= length <= MAX_BODY_BYTES:
-            self.close_connection = (
-                True  # the unread body must not be taken for a next request
-            )
+            # The unread body must not be taken for the next request on this connection.
+            self.close_connection = True
             response = failure(400 if length < 0 else 413)
         else:
             request = Request(

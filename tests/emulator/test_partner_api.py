@@ -260,6 +260,7 @@ def test_wrong_method_is_405_envelope(api):
     assert response.status_code == 405
     assert response.json()["success"] is False
     assert response.json()["details"] == {"allowed": ["POST"]}
+    assert response.headers["Allow"] == "POST"
 
 
 def test_body_over_one_megabyte_is_413(api):
