@@ -94,6 +94,8 @@ def _normalise(name: str, value):
         return [value] if value else []
     if name in ("TIMEOUT", "RETURN_TIMEOUT") and isinstance(value, (int, float)):
         return (value, value)
+    if name in ("TIMEOUT", "RETURN_TIMEOUT") and isinstance(value, list):
+        return tuple(value)  # requests takes (connect, read) only as a tuple; a list raises ValueError
     if name == "SYNC_GRACE" and isinstance(value, (int, float)):
         return timedelta(seconds=value)
     return value
