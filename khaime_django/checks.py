@@ -54,10 +54,14 @@ def check_khaime_settings(app_configs=None, **kwargs):
         ))
     elif not isinstance(secrets, (list, tuple)) or not all(isinstance(s, str) and s for s in secrets):
         messages.append(Error("KHAIME['WEBHOOK_SECRETS'] must be a list of strings.", id="khaime.E004"))
-    timeout = khaime_settings.TIMEOUT
-    if not (isinstance(timeout, (tuple, list)) and len(timeout) == 2 and all(
-            isinstance(t, (int, float)) and t > 0 for t in timeout)):
-        messages.append(Error("KHAIME['TIMEOUT'] must be (connect, read) seconds, both positive.", id="khaime.E005"))
+    # RETURN_TIMEOUT too: requests raises ValueError (not a KhaimeError) on a bad one, so the
+    # success page would answer 500 instead of "processing".
+    for name in ("TIMEOUT", "RETURN_TIMEOUT"):
+        timeout = getattr(khaime_settings, name)
+        if not (isinstance(timeout, (tuple, list)) and len(timeout) == 2 and all(
+                isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in timeout)):
+            messages.append(Error(f"KHAIME[{name!r}] must be (connect, read) seconds, both positive.",
+                                  id="khaime.E005"))
     retries = khaime_settings.MAX_RETRIES
     if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 10:
         messages.append(Error("KHAIME['MAX_RETRIES'] must be an integer from 0 to 10.", id="khaime.E006"))
