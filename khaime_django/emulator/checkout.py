@@ -93,7 +93,7 @@ def checkout_page(snapshot: dict) -> str:
     """The page for a session ``snapshot``: pay/decline/cancel buttons while it is pending."""
     fees = snapshot["fee_details"]
     currency = snapshot["currency"]
-    title = snapshot["product_name"] or f"Product {snapshot['product_id']}"
+    title = snapshot["product_title"]
     rows = [("Price", fees["base_product_price"])]
     if fees["customer_pays_fees"]:
         rows.append(("Fees", fees["transaction_fee"]))
@@ -123,7 +123,7 @@ def checkout_page(snapshot: dict) -> str:
 
 def conflict_page(snapshot: dict, reason: str) -> str:
     """Answer to a pay/decline on a session that is no longer pending (sent with 409)."""
-    title = snapshot["product_name"] or f"Product {snapshot['product_id']}"
+    title = snapshot["product_title"]
     return _page(
         "Payment not possible",
         title,

@@ -161,6 +161,7 @@ def _is_absolute_http_url(value) -> bool:
 @dataclass
 class Session:
     session_id: str
+    stripe_session_id: str
     mode: str
     request: SessionRequest
     transaction_fee: int
@@ -168,7 +169,6 @@ class Session:
     payment_url: str
     created_at: datetime
     expires_at: datetime
-    stripe_session_id: str = ""
     payment_id: str = field(default_factory=lambda: f"pay_{uuid.uuid4().hex}")
     state: str = "pending"
     completed_at: datetime | None = None
@@ -298,6 +298,7 @@ class Session:
             "payment_id": self.payment_id,
             "product_id": request.product_id,
             "product_name": request.product_name,
+            "product_title": request.product_title,  # what the buyer and webhooks see
             "customer": copy.deepcopy(request.customer),
             "metadata": copy.deepcopy(request.metadata),
             "success_url": request.success_url,
