@@ -173,22 +173,21 @@ def serve(options: Mapping, out, expected_api_base_url: str | None = None) -> in
     try:
         emulator.start()
     except OSError as exc:
-        out.write(
-            f"Cannot listen on {options.get('host', '127.0.0.1')}:{options.get('port')}: {exc}\n"
-        )
-        _restore(previous_handlers, log_handler)
+        config = emulator.config
+        out.write(f"Cannot listen on {config.host}:{config.port}: {exc}\n")
         return 1
-    try:
-        for line in _banner(emulator, expected_api_base_url):
-            out.write(line + "\n")
+    else:
+        out.write(
+            "".join(f"{line}\n" for line in _banner(emulator, expected_api_base_url))
+        )
         out.flush()
         stop_requested.wait()
         out.write("Stopping the Khaime emulator.\n")
         out.flush()
+        return 0
     finally:
-        emulator.stop()
+        emulator.stop()  # nothing to do when it never started
         _restore(previous_handlers, log_handler)
-    return 0
 
 
 def _banner(emulator: Emulator, expected_api_base_url: str | None) -> list[str]:

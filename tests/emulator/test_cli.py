@@ -145,6 +145,17 @@ def test_cli_refuses_an_invalid_option_value(run_emulator):
     assert "fail_rate" in child.wait_for_line("Invalid option")
 
 
+def test_cli_reports_a_port_in_use(run_emulator):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        child = run_emulator("-m", "khaime_django.emulator", "--port", str(port))
+
+        assert child.process.wait(timeout=10) == 1
+    assert f"Cannot listen on 127.0.0.1:{port}" in child.wait_for_line("Cannot listen")
+
+
 def test_management_command_takes_its_defaults_from_the_khaime_settings(
     run_emulator, http, tmp_path
 ):
