@@ -167,7 +167,13 @@ class KhaimeClient:
             "Khaime %s %s -> %s in %.0f ms",
             method, urlsplit(url).path, response.status_code, (time.monotonic() - started) * 1000,
         )
-        return _parse_response(response)
+        try:
+            return _parse_response(response)
+        except KhaimeError as error:
+            # Khaime's own words go into logs, last_error and admin messages: if it ever echoes
+            # the key back ("Invalid API key pk_live_..."), it must not travel on from here.
+            _redact(error, self._http.headers.get("X-API-Key", ""))
+            raise
 
     @staticmethod
     def _may_retry(method: str, error: KhaimeError) -> bool:
@@ -182,6 +188,21 @@ class KhaimeClient:
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.backoff_max, self.backoff_base * (2**attempt))
         return random.uniform(0, ceiling)
+
+
+def _redact(error: KhaimeError, secret: str) -> None:
+    def scrub(value):
+        if isinstance(value, str):
+            return value.replace(secret, "[redacted]")
+        if isinstance(value, Mapping):
+            return {scrub(key): scrub(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [scrub(item) for item in value]
+        return value
+
+    if secret:
+        error.message, error.details = scrub(error.message), scrub(error.details)
+        error.args = tuple(scrub(arg) for arg in error.args)
 
 
 def _causes(exc: BaseException):
