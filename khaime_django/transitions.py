@@ -87,9 +87,11 @@ def transition(
                 status=to_status, updated_at=now, **fields
             )
             if changed:
+                # Stamped now, not before the UPDATE: a writer that waited for our row lock must
+                # not log its change as earlier than the one it waited for.
                 StatusChange.objects.create(
                     session_id=session.pk, from_status=from_status, to_status=to_status,
-                    source=source, detail=detail[:2000], created_at=now,
+                    source=source, detail=detail[:2000], created_at=timezone.now(),
                 )
                 # Receivers get `session`: update it now, because outside an outer transaction
                 # leaving this block commits and runs them before the next line after it.
@@ -143,9 +145,10 @@ def transition_many(
         if changed != len(sessions):
             # Impossible while the rows are locked; rolling back beats logging a wrong history.
             raise RuntimeError(f"transition_many: locked {len(sessions)} sessions but updated {changed}.")
+        logged_at = timezone.now()  # after the locks, as in transition()
         StatusChange.objects.bulk_create(
             StatusChange(session_id=s.pk, from_status=s.status, to_status=to_status,
-                         source=source, detail=detail[:2000], created_at=now)
+                         source=source, detail=detail[:2000], created_at=logged_at)
             for s in sessions
         )
         changes = [(s, s.status) for s in sessions]
