@@ -26,7 +26,7 @@ MEASUREMENTS = {
     "admin": "benchmarks.admin_scale",
     "sync": "benchmarks.sync_offline",
     "memory": "benchmarks.memory",
-    "profile": "benchmarks.profile_checkout",
+    "profile": "benchmarks.where_time_goes",
 }
 
 

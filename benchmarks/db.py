@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
@@ -11,6 +12,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 COPY_BATCH = 20_000
+TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
 
 
 def postgres_problem(url: str) -> str:
@@ -214,6 +216,24 @@ class QueryCounter(CaptureQueriesContext):
     def statements(self) -> list[str]:
         return [_shape(q["sql"]) for q in self.queries]
 
+    @property
+    def data_statements(self) -> int:
+        """Queries other than BEGIN/COMMIT/SAVEPOINT/RELEASE/ROLLBACK (which Django 4.2+ also logs
+        and counts in assertNumQueries: each is a round trip too)."""
+        return sum(
+            1
+            for q in self.queries
+            if not q["sql"].lstrip().upper().startswith(TRANSACTION_CONTROL)
+        )
+
+    def describe(self) -> str:
+        """``"7 (3 + 4 tx)"``: all round trips, then statements + transaction control."""
+        return f"{len(self)} ({self.data_statements} + {len(self) - self.data_statements} tx)"
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(float(q["time"]) for q in self.queries)
+
     def slowest(self) -> tuple[float, str]:
         if not self.queries:
             return 0.0, ""
@@ -222,17 +242,19 @@ class QueryCounter(CaptureQueriesContext):
 
 
 def _shape(sql: str) -> str:
-    words = sql.split()
-    head = " ".join(words[:2]).upper()
-    table = next(
-        (
-            w.strip('"')
-            for w in words
-            if w.strip('"').startswith(("khaime_", "bench_", "django_", "auth_"))
-        ),
-        "",
-    )
-    return f"{head} {table}".strip()
+    """``SELECT khaime_django_paymentsession``, ``UPDATE ...``, ``BEGIN``: verb and table."""
+    verb = sql.split(None, 1)[0].upper() if sql.strip() else ""
+    pattern = {
+        "SELECT": r"\bFROM\s+\"?(\w+)",
+        "DELETE": r"\bFROM\s+\"?(\w+)",
+        "UPDATE": r"^\s*UPDATE\s+\"?(\w+)",
+        "INSERT": r"\bINTO\s+\"?(\w+)",
+    }.get(verb)
+    match = re.search(pattern, sql, re.IGNORECASE) if pattern else None
+    shape = f"{verb} {match.group(1)}" if match else verb
+    if verb == "SELECT" and sql.rstrip().upper().endswith("FOR UPDATE"):
+        shape += " FOR UPDATE"
+    return shape
 
 
 def count_queries(fn: Callable[[], object]) -> QueryCounter:

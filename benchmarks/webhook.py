@@ -55,6 +55,7 @@ def run(ctx: Context) -> Section:
             "every session completed exactly once",
         ]
     )
+    sql_note = _sql_per_delivery(url)
     rates = {}
     for label, concurrency in (
         ("sequential", 1),
@@ -81,6 +82,7 @@ def run(ctx: Context) -> Section:
         )
     empty_tables()
     section = Section(TITLE, method=METHOD.format(n=n, clients=clients), tables=[table])
+    section.notes.append(sql_note)
     seq = rates["sequential"]
     section.targets = [
         Target(targets[0][0], targets[0][1], f"{seq:.0f} events/s", seq >= TARGET_PER_S)
@@ -263,6 +265,27 @@ def _worker(env: dict, url: str, share: list[Delivery], barrier, results) -> Non
         import traceback
 
         results.put({"error": traceback.format_exc()})
+
+
+def _sql_per_delivery(url: str) -> str:
+    """The SQL of one new event and of its duplicate (untimed, on a session of their own)."""
+    from django.test import Client
+
+    from .db import count_queries, empty_tables
+
+    empty_tables()
+    _, deliveries = _prepare(1)
+    client = Client()
+    first, again = (
+        count_queries(lambda: _post(client, url, deliveries[0])) for _ in range(2)
+    )
+    return (
+        f"SQL per new event: {first.describe()} — "
+        + ", ".join(f"`{q}`" for q in first.statements)
+        + f". Per duplicate: {again.describe()} — "
+        + ", ".join(f"`{q}`" for q in again.statements)
+        + "."
+    )
 
 
 def _verify(session_pks: list[int], n: int) -> str:
