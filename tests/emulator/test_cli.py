@@ -1,208 +1,185 @@
-"""``python -m khaime_django.emulator`` and ``manage.py khaime_emulator`` as real processes."""
+"""The emulator's command line in-process: options, defaults from the KHAIME settings for
+``manage.py khaime_emulator``, and the exits for bad options. ``serve()`` is stopped the way
+a person stops it, by SIGTERM to this process (see ``ServeOutput``); the real process is
+tested in test_cli_process.py."""
 
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import socket
-import subprocess
 import sys
-import textwrap
 import threading
-from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import requests
+from django.core.management import call_command
 
-from khaime_django.emulator.cli import DEFAULT_DJANGO_WEBHOOK_URL, django_defaults
+from khaime_django.emulator import cli
+from khaime_django.management.commands import khaime_emulator
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+OPTION_NAMES = (
+    "webhook_url", "webhook_secret", "session_ttl", "customer_pays_fees", "latency_ms",
+    "fail_rate", "fail_status", "rate_limit_per_second", "duplicate_webhooks",
+    "webhook_order", "webhook_attempts", "webhook_retry_delay", "webhook_timeout", "seed",
+)  # fmt: skip
 
 
-class EmulatorProcess:
-    """A child process running the emulator; its stdout is read line by line in a thread."""
+class ServeOutput:
+    """The stream ``serve()`` prints to. Once the banner is out, a thread reads the running
+    emulator's configuration over its control API and then sends SIGTERM, which serve()
+    answers by stopping; the test then looks at ``text`` and ``config``."""
 
-    def __init__(self, args: list[str]):
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO_ROOT)}
-        self.process = subprocess.Popen(
-            [sys.executable, *args],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read_stdout, daemon=True).start()
+    def __init__(self):
+        self.text = ""
+        self.config: dict | None = None
+        self.api_base_url: str | None = None
 
-    def _read_stdout(self) -> None:
-        for line in self.process.stdout:
-            self.lines.put(line.rstrip("\n"))
+    def write(self, text: str) -> None:
+        self.text += text
+        if "KHAIME_API_BASE_URL=" in text:
+            self.api_base_url = text.split("KHAIME_API_BASE_URL=", 1)[1].strip()
+            threading.Thread(target=self._inspect_then_stop).start()
 
-    def wait_for_line(self, prefix: str, timeout: float = 15.0) -> str:
-        seen = []
-        while True:
-            try:
-                line = self.lines.get(timeout=timeout)
-            except queue.Empty:
-                raise AssertionError(
-                    f"no line starting {prefix!r}; saw {seen}"
-                ) from None
-            seen.append(line)
-            if line.startswith(prefix):
-                return line
+    def flush(self) -> None:
+        pass
 
-    def api_base_url(self) -> str:
-        return self.wait_for_line("KHAIME_API_BASE_URL=").split("=", 1)[1]
-
-    def stop(self, signum: int = signal.SIGTERM) -> tuple[int, str]:
-        self.process.send_signal(signum)
+    def _inspect_then_stop(self) -> None:
         try:
-            returncode = self.process.wait(timeout=10)
+            http = requests.Session()
+            http.trust_env = False
+            config_url = self.api_base_url.replace(
+                "/api/v1/partner", "/_emulator/config"
+            )
+            self.config = http.get(config_url, timeout=5).json()["data"]
         finally:
-            self.process.kill()
-        return returncode, self.process.stderr.read()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture
-def run_emulator():
-    started = []
+def run_main(monkeypatch):
+    """``cli.main(argv)`` printing to a ``ServeOutput``; answers (exit status, output)."""
 
-    def run(*args: str) -> EmulatorProcess:
-        child = EmulatorProcess(list(args))
-        started.append(child)
-        return child
+    def run(*argv: str) -> tuple[int, ServeOutput]:
+        output = ServeOutput()
+        # Set here, not at fixture setup: pytest's capture re-takes sys.stdout for the test call.
+        monkeypatch.setattr(sys, "stdout", output)
+        return cli.main(list(argv)), output
 
-    yield run
-    for child in started:
-        child.process.kill()
-        child.process.wait()
-        child.process.stdout.close()
-        child.process.stderr.close()
+    return run
 
 
-def test_cli_prints_where_it_listens_and_stops_cleanly_on_sigterm(run_emulator, http):
-    child = run_emulator("-m", "khaime_django.emulator", "--port", "0")
-
-    api_base_url = child.api_base_url()
-    response = http.get(
-        f"{api_base_url}/account", headers={"X-API-Key": "pk_sandbox_cli"}, timeout=5
-    )
-    returncode, stderr = child.stop(signal.SIGTERM)
-
-    assert api_base_url.startswith("http://127.0.0.1:") and api_base_url.endswith(
-        "/api/v1/partner"
-    )
-    assert response.status_code == 200
-    assert returncode == 0
-    assert (
-        '"GET /api/v1/partner/account" 200' in stderr
-    )  # one access-log line per request
-
-
-def test_cli_stops_cleanly_on_ctrl_c(run_emulator):
-    child = run_emulator("-m", "khaime_django.emulator", "--port", "0")
-    child.api_base_url()
-
-    returncode, stderr = child.stop(signal.SIGINT)
-
-    assert returncode == 0
-    assert "Traceback" not in stderr
-
-
-def test_cli_options_reach_the_emulator(run_emulator, http):
-    child = run_emulator(
-        "-m", "khaime_django.emulator", "--port", "0",
-        "--webhook-url", "http://127.0.0.1:9/hook/", "--webhook-secret", "whsec_cli",
-        "--session-ttl", "60", "--merchant-pays-fees", "--latency-ms", "5",
-        "--fail-rate", "0.25", "--fail-status", "503", "--rate-limit-per-second", "40",
-        "--duplicate-webhooks", "--webhook-order", "shuffled", "--webhook-attempts", "5",
-        "--webhook-retry-delay", "0.5",
+def test_every_option_reaches_the_emulator(run_main):
+    status, output = run_main(
+        "--port", "0", "--webhook-url", "http://127.0.0.1:9/hook/",
+        "--webhook-secret", "whsec_cli", "--session-ttl", "60", "--merchant-pays-fees",
+        "--latency-ms", "5", "--fail-rate", "0.25", "--fail-status", "503",
+        "--rate-limit-per-second", "40", "--duplicate-webhooks", "--webhook-order", "shuffled",
+        "--webhook-attempts", "5", "--webhook-retry-delay", "0.5", "--webhook-timeout", "3",
+        "--seed", "11",
     )  # fmt: skip
-    base_url = child.api_base_url().removesuffix("/api/v1/partner")
 
-    config = http.get(f"{base_url}/_emulator/config", timeout=5).json()["data"]
-    child.stop()
-
-    assert {key: config[key] for key in (
-        "webhook_url", "webhook_secret", "session_ttl", "customer_pays_fees", "latency_ms", "fail_rate",
-        "fail_status", "rate_limit_per_second", "duplicate_webhooks", "webhook_order", "webhook_attempts",
-        "webhook_retry_delay",
-    )} == {
-        "webhook_url": "http://127.0.0.1:9/hook/", "webhook_secret": "whsec_cli", "session_ttl": 60,
-        "customer_pays_fees": False, "latency_ms": 5, "fail_rate": 0.25, "fail_status": 503,
-        "rate_limit_per_second": 40, "duplicate_webhooks": True, "webhook_order": "shuffled",
-        "webhook_attempts": 5, "webhook_retry_delay": 0.5,
+    assert status == 0
+    assert {name: output.config[name] for name in OPTION_NAMES} == {
+        "webhook_url": "http://127.0.0.1:9/hook/", "webhook_secret": "whsec_cli",
+        "session_ttl": 60, "customer_pays_fees": False, "latency_ms": 5, "fail_rate": 0.25,
+        "fail_status": 503, "rate_limit_per_second": 40, "duplicate_webhooks": True,
+        "webhook_order": "shuffled", "webhook_attempts": 5, "webhook_retry_delay": 0.5,
+        "webhook_timeout": 3, "seed": 11,
     }  # fmt: skip
 
 
-def test_cli_refuses_an_invalid_option_value(run_emulator):
-    child = run_emulator(
-        "-m", "khaime_django.emulator", "--port", "0", "--fail-rate", "3"
-    )
+def test_banner_tells_where_to_point_the_app(run_main):
+    _, output = run_main("--port", "0")
 
-    assert child.process.wait(timeout=10) == 2
-    assert "fail_rate" in child.wait_for_line("Invalid option")
+    base_url = output.api_base_url.removesuffix("/api/v1/partner")
+    assert f"Khaime emulator listening on {base_url}" in output.text
+    assert "not delivered (no --webhook-url)" in output.text
+    assert f"\nKHAIME_API_BASE_URL={output.api_base_url}\n" in output.text
 
 
-def test_cli_reports_a_port_in_use(run_emulator):
+def test_serve_restores_the_signal_handlers_it_replaced(run_main):
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+
+    run_main("--port", "0")
+
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_invalid_option_value_exits_2_naming_the_option(run_main):
+    status, output = run_main("--port", "0", "--fail-rate", "3")
+
+    assert status == 2
+    assert "fail_rate" in output.text
+
+
+def test_port_in_use_exits_1_with_a_clear_line(run_main):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        child = run_emulator("-m", "khaime_django.emulator", "--port", str(port))
 
-        assert child.process.wait(timeout=10) == 1
-    assert f"Cannot listen on 127.0.0.1:{port}" in child.wait_for_line("Cannot listen")
+        status, output = run_main("--port", str(port))
+
+    assert status == 1
+    assert f"Cannot listen on 127.0.0.1:{port}" in output.text
 
 
-def test_management_command_takes_its_defaults_from_the_khaime_settings(
-    run_emulator, http, tmp_path
-):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    script = tmp_path / "run_command.py"
-    script.write_text(
-        textwrap.dedent(
-            f"""
-            import django
-            from django.conf import settings
-            from django.core.management import call_command
+def test_management_command_takes_its_defaults_from_the_khaime_settings(monkeypatch):
+    port = free_port()
+    khaime = {
+        "API_BASE_URL": f"http://127.0.0.1:{port}/api/v1/partner",
+        "WEBHOOK_SECRETS": ["whsec_from_settings", "whsec_older"],
+        "EMULATOR_WEBHOOK_URL": "http://127.0.0.1:8001/shop/webhook/",
+    }
+    monkeypatch.setattr(khaime_emulator, "settings", SimpleNamespace(KHAIME=khaime))
+    output = ServeOutput()
 
-            settings.configure(KHAIME={{
-                "API_BASE_URL": "http://127.0.0.1:{port}/api/v1/partner",
-                "WEBHOOK_SECRETS": ["whsec_from_settings", "whsec_older"],
-                "EMULATOR_WEBHOOK_URL": "http://127.0.0.1:8001/shop/webhook/",
-            }})
-            django.setup()
-            from khaime_django.management.commands.khaime_emulator import Command
+    call_command(khaime_emulator.Command(), stdout=output)
 
-            call_command(Command())
-            """
-        )
+    assert output.api_base_url == khaime["API_BASE_URL"]
+    assert output.config["webhook_secret"] == "whsec_from_settings"
+    assert output.config["webhook_url"] == "http://127.0.0.1:8001/shop/webhook/"
+
+
+def test_management_command_options_win_over_the_settings(monkeypatch):
+    khaime = {
+        "WEBHOOK_SECRETS": ["whsec_from_settings"],
+        "API_BASE_URL": "https://api.khaime.com/api/v1/partner",
+    }
+    monkeypatch.setattr(khaime_emulator, "settings", SimpleNamespace(KHAIME=khaime))
+    output = ServeOutput()
+
+    call_command(
+        khaime_emulator.Command(),
+        "--port", "0", "--webhook-url", "http://127.0.0.1:9/other/", "--webhook-secret", "whsec_option",
+        stdout=output,
+    )  # fmt: skip
+
+    assert output.config["webhook_secret"] == "whsec_option"
+    assert output.config["webhook_url"] == "http://127.0.0.1:9/other/"
+    assert (
+        "settings.KHAIME['API_BASE_URL'] is 'https://api.khaime.com/api/v1/partner'"
+        in output.text
     )
-    child = run_emulator(str(script))
-
-    api_base_url = child.api_base_url()
-    config = http.get(
-        api_base_url.replace("/api/v1/partner", "/_emulator/config"), timeout=5
-    ).json()["data"]
-    returncode, _ = child.stop()
-
-    assert api_base_url == f"http://127.0.0.1:{port}/api/v1/partner"
-    assert config["webhook_secret"] == "whsec_from_settings"
-    assert config["webhook_url"] == "http://127.0.0.1:8001/shop/webhook/"
-    assert returncode == 0
 
 
 def test_django_defaults_without_emulator_settings_use_the_documented_fallbacks():
-    defaults = django_defaults(
+    defaults = cli.django_defaults(
         {"API_BASE_URL": "https://api.khaime.com/api/v1/partner"}
     )
 
-    assert defaults == {"port": 8765, "webhook_url": DEFAULT_DJANGO_WEBHOOK_URL}
-    assert DEFAULT_DJANGO_WEBHOOK_URL == "http://127.0.0.1:8000/payments/webhook/"
+    assert defaults == {
+        "port": 8765,
+        "webhook_url": "http://127.0.0.1:8000/payments/webhook/",
+    }
 
 
 @pytest.mark.parametrize(
@@ -216,4 +193,4 @@ def test_django_defaults_without_emulator_settings_use_the_documented_fallbacks(
     ],
 )
 def test_django_default_port_comes_from_a_local_api_base_url(api_base_url, port):
-    assert django_defaults({"API_BASE_URL": api_base_url})["port"] == port
+    assert cli.django_defaults({"API_BASE_URL": api_base_url})["port"] == port
