@@ -45,19 +45,37 @@ def test_stopped_emulator_can_stop_again_and_restart(http):
 
 
 @pytest.mark.parametrize(
-    "options",
+    ("option", "value"),
     [
-        {"fail_rate": 1.5},
-        {"webhook_attempts": 0},
-        {"webhook_order": "random"},
-        {"webhook_url": "not a url"},
+        ("host", ""),
+        ("port", 70000),
+        ("webhook_url", "not a url"),
+        ("webhook_url", "ftp://127.0.0.1/hook"),
+        ("webhook_secret", ""),
+        ("session_ttl", -1),
+        ("customer_pays_fees", "yes"),
+        ("fee_bps", -1),
+        ("fee_fixed", 1.5),
+        ("latency_ms", -1),
+        ("fail_rate", 1.5),
+        ("fail_status", 200),
+        ("rate_limit_per_second", 0),
+        ("duplicate_webhooks", 1),
+        ("webhook_order", "random"),
+        ("webhook_attempts", 0),
+        ("webhook_retry_delay", -1),
+        ("webhook_timeout", 0),
+        ("seed", "abc"),
     ],
 )
-def test_invalid_options_are_refused_by_constructor_and_configure(emulator, options):
+def test_invalid_option_is_refused_by_constructor_and_configure(
+    emulator, option, value
+):
+    with pytest.raises(InvalidConfig) as refused:
+        Emulator(**{option: value})
+    assert option in refused.value.details
     with pytest.raises(InvalidConfig):
-        Emulator(**options)
-    with pytest.raises(InvalidConfig):
-        emulator.configure(**options)
+        emulator.configure(**{option: value})
 
 
 def test_configure_refuses_unknown_options(emulator):
