@@ -653,11 +653,14 @@ def expire_stale(
     expired = 0
     last_pk = 0
     while True:
-        ids = list(stale.filter(pk__gt=last_pk).values_list("pk", flat=True)[:batch_size])
-        if not ids:
+        # One keyset page, locked and changed by transition_many; each page commits on its own.
+        changed = transition_many(
+            stale.filter(pk__gt=last_pk)[:batch_size], Status.EXPIRED, source=Source.SYNC, detail="expires_at passed"
+        )
+        if not changed:
             return expired
-        last_pk = ids[-1]
-        expired += len(transition_many(ids, Status.EXPIRED, source=Source.SYNC, detail="expires_at passed"))
+        expired += len(changed)
+        last_pk = changed[-1]
 
 
 # -- housekeeping ---------------------------------------------------------------------------------

@@ -130,7 +130,9 @@ def test_completed_never_regresses_under_concurrent_failed_expired_cancel_and_su
             deliver_from_thread(payment_event("payment.failed", session)),
             deliver_from_thread(payment_event("payment.succeeded", session)),
             lambda url=cancel_page: Client().get(url),
-            lambda pk=session.pk: transition_many([pk], Status.EXPIRED, source=Source.SYNC),
+            lambda pk=session.pk: transition_many(
+                PaymentSession.objects.filter(pk=pk), Status.EXPIRED, source=Source.SYNC
+            ),
             lambda s=session: services.apply_khaime_status(
                 PaymentSession.objects.get(pk=s.pk), {"status": "expired"}, source=Source.SYNC
             ),
