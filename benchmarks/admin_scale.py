@@ -114,6 +114,9 @@ def run(ctx: Context) -> Section:
         ),
         tables=[table],
     )
+    section.notes.append(
+        _summary(largest["first page"], medians[(biggest, "first page")], biggest)
+    )
     section.notes.append(_sql_note(largest, biggest))
     worst = max(medians[(biggest, name)] for name in views)
     same = all(counts[(biggest, name)] == counts[(smallest, name)] for name in views)
@@ -137,6 +140,19 @@ def run(ctx: Context) -> Section:
     ]
     empty_tables()
     return section
+
+
+def _summary(counter: QueryCounter, median: float, size: int) -> str:
+    """How much of the first page is SQL, and how much of that is whole-table DISTINCTs."""
+    distinct = [q for q in counter.queries if "SELECT DISTINCT" in q["sql"].upper()]
+    distinct_ms = sum(float(q["time"]) for q in distinct) * 1000
+    return (
+        f"**At {size:,} sessions** the first page takes {median * 1000:.0f} ms (median), of which "
+        f"{counter.total_seconds * 1000:.0f} ms is SQL; {len(distinct)} `SELECT DISTINCT` "
+        f"queries over the whole table (the choices of value-based list filters and the date "
+        f"hierarchy) take {distinct_ms:.0f} ms of it. They do not add queries as the table grows, "
+        f"but each reads every row."
+    )
 
 
 def _sql_note(counters: dict[str, QueryCounter], size: int) -> str:

@@ -171,6 +171,15 @@ def checkout_summary(naive: dict, ours: dict) -> str:
     )
 
 
+def return_summary(m: dict) -> str:
+    return (
+        f"**Success return (paid):** {m['total'] * 1000:.2f} ms: {m['http'] * 1000:.2f} ms asking "
+        f"Khaime, {m['db'] * 1000:.2f} ms in {m['trips']} database round trips, "
+        f"{m['python'] * 1000:.2f} ms of Python (request cycle, the ORM, rendering the page with "
+        f"its money formatting)."
+    )
+
+
 def webhook_summary(m: dict) -> str:
     return (
         f"**Webhook:** a new `payment.succeeded` costs {m['total'] * 1000:.2f} ms: "
@@ -202,6 +211,9 @@ def run(ctx: Context) -> Section:
     summaries = [
         checkout_summary(medians["checkout: naive"], medians["checkout: ours"])
     ]
+    returns = _return_attribution(ctx, count)
+    medians.update(returns)
+    summaries.append(return_summary(returns["success return: paid"]))
     webhook = _webhook_attribution(ctx, count)
     if webhook is not None:
         medians.update(webhook)
@@ -212,6 +224,28 @@ def run(ctx: Context) -> Section:
     _profile(section, ours, count)
     empty_tables()
     return section
+
+
+def _return_attribution(ctx: Context, count: int) -> dict[str, dict]:
+    from django.test import Client
+
+    from .success_return import start_sessions
+
+    empty_tables()
+    paid = start_sessions(count + 5, "where-paid-")
+    for session in paid:
+        ctx.emulator.complete(session.session_id)
+    client = Client()
+    urls = [session.get_absolute_url() for session in paid]
+    for url in urls[:5]:
+        client.get(url)
+
+    def one(r):
+        response = client.get(urls[5 + r])
+        if b"Payment received" not in response.content:
+            raise AssertionError("the paid return page did not say so")
+
+    return attribute({"success return: paid": one}, count)
 
 
 def _webhook_attribution(ctx: Context, count: int) -> dict[str, dict] | None:
@@ -317,7 +351,7 @@ def _trim(text: str, limit: int = 80) -> str:
 
 METHOD = """
 First without a profiler: {count} naive and {count} ours checkouts (interleaved, 0 ms emulator
-latency) and {count} new `payment.succeeded` webhook deliveries, each timed whole and with
+latency), {count} paid success returns and {count} new `payment.succeeded` webhook deliveries, each timed whole and with
 timers around `requests.Session.request` (HTTP to Khaime) and around the database driver (every
 execute through `connection.execute_wrapper`, and every commit). Medians per request.
 """
