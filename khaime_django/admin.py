@@ -199,7 +199,7 @@ class WebhookEventAdmin(admin.ModelAdmin):
         outcomes: Counter[str] = Counter()
         skipped = queryset.exclude(outcome__in=self.APPLICABLE_AGAIN).count()
         for record in queryset.filter(outcome__in=self.APPLICABLE_AGAIN).iterator():
-            outcomes[services.apply_webhook_event(record, source=Source.ADMIN, again=True)] += 1
+            outcomes[services.apply_webhook_event_again(record)] += 1
         parts = [f"{WebhookOutcome(outcome).label.lower()} {count}" for outcome, count in sorted(outcomes.items())]
         if skipped:
             parts.append(_("%(n)d skipped (already processed)") % {"n": skipped})

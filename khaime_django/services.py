@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.db import IntegrityError, transaction
+from django.db.transaction import TransactionManagementError
 from django.db.models import F, Q
 from django.http import HttpRequest
 from django.urls import reverse
@@ -326,76 +327,75 @@ _MAX_ERROR_TEXT = 10_000
 
 
 def handle_webhook_event(event: KhaimeEvent) -> str:
-    """Record and apply a verified event (what the webhook view does); returns the outcome."""
-    return apply_webhook_event(record_webhook_event(event))
+    """Record and apply a verified event in one transaction, as the webhook view does; returns
+    this delivery's outcome. For events that reach you another way (a queue, a replay)."""
+    with transaction.atomic():
+        record = record_webhook_event(event)
+        return apply_webhook_event(record)
 
 
 def record_webhook_event(event: KhaimeEvent) -> WebhookEvent:
     """Store a verified event in the inbox, or count one more delivery of one already there.
+    Call inside a transaction: the row stays locked until it ends.
 
     The unique ``event_id``, not a read-then-write, decides which of two concurrent deliveries
-    inserts. The webhook view runs outside any request transaction, so the row commits here, on
-    its own: whatever happens to the apply afterwards, the delivery and its error are kept.
+    inserts. The other one's INSERT waits for that transaction to end, fails, and then reads the
+    row with the outcome it committed, so it answers "duplicate" instead of applying again.
     """
-    record, created = WebhookEvent.objects.get_or_create(
-        event_id=event.event_id,
-        defaults={
-            "event_type": event.event_type,
-            "api_version": event.api_version,
-            "is_live": event.is_live,
-            "payload": event.payload,
-        },
-    )
-    if not created:
-        WebhookEvent.objects.filter(pk=record.pk).update(deliveries=F("deliveries") + 1)
-        record.deliveries += 1
+    try:
+        record = WebhookEvent.objects.select_for_update().get(event_id=event.event_id)
+    except WebhookEvent.DoesNotExist:
+        try:
+            with transaction.atomic():  # a savepoint, so losing the insert race is recoverable here
+                return WebhookEvent.objects.create(
+                    event_id=event.event_id, event_type=event.event_type, api_version=event.api_version,
+                    is_live=event.is_live, payload=event.payload,
+                )
+        except IntegrityError:
+            record = WebhookEvent.objects.select_for_update().get(event_id=event.event_id)
+    WebhookEvent.objects.filter(pk=record.pk).update(deliveries=F("deliveries") + 1)
+    record.deliveries += 1
     return record
 
 
 def apply_webhook_event(record: WebhookEvent, *, source: str = Source.WEBHOOK, again: bool = False) -> str:
-    """Apply a recorded event to its session, once. Returns this delivery's outcome:
-    ``duplicate`` when the event was processed before, else the outcome now stored on it.
+    """Apply a recorded event to its session, once. Call inside the transaction that locked
+    ``record`` (:func:`record_webhook_event`, or :func:`apply_webhook_event_again`). Returns this
+    delivery's outcome: ``duplicate`` when the event was processed before, else the outcome now
+    stored on it. ``again=True`` also re-applies an ``unmatched`` event.
 
-    ``again=True`` (the admin's "Apply again") also re-applies an ``unmatched`` event. Our own
-    failure is stored as ``error`` with the traceback, never raised: the view answers 500 and
-    Khaime's retry of the same event_id applies it again.
+    Our own failure is stored as ``error`` with the traceback, never raised: the view answers
+    500 and Khaime's retry of the same event_id applies it again.
     """
+    if not transaction.get_connection().in_atomic_block:
+        raise TransactionManagementError("apply_webhook_event() needs the transaction that locked the event.")
     retryable = {WebhookOutcome.RECEIVED, WebhookOutcome.ERROR}
     if again:
         retryable.add(WebhookOutcome.UNMATCHED)
     if record.outcome not in retryable:
         return WebhookOutcome.DUPLICATE
-    receiver_errors = _ReceiverErrors(record)
     try:
         with transaction.atomic():
-            # Concurrent deliveries of one event_id queue on this row lock: the first applies,
-            # the others then find it processed and answer "duplicate" (one change, one signal).
-            locked = WebhookEvent.objects.select_for_update().get(pk=record.pk)
-            if locked.outcome not in retryable:
-                _copy_result(locked, record)
-                return WebhookOutcome.DUPLICATE
-            outcome, session, detail = _apply_event(locked, source=source, on_receiver_errors=receiver_errors)
-            locked.outcome, locked.session, locked.detail = outcome, session, detail[:_MAX_ERROR_TEXT]
-            locked.error, locked.processed_at = "", timezone.now()
-            locked.save(update_fields=["outcome", "session", "detail", "error", "processed_at"])
-    except Exception as error:
-        # Leaving the atomic block rolled back whatever the apply had changed (status, log row,
-        # pending signals). The event row itself was committed by record_webhook_event, so the
-        # error written here, outside that block, is kept for the admin and the retry.
+            outcome, session, detail = _apply_event(record, source=source, on_receiver_errors=_ReceiverErrors(record))
+        error = ""
+    except Exception as exc:
+        # Leaving the block above rolled back to its savepoint whatever the apply had changed
+        # (status, log row, pending signals). The event row, written before the savepoint, stays
+        # and commits with this error, so the admin sees it and Khaime's retry applies it again.
         logger.exception("Applying Khaime webhook event %s failed", record.event_id)
-        text = "".join(traceback.format_exception(error))[-_MAX_ERROR_TEXT:]
-        record.outcome, record.error, record.processed_at = WebhookOutcome.ERROR, text, timezone.now()
-        WebhookEvent.objects.filter(pk=record.pk).update(
-            outcome=record.outcome, error=record.error, processed_at=record.processed_at
-        )
-        return WebhookOutcome.ERROR
-    _copy_result(locked, record)
+        outcome, session, detail = WebhookOutcome.ERROR, None, ""
+        error = "".join(traceback.format_exception(exc))[-_MAX_ERROR_TEXT:]
+    record.outcome, record.session, record.detail = outcome, session, detail[:_MAX_ERROR_TEXT]
+    record.error, record.processed_at = error, timezone.now()
+    record.save(update_fields=["outcome", "session", "detail", "error", "processed_at"])
     return outcome
 
 
-def _copy_result(source: WebhookEvent, target: WebhookEvent) -> None:
-    for name in ("outcome", "session_id", "detail", "error", "processed_at"):
-        setattr(target, name, getattr(source, name))
+def apply_webhook_event_again(record: WebhookEvent, *, source: str = Source.ADMIN) -> str:
+    """The admin's "Apply again": re-apply a stored event that ended in error or unmatched."""
+    with transaction.atomic():
+        locked = WebhookEvent.objects.select_for_update().get(pk=record.pk)
+        return apply_webhook_event(locked, source=source, again=True)
 
 
 def _apply_event(record: WebhookEvent, *, source: str, on_receiver_errors) -> tuple[str, PaymentSession | None, str]:
@@ -443,14 +443,13 @@ def _apply_event(record: WebhookEvent, *, source: str, on_receiver_errors) -> tu
 def match_session(event: KhaimeEvent) -> PaymentSession | None:
     """The session an event is about: by ``data.metadata.reference`` (ours, sent at creation),
     then by Khaime's session id."""
-    if event.reference is not None:
-        session = PaymentSession.objects.filter(reference=event.reference).first()
-        if session is not None:
-            return session
-    for session_id in event.session_ids:
-        session = PaymentSession.objects.filter(session_id=session_id).first()
-        if session is not None:
-            return session
+    lookups = [{"reference": event.reference}] if event.reference is not None else []
+    lookups += [{"session_id": session_id} for session_id in event.session_ids]
+    for lookup in lookups:
+        try:  # get(), not first(): both keys are unique, and first() would add an ORDER BY
+            return PaymentSession.objects.get(**lookup)
+        except PaymentSession.DoesNotExist:
+            continue
     return None
 
 

@@ -35,8 +35,9 @@ class WebhookBodyTooLarge(WebhookError):
     """The body is over KHAIME["WEBHOOK_MAX_BODY"] bytes."""
 
 
-# Not inside the merchant's ATOMIC_REQUESTS transaction: the inbox row must commit on its own so
-# that it (and a failed apply's error) is kept while the failed apply itself is rolled back.
+# Outside the merchant's ATOMIC_REQUESTS transaction: post() draws its own boundary, so the event
+# commits (and merchant receivers run, on commit) before Khaime gets its answer, and the event's
+# row lock is held no longer than the apply.
 @method_decorator([csrf_exempt, transaction.non_atomic_requests], name="dispatch")
 class WebhookView(View):
     """``POST`` from Khaime, signed with ``X-Khaime-Signature``; see docs/webhooks.md."""
@@ -53,8 +54,12 @@ class WebhookView(View):
             return HttpResponse("Invalid signature.", status=401, content_type="text/plain")
         except WebhookPayloadError as error:
             return HttpResponse(f"Invalid event: {error}.", status=400, content_type="text/plain")
-        record = services.record_webhook_event(event)
-        outcome = services.apply_webhook_event(record)
+        # One transaction, one commit per delivery: the inbox row, the status change and the
+        # outcome commit together. A failing apply is rolled back to a savepoint inside it, so
+        # its error still commits with the row (services.apply_webhook_event).
+        with transaction.atomic():
+            record = services.record_webhook_event(event)
+            outcome = services.apply_webhook_event(record)
         return self.answer(outcome)
 
     def verify(self, request: HttpRequest) -> webhooks.KhaimeEvent:

@@ -104,6 +104,18 @@ def test_the_same_event_delivered_concurrently_applies_once_and_signals_once(mak
     assert len(completed_signals(signal_log, session)) == 1
 
 
+def test_concurrent_redeliveries_of_a_failed_event_apply_it_once(make_session, signal_log):
+    session = make_session()
+    payload = payment_event("payment.succeeded", session)
+    WebhookEvent.objects.create(event_id=payload["event_id"], event_type=payload["event_type"], payload=payload,
+                                outcome=WebhookOutcome.ERROR, error="our database was down")
+    responses = run_together(*[deliver_from_thread(payload) for _ in range(DELIVERIES)])
+    assert Counter(r.json()["outcome"] for r in responses) == {"applied": 1, "duplicate": DELIVERIES - 1}
+    event = WebhookEvent.objects.get()
+    assert (event.outcome, event.error, event.deliveries) == (WebhookOutcome.APPLIED, "", 1 + DELIVERIES)
+    assert len(completed_signals(signal_log, session)) == 1
+
+
 def test_webhook_and_success_return_racing_complete_once_and_signal_once(make_session, khaime_says, signal_log):
     sessions = [make_session() for _ in range(ROUNDS)]
     for session in sessions:
