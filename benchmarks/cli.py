@@ -92,7 +92,14 @@ def main(argv: list[str] | None = None) -> int:
         for name in only:
             print(f"[bench] {name} ...", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
-            sections.append(_run_one(name, ctx))
+            load = os.getloadavg()[0]
+            section = _run_one(name, ctx)
+            section.notes.append(
+                f"<sub>Took {time.perf_counter() - t0:.0f} s; 1-minute load average "
+                f"{load:.2f} before, {os.getloadavg()[0]:.2f} after ({os.cpu_count()} CPUs: above "
+                f"that, something else wanted them too).</sub>"
+            )
+            sections.append(section)
             print(
                 f"[bench] {name} done in {time.perf_counter() - t0:.1f}s",
                 file=sys.stderr,
