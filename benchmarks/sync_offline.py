@@ -177,7 +177,7 @@ METHOD = """
 {n:,} sessions pending or cancelled whose `expires_at` passed days ago, plus {fresh:,} fresh
 pending ones that must stay (loaded with COPY and analysed in {loaded:.1f} s). `manage.py
 khaime_sync --offline` runs in a child process with the benchmark's settings; wall time is
-measured around the child, and its peak RSS comes from the kernel's accounting of the child
-(`VmHWM`, read by the child itself at exit: `ru_maxrss` of a child
-inherits the parent's high-water mark across fork and exec). The baseline run has nothing to expire: it is what Django's start-up costs.
+measured around the child. Peak RSS is the child's `VmHWM`, which it reads itself at exit
+(`benchmarks/peak_rss.py`): a child's `ru_maxrss` inherits the parent's high-water mark across
+fork and exec. The baseline run has nothing to expire: it is what Django's start-up costs.
 """
