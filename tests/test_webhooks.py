@@ -588,3 +588,28 @@ def test_receivers_see_the_session_in_its_new_status(make_session, client):
     finally:
         payment_completed.disconnect(look)
     assert seen == [(Status.COMPLETED, True)]
+
+
+# -- the service without the view -----------------------------------------------------------------
+
+
+def test_handle_webhook_event_records_and_applies_an_event_from_elsewhere(make_session):
+    from khaime_django.webhooks import parse_event
+
+    session = make_session()
+    event = parse_event(to_body(payment_event("payment.succeeded", session)))
+    assert services.handle_webhook_event(event) == WebhookOutcome.APPLIED
+    assert services.handle_webhook_event(event) == WebhookOutcome.DUPLICATE
+    session.refresh_from_db()
+    assert session.status == Status.COMPLETED
+    assert WebhookEvent.objects.get().deliveries == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_apply_refuses_to_run_outside_the_transaction_that_locked_the_event(make_session):
+    from django.db.transaction import TransactionManagementError
+
+    record = WebhookEvent.objects.create(event_id="evt_1", event_type="payment.succeeded",
+                                         payload=payment_event("payment.succeeded", make_session()))
+    with pytest.raises(TransactionManagementError):
+        services.apply_webhook_event(record)
