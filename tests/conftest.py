@@ -59,6 +59,64 @@ def seed_create(khaime_api):
     return khaime_api
 
 
+# -- issue 2: checkout, return pages, admin (appended) ----------------------------------------
+
+
+@pytest.fixture
+def buy_token():
+    """The signed price a buy button for $50.00 "Premium Plan" carries (Khaime charges 5320)."""
+    from khaime_django.purchases import Purchase
+
+    return Purchase(amount=5000, currency="USD", product_name="Premium Plan").sign()
+
+
+@pytest.fixture
+def make_session(db):
+    """Stores a PaymentSession; any status past `created` gets a Khaime session id and URL."""
+    import uuid
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from khaime_django.models import PaymentSession, Status
+
+    def make(status=Status.PENDING, **fields):
+        values = {
+            "amount": 5000,
+            "total_amount": 5320,
+            "currency": "USD",
+            "product_name": "Premium Plan",
+            "customer_email": "buyer@example.com",
+            "success_url": "https://shop.test/payments/success/",
+            "cancel_url": "https://shop.test/payments/cancel/",
+            "purchase_key": uuid.uuid4().hex,
+        }
+        if status != Status.CREATED:
+            values.update(
+                session_id=f"sess_{uuid.uuid4()}",
+                payment_url="https://checkout.stripe.com/c/pay/cs_test_1",
+                expires_at=timezone.now() + timedelta(hours=1),
+                payment_type="one_time",
+            )
+        values.update(fields)
+        return PaymentSession.objects.create(status=status, **values)
+
+    return make
+
+
+@pytest.fixture
+def khaime_says(khaime_api):
+    """``khaime_says(session, "completed")`` stubs GET /payments/sessions/{id} for that session."""
+
+    def stub(session, status, **data):
+        return khaime_api.get(
+            f"{API_BASE}/payments/sessions/{session.session_id}",
+            json={"success": True, "data": {"session_id": session.session_id, "status": status, **data}},
+        )
+
+    return stub
+
+
 # -- issue 3: webhooks, reconciliation (appended) ---------------------------------------------
 
 
