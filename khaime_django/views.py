@@ -71,7 +71,12 @@ class CheckoutView(View):
         # Khaime failed; the row is kept in `error` with the reason. 503 tells caches and
         # monitors it is temporary when Khaime is only rate limiting us.
         status = 503 if isinstance(error, KhaimeRateLimitError) else 502
-        context = {"form": form, "transient": error.transient}
+        # "Try again" re-posts what was posted, to this view: a subclass may live at another URL
+        # than khaime:checkout and price from its own fields.
+        retry_fields = [(name, value) for name, values in request.POST.lists()
+                        if name != "csrfmiddlewaretoken" for value in values]
+        context = {"form": form, "transient": error.transient, "retry_url": request.path,
+                   "retry_fields": retry_fields}
         return render(request, self.template_error, context, status=status)
 
 
