@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
@@ -12,7 +13,7 @@ import pytest
 import requests
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ImproperlyConfigured
-from django.db import IntegrityError
+from django.db import IntegrityError, connection
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -412,8 +413,8 @@ def test_error_page_never_shows_the_key_even_with_debug(client, khaime_api, buy_
 def test_retry_button_posts_the_same_token_and_email(client, khaime_api, buy_token):
     khaime_api.post(SESSIONS_URL, json={"success": False, "error": "boom"}, status=500)
     page = checkout(client, buy_token, email="buyer@example.com").content.decode()
-    assert f'name="token" value="{buy_token}"' in page
-    assert 'name="email" value="buyer@example.com"' in page
+    assert f'<input type="hidden" name="token" value="{buy_token}">' in page
+    assert '<input type="hidden" name="email" value="buyer@example.com">' in page
 
 
 def test_rate_limited_page_tells_the_buyer_to_try_again_in_a_moment(client, khaime_api, buy_token):
@@ -652,6 +653,18 @@ def test_subclass_overriding_get_purchase_checks_out_its_own_price(seed_create, 
     assert sent_body(seed_create)["product_name"] == "Gold plan"
 
 
+def test_subclass_error_page_retries_the_same_post_against_the_subclass(khaime_api, rf):
+    khaime_api.post(SESSIONS_URL, json={"success": False, "error": "boom"}, status=500)
+    request = rf.post("/shop/buy/", {"plan": "gold", "email": "buyer@example.com"})
+    request.user = AnonymousUser()
+    response = PlanCheckoutView.as_view()(request)
+    assert response.status_code == 502
+    page = response.content.decode()
+    assert 'action="/shop/buy/"' in page
+    assert '<input type="hidden" name="plan" value="gold">' in page
+    assert '<input type="hidden" name="email" value="buyer@example.com">' in page
+
+
 def test_subclass_can_change_where_the_email_comes_from(seed_create, rf):
     class FixedEmailView(PlanCheckoutView):
         def get_customer_email(self, request, form):
@@ -661,3 +674,39 @@ def test_subclass_can_change_where_the_email_comes_from(seed_create, rf):
     request.user = AnonymousUser()
     assert FixedEmailView.as_view()(request).status_code == 303
     assert PaymentSession.objects.get().customer_email == "orders@example.com"
+
+
+# -- real concurrency (PostgreSQL) ----------------------------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql",
+                    reason="needs PostgreSQL: SQLite serialises writers, so requests cannot race")
+def test_racing_double_submits_create_one_khaime_session(seed_create, buy_token):
+    """Six POSTs of the same buy button at the same instant, each on its own connection: the
+    partial unique index, not a read-then-write, makes them share one Khaime session."""
+    submits = 6
+    barrier = threading.Barrier(submits)
+    responses, errors = [None] * submits, []
+
+    def submit(index):
+        try:
+            barrier.wait(timeout=30)
+            responses[index] = checkout(Client(), buy_token)
+        except BaseException as error:  # noqa: BLE001 - re-raised in the test's thread below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(submits)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a request is stuck"
+    assert not errors, errors
+    assert [r.status_code for r in responses] == [303] * submits
+    assert {r["Location"] for r in responses} == {SEED["payment_url"]}
+    assert len(seed_create.calls) == 1
+    assert PaymentSession.objects.count() == 1
