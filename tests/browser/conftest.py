@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ..live_server_support import live_shop_fixture  # noqa: F401 - provides the live_shop fixture
+from ..live_server_support import live_shop_fixture, webhook_gate_fixture  # noqa: F401 - fixtures
 
 CHROMIUM_ARGS = [
     "--no-sandbox",

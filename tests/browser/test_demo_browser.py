@@ -122,3 +122,39 @@ def test_declined_buyer_sees_the_payment_failed(page, shop, khaime_emulator, sho
     page.goto(shop + reverse("shop:order", kwargs={"reference": session.reference}))
     expect(page.locator("[data-order-status]")).to_have_text("Failed")
     shot("order-status-failed")
+
+
+def test_processing_page_updates_itself_when_the_webhook_lands(
+    page, shop, khaime_emulator, webhook_gate, shot, expect
+):
+    buy_premium_plan(page, shop, khaime_emulator, shot, expect)
+    khaime_emulator.configure(fail_rate=1, fail_status=500)  # the return page cannot ask Khaime
+    webhook_gate.hold()
+
+    page.get_by_role("button", name="Pay 53.20 USD").click()
+
+    page.wait_for_url("**/success/")
+    expect(page.get_by_role("heading", name="Processing your payment")).to_be_visible()
+    shot("processing")
+    webhook_gate.release()
+    khaime_emulator.wait_for_deliveries(1)
+    # The page polls the status endpoint (first after 2 s) and reloads itself on a change.
+    expect(page.get_by_role("heading", name="Payment received")).to_be_visible(timeout=10_000)
+    shot("payment-received-without-reload")
+
+
+def test_khaime_down_at_checkout_shows_an_error_page_and_try_again_works(
+    page, shop, khaime_emulator, shot, expect
+):
+    khaime_emulator.configure(fail_rate=1, fail_status=500)
+    page.goto(shop + reverse("shop:product", kwargs={"slug": "premium-plan"}))
+    page.get_by_label("Email").fill("buyer@example.com")
+
+    page.get_by_role("button", name="Buy now").click()
+
+    expect(page.get_by_role("heading", name="Payment is unavailable right now")).to_be_visible()
+    shot("checkout-error")
+    khaime_emulator.configure(fail_rate=0)
+    page.get_by_role("button", name="Try again").click()
+    expect(page.get_by_role("button", name="Pay 53.20 USD")).to_be_visible()
+    shot("emulator-checkout-after-retry")

@@ -44,6 +44,15 @@ def test_khaime_error_reaches_the_buyer_as_an_error_page(buyer, khaime_emulator,
     assert_kept_in_error(reason)
 
 
+def test_error_page_does_not_blame_a_timeout_when_khaime_answered_with_an_error(buyer, khaime_emulator):
+    khaime_emulator.configure(fail_rate=1, fail_status=500)
+
+    page = buyer.buy()
+
+    assert page.status_code == 502
+    assert "did not answer in time" not in page.text
+
+
 def test_khaime_slower_than_the_timeout_reaches_the_buyer_as_an_error_page(buyer, khaime_emulator, settings):
     settings.KHAIME = {**settings.KHAIME, "TIMEOUT": (1, 0.25)}
     khaime_emulator.configure(latency_ms=800)
