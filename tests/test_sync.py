@@ -177,6 +177,15 @@ def test_refused_api_key_stops_and_exits_non_zero(khaime_api, stale_session):
     assert len(khaime_api.calls) == 1
 
 
+def test_without_an_api_key_only_offline_runs(stale_session, settings):
+    settings.KHAIME = {**settings.KHAIME, "API_KEY": ""}
+    session = stale_session(expires_at=timezone.now() - timedelta(hours=2))
+    with pytest.raises(CommandError, match="API_KEY"):
+        sync()
+    sync("--offline")
+    assert statuses(session) == [Status.EXPIRED]
+
+
 def test_nothing_to_do_exits_zero(khaime_api):
     assert sync().strip() == "khaime_sync: checked 0, changed 0, errors 0, requests 0"
 

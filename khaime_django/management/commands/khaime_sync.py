@@ -15,6 +15,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from khaime_django import services
+from khaime_django.exceptions import KhaimeConfigurationError
 from khaime_django.management.durations import duration
 
 
@@ -65,9 +66,12 @@ class Command(BaseCommand):
                         f"{session.reference} ({session.session_id}): {verb} {before} -> {after}"
                     )
 
-            report = services.sync_sessions(
-                budget=budget, grace=grace, dry_run=dry_run, on_change=show
-            )
+            try:
+                report = services.sync_sessions(
+                    budget=budget, grace=grace, dry_run=dry_run, on_change=show
+                )
+            except KhaimeConfigurationError as error:
+                raise CommandError(f"{error} (--offline needs no API key)") from None
         self.stdout.write(report.summary())
         if report.unreachable:
             raise CommandError(
