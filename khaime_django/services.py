@@ -260,14 +260,17 @@ def refresh_session(
     return session
 
 
-def refresh_if_due(session: PaymentSession, *, source: str = Source.RETURN) -> PaymentSession:
-    """``refresh_session`` at most once per STATUS_REFRESH_INTERVAL per session (the status page
-    polls; Khaime allows 1,000 requests an hour per key). Khaime errors are logged, not raised."""
+def refresh_if_due(session: PaymentSession, *, source: str = Source.RETURN) -> bool:
+    """``refresh_session`` at most once per STATUS_REFRESH_INTERVAL per session (the return and
+    status pages are reloaded and polled; Khaime allows 1,000 requests an hour per key).
+
+    Khaime errors are logged, not raised. Returns False only when Khaime was asked and could not
+    answer (the page then says it could not confirm yet)."""
     if session.is_final or session.status == Status.ERROR or not session.session_id:
-        return session
+        return True
     interval = timedelta(seconds=khaime_settings.STATUS_REFRESH_INTERVAL)
     if session.last_checked_at and session.last_checked_at > timezone.now() - interval:
-        return session
+        return True
     try:
         refresh_session(session, source=source, timeout=khaime_settings.RETURN_TIMEOUT)
     except KhaimeError as error:
@@ -276,7 +279,8 @@ def refresh_if_due(session: PaymentSession, *, source: str = Source.RETURN) -> P
         # poll of every open status page becomes a Khaime request (with retries).
         session.last_checked_at = timezone.now()
         PaymentSession.objects.filter(pk=session.pk).update(last_checked_at=session.last_checked_at)
-    return session
+        return False
+    return True
 
 
 def apply_khaime_status(session: PaymentSession, data: Mapping[str, Any], *, source: str, detail: str = "") -> bool:
@@ -318,11 +322,10 @@ WEBHOOK_STATUS = {
     "payment.refunded": Status.REFUNDED,
     "payment.disputed": Status.DISPUTED,
 }
-#: A delivery of an event already in one of these is answered "duplicate" and changes nothing.
-#: `error` is not among them: only an event that was processed counts as processed.
-PROCESSED_OUTCOMES = frozenset(
-    {WebhookOutcome.APPLIED, WebhookOutcome.DUPLICATE, WebhookOutcome.IGNORED, WebhookOutcome.UNMATCHED}
-)
+#: A stored event with one of these outcomes is applied on its next delivery; any other outcome
+#: means it was processed, and another delivery is answered "duplicate" and changes nothing.
+#: Only an event that was processed counts as processed: one that failed on our side is retried.
+RETRY_OUTCOMES = frozenset({WebhookOutcome.RECEIVED, WebhookOutcome.ERROR})
 _MAX_ERROR_TEXT = 10_000
 
 
@@ -369,9 +372,7 @@ def apply_webhook_event(record: WebhookEvent, *, source: str = Source.WEBHOOK, a
     """
     if not transaction.get_connection().in_atomic_block:
         raise TransactionManagementError("apply_webhook_event() needs the transaction that locked the event.")
-    retryable = {WebhookOutcome.RECEIVED, WebhookOutcome.ERROR}
-    if again:
-        retryable.add(WebhookOutcome.UNMATCHED)
+    retryable = RETRY_OUTCOMES | ({WebhookOutcome.UNMATCHED} if again else set())
     if record.outcome not in retryable:
         return WebhookOutcome.DUPLICATE
     try:
