@@ -35,9 +35,9 @@ class WebhookBodyTooLarge(WebhookError):
     """The body is over KHAIME["WEBHOOK_MAX_BODY"] bytes."""
 
 
-# Outside the merchant's ATOMIC_REQUESTS transaction: post() draws its own boundary, so the event
-# commits (and merchant receivers run, on commit) before Khaime gets its answer, and the event's
-# row lock is held no longer than the apply.
+# Outside the merchant's ATOMIC_REQUESTS transaction: the commit in post() is then the real one,
+# so the answer Khaime gets describes what is committed, receivers (on commit) have run, and the
+# event's row lock, which holds back concurrent deliveries, is released as soon as the apply ends.
 @method_decorator([csrf_exempt, transaction.non_atomic_requests], name="dispatch")
 class WebhookView(View):
     """``POST`` from Khaime, signed with ``X-Khaime-Signature``; see docs/webhooks.md."""
