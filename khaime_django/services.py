@@ -13,15 +13,15 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from datetime import timezone as dt_timezone
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.db import IntegrityError, transaction
-from django.db.transaction import TransactionManagementError
 from django.db.models import F, Q
+from django.db.transaction import TransactionManagementError
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
@@ -241,7 +241,7 @@ def _parse_time(value: Any) -> datetime | None:
     except ValueError:
         return None
     if parsed is not None and timezone.is_naive(parsed):
-        parsed = timezone.make_aware(parsed, dt_timezone.utc)
+        parsed = timezone.make_aware(parsed, UTC)
     return parsed
 
 

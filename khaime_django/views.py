@@ -98,13 +98,8 @@ class SuccessView(SessionPageView):
 
     def get(self, request: HttpRequest, reference) -> HttpResponse:
         session = self.get_session(reference)
-        unconfirmed = False
-        if not session.is_final and session.session_id:
-            try:
-                services.refresh_session(session, source=Source.RETURN, timeout=khaime_settings.RETURN_TIMEOUT)
-            except KhaimeError as error:
-                logger.warning("Could not confirm payment session %s with Khaime: %s", session.reference, error)
-                unconfirmed = True
+        # Asks Khaime unless it was asked moments ago (a reload, or the page's own polling).
+        unconfirmed = not services.refresh_if_due(session, source=Source.RETURN)
         return self.render_session(request, session, returned_from="success", unconfirmed=unconfirmed)
 
 

@@ -80,6 +80,24 @@ def test_success_return_asks_khaime_with_the_short_timeout(client, make_session,
     assert call.request.req_kwargs["timeout"] == (1, 1)  # RETURN_TIMEOUT in the test settings
 
 
+def test_reloading_the_processing_page_asks_khaime_at_most_once_per_interval(client, make_session, khaime_says,
+                                                                               khaime_api):
+    session = make_session(Status.PENDING)
+    khaime_says(session, "pending")
+    success(client, session)
+    success(client, session)  # a reload, or the <noscript> refresh, moments later
+    assert len(khaime_api.calls) == 1
+
+
+def test_success_return_asks_again_once_the_interval_has_passed(client, make_session, khaime_says, khaime_api):
+    session = make_session(Status.PENDING)
+    khaime_says(session, "pending")
+    success(client, session)
+    PaymentSession.objects.filter(pk=session.pk).update(last_checked_at=timezone.now() - timedelta(minutes=1))
+    success(client, session)
+    assert len(khaime_api.calls) == 2
+
+
 def test_khaime_says_completed_shows_the_paid_page(client, make_session, khaime_says, completed_receiver,
                                                     django_capture_on_commit_callbacks):
     session = make_session(Status.PENDING)
