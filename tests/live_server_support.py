@@ -40,10 +40,13 @@ class _OneRequestAtATime:
 @pytest.fixture(name="live_shop")
 def live_shop_fixture(live_server):
     """``live_server``, answering one request at a time when the test database is SQLite in memory."""
-    shares_connection = any(conn.vendor == "sqlite" and conn.is_in_memory_db() for conn in connections.all())
+    shares_connection = any(
+        conn.vendor == "sqlite" and conn.is_in_memory_db() for conn in connections.all()
+    )
     httpd = live_server.thread.httpd
     if shares_connection and not isinstance(httpd.get_app(), _OneRequestAtATime):
-        httpd.set_app(_OneRequestAtATime(httpd.get_app()))  # live_server is per session: wrap once
+        # live_server lives for the whole session: wrap it once.
+        httpd.set_app(_OneRequestAtATime(httpd.get_app()))
     return live_server
 
 
@@ -56,8 +59,14 @@ class WebhookGate:
     # Below the emulator's webhook timeout (5 s in the plugin), so a forgotten hold fails the
     # delivery instead of letting the emulator retry behind our back.
     MAX_HOLD = 4.0
-    FORWARDED = ("Content-Type", "User-Agent", "X-Khaime-Signature", "X-Khaime-Event",
-                 "X-Khaime-Event-Id", "X-Khaime-Api-Version")
+    FORWARDED = (
+        "Content-Type",
+        "User-Agent",
+        "X-Khaime-Signature",
+        "X-Khaime-Event",
+        "X-Khaime-Event-Id",
+        "X-Khaime-Api-Version",
+    )
 
     def __init__(self, target_url: str):
         self.target_url = target_url
@@ -73,10 +82,18 @@ class WebhookGate:
                 if not gate._open.wait(gate.MAX_HOLD):
                     self.send_error(504, "held too long by the test's WebhookGate")
                     return
-                headers = {name: self.headers[name] for name in gate.FORWARDED if name in self.headers}
-                answer = gate._http.post(gate.target_url, data=body, headers=headers, timeout=10)
+                headers = {
+                    name: self.headers[name]
+                    for name in gate.FORWARDED
+                    if name in self.headers
+                }
+                answer = gate._http.post(
+                    gate.target_url, data=body, headers=headers, timeout=10
+                )
                 self.send_response(answer.status_code)
-                self.send_header("Content-Type", answer.headers.get("Content-Type", "text/plain"))
+                self.send_header(
+                    "Content-Type", answer.headers.get("Content-Type", "text/plain")
+                )
                 self.send_header("Content-Length", str(len(answer.content)))
                 self.end_headers()
                 self.wfile.write(answer.content)
@@ -86,8 +103,11 @@ class WebhookGate:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
+        )
         self._thread.start()
 
     @property

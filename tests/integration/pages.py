@@ -26,8 +26,11 @@ class _PageParser(HTMLParser):
     def handle_starttag(self, tag, attrs):
         attrs = {name: value or "" for name, value in attrs}
         if tag == "form":
-            self._form = Form(attrs.get("action", ""), attrs.get("method", "get").upper(),
-                              attrs.get("class", "").split())
+            self._form = Form(
+                attrs.get("action", ""),
+                attrs.get("method", "get").upper(),
+                attrs.get("class", "").split(),
+            )
             self.forms.append(self._form)
         elif tag == "input" and self._form is not None and attrs.get("name"):
             self._form.fields[attrs["name"]] = attrs.get("value", "")

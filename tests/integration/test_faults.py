@@ -32,10 +32,16 @@ def assert_kept_in_error(reason: str) -> None:
 
 @pytest.mark.parametrize(
     ("fail_status", "page_status", "reason"),
-    [(500, 502, "[500] Simulated failure"), (503, 502, "[503] Simulated failure"), (429, 503, "[429]")],
+    [
+        (500, 502, "[500] Simulated failure"),
+        (503, 502, "[503] Simulated failure"),
+        (429, 503, "[429]"),
+    ],
     ids=["500-gives-502", "503-gives-502", "429-gives-503"],
 )
-def test_khaime_error_reaches_the_buyer_as_an_error_page(buyer, khaime_emulator, fail_status, page_status, reason):
+def test_khaime_error_reaches_the_buyer_as_an_error_page(
+    buyer, khaime_emulator, fail_status, page_status, reason
+):
     khaime_emulator.configure(fail_rate=1, fail_status=fail_status)
 
     page = buyer.buy()
@@ -44,7 +50,9 @@ def test_khaime_error_reaches_the_buyer_as_an_error_page(buyer, khaime_emulator,
     assert_kept_in_error(reason)
 
 
-def test_error_page_does_not_blame_a_timeout_when_khaime_answered_with_an_error(buyer, khaime_emulator):
+def test_error_page_does_not_blame_a_timeout_when_khaime_answered_with_an_error(
+    buyer, khaime_emulator
+):
     khaime_emulator.configure(fail_rate=1, fail_status=500)
 
     page = buyer.buy()
@@ -53,14 +61,17 @@ def test_error_page_does_not_blame_a_timeout_when_khaime_answered_with_an_error(
     assert "did not answer in time" not in page.text
 
 
-def test_khaime_slower_than_the_timeout_reaches_the_buyer_as_an_error_page(buyer, khaime_emulator, settings):
+def test_khaime_slower_than_the_timeout_reaches_the_buyer_as_an_error_page(
+    buyer, khaime_emulator, settings
+):
     settings.KHAIME = {**settings.KHAIME, "TIMEOUT": (1, 0.25)}
     khaime_emulator.configure(latency_ms=800)
 
     started = time.monotonic()
     page = buyer.buy()
 
-    assert time.monotonic() - started < 0.8  # the buyer did not wait for Khaime's answer
+    # The buyer did not wait for Khaime's answer.
+    assert time.monotonic() - started < 0.8
     assert_clear_error_page(page, 502)
     assert_kept_in_error("did not answer within")
 

@@ -15,12 +15,15 @@ from khaime_django.services import start_checkout
 
 @pytest.mark.django_db
 def test_buyer_pays_for_the_premium_plan(client, khaime_emulator):
-    Product.objects.create(slug="premium-plan", name="Premium Plan", amount=5000, currency="USD")
+    Product.objects.create(
+        slug="premium-plan", name="Premium Plan", amount=5000, currency="USD"
+    )
 
-    # The buyer presses "Buy now" on the product page and is sent to Khaime's checkout...
+    # The buyer presses "Buy now" on the product page, goes to Khaime's checkout...
     product_page = client.get(reverse("shop:product", kwargs={"slug": "premium-plan"}))
     checkout = client.post(
-        reverse("khaime:checkout"), {"token": product_page.context["token"], "email": "buyer@example.com"}
+        reverse("khaime:checkout"),
+        {"token": product_page.context["token"], "email": "buyer@example.com"},
     )
     session = PaymentSession.objects.get()
     assert checkout["Location"] == session.payment_url
@@ -34,14 +37,21 @@ def test_buyer_pays_for_the_premium_plan(client, khaime_emulator):
     assert session.status == Status.COMPLETED
 
 
-def test_webhook_completes_the_payment_when_the_buyer_never_returns(live_server, khaime_emulator, settings):
-    settings.KHAIME = {**settings.KHAIME, "SITE_URL": live_server.url}  # no request to build URLs from
+def test_webhook_completes_the_payment_when_the_buyer_never_returns(
+    live_server, khaime_emulator, settings
+):
+    # No request to build the return URLs from: name the site.
+    settings.KHAIME = {**settings.KHAIME, "SITE_URL": live_server.url}
     session = start_checkout(
-        amount=5000, currency="USD", product_name="Premium Plan", customer_email="buyer@example.com"
+        amount=5000,
+        currency="USD",
+        product_name="Premium Plan",
+        customer_email="buyer@example.com",
     )
 
-    khaime_emulator.complete(session.session_id)  # the buyer pays, then closes the tab
-    khaime_emulator.wait_for_deliveries(1)  # Khaime's signed webhook reached the shop
+    # The buyer pays, then closes the tab; Khaime's signed webhook reaches the shop.
+    khaime_emulator.complete(session.session_id)
+    khaime_emulator.wait_for_deliveries(1)
 
     session.refresh_from_db()
     assert session.status == Status.COMPLETED
