@@ -14,7 +14,6 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from datetime import timezone as dt_timezone
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
