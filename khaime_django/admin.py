@@ -5,6 +5,7 @@ Khaime" and "Apply again" actions)."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections import Counter
 
@@ -19,6 +20,8 @@ from . import services
 from .exceptions import KhaimeError
 from .models import PaymentSession, Source, StatusChange, WebhookEvent, WebhookOutcome
 from .money import format_money
+
+SHORT_REFERENCE = re.compile(r"^[0-9a-fA-F]{8}$")
 
 
 class StatusChangeInline(admin.TabularInline):
@@ -110,6 +113,9 @@ class PaymentSessionAdmin(admin.ModelAdmin):
             return queryset.filter(reference=uuid.UUID(term)), False
         except ValueError:
             pass
+        if SHORT_REFERENCE.match(term):
+            # The changelist shows the first 8 characters of the reference; accept them back.
+            return queryset.filter(reference__startswith=term.lower()), False
         if term.startswith("sess_"):
             return queryset.filter(session_id=term), False
         if "@" in term:

@@ -110,6 +110,12 @@ def test_search_by_reference(admin_client, catalogue):
     assert listed(changelist(admin_client, q=str(reference))) == [catalogue["yen"]]
 
 
+def test_search_by_the_short_reference_the_changelist_shows(admin_client, catalogue):
+    short = str(catalogue["yen"].reference)[:8]
+    assert short in changelist(admin_client).content.decode()
+    assert listed(changelist(admin_client, q=short.upper())) == [catalogue["yen"]]
+
+
 def test_search_by_khaime_session_id(admin_client, catalogue):
     assert listed(changelist(admin_client, q=catalogue["dinar"].session_id)) == [catalogue["dinar"]]
 
