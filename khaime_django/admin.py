@@ -21,6 +21,8 @@ from .exceptions import KhaimeError
 from .models import PaymentSession, Source, StatusChange, WebhookEvent, WebhookOutcome
 from .money import format_money
 
+#: Sessions the "Refresh status from Khaime" action checks at most per run.
+REFRESH_ACTION_LIMIT = 50
 SHORT_REFERENCE = re.compile(r"^[0-9a-fA-F]{8}$")
 
 
@@ -125,7 +127,18 @@ class PaymentSessionAdmin(admin.ModelAdmin):
     @admin.action(description=_("Refresh status from Khaime"))
     def refresh_from_khaime(self, request, queryset):
         changed = unchanged = failed = 0
-        for session in queryset.exclude(session_id=None).iterator():
+        candidates = queryset.exclude(session_id=None).order_by("-created_at")
+        # One Khaime request per session, each up to TIMEOUT with retries: a whole-table selection
+        # would hold the admin request for minutes and spend the hourly budget. khaime_sync is the
+        # tool for bulk reconciliation.
+        if candidates[REFRESH_ACTION_LIMIT:].exists():
+            self.message_user(
+                request,
+                _("Only the %(n)d newest selected sessions were checked; use manage.py khaime_sync for more.")
+                % {"n": REFRESH_ACTION_LIMIT},
+                messages.WARNING,
+            )
+        for session in candidates[:REFRESH_ACTION_LIMIT]:
             before = session.status
             try:
                 services.refresh_session(session, source=Source.ADMIN)

@@ -222,6 +222,19 @@ def test_refresh_action_completes_a_session_khaime_says_is_paid(admin_client, ma
     assert message.startswith("1 session changed status; 0 unchanged; 0 could not be checked")
 
 
+def test_refresh_action_checks_at_most_its_limit_and_says_so(admin_client, make_session, khaime_says,
+                                                             khaime_api, monkeypatch):
+    from khaime_django import admin as khaime_admin
+
+    monkeypatch.setattr(khaime_admin, "REFRESH_ACTION_LIMIT", 2)
+    sessions = [make_session(Status.PENDING) for _ in range(3)]
+    for session in sessions:
+        khaime_says(session, "pending")
+    response = run_refresh_action(admin_client, *sessions)
+    assert len(khaime_api.calls) == 2
+    assert "Only the 2 newest selected sessions were checked" in response.content.decode()
+
+
 def test_refresh_action_counts_unchanged_sessions(admin_client, make_session, khaime_says):
     session = make_session(Status.PENDING)
     khaime_says(session, "pending")
