@@ -48,12 +48,18 @@ class WebhookView(View):
         try:
             event = self.verify(request)
         except WebhookBodyTooLarge:
-            return HttpResponse("Request body too large.", status=413, content_type="text/plain")
+            return HttpResponse(
+                "Request body too large.", status=413, content_type="text/plain"
+            )
         except WebhookSignatureError:
             # Django would answer a SuspiciousOperation with 400; Khaime's docs ask for 401.
-            return HttpResponse("Invalid signature.", status=401, content_type="text/plain")
+            return HttpResponse(
+                "Invalid signature.", status=401, content_type="text/plain"
+            )
         except WebhookPayloadError as error:
-            return HttpResponse(f"Invalid event: {error}.", status=400, content_type="text/plain")
+            return HttpResponse(
+                f"Invalid event: {error}.", status=400, content_type="text/plain"
+            )
         # One transaction, one commit per delivery: the inbox row, the status change and the
         # outcome commit together. A failing apply is rolled back to a savepoint inside it, so
         # its error still commits with the row (services.apply_webhook_event).
@@ -66,23 +72,34 @@ class WebhookView(View):
         """The event, once the body is within the limit and signed with one of our secrets."""
         body = read_body(request, limit=int(khaime_settings.WEBHOOK_MAX_BODY))
         try:
-            webhooks.verify_signature(body, request.META.get(webhooks.SIGNATURE_HEADER),
-                                      khaime_settings.WEBHOOK_SECRETS)
+            webhooks.verify_signature(
+                body,
+                request.META.get(webhooks.SIGNATURE_HEADER),
+                khaime_settings.WEBHOOK_SECRETS,
+            )
         except WebhookSignatureError as error:
             # Which check failed, never the secret nor the signature; the event id helps match
             # this line with Khaime's delivery log.
-            logger.warning("Refused Khaime webhook %s (%d bytes): %s",
-                           request.META.get(webhooks.EVENT_ID_HEADER, "without X-Khaime-Event-Id"),
-                           len(body), error)
+            logger.warning(
+                "Refused Khaime webhook %s (%d bytes): %s",
+                request.META.get(webhooks.EVENT_ID_HEADER, "without X-Khaime-Event-Id"),
+                len(body),
+                error,
+            )
             raise
         try:
-            return webhooks.parse_event(body, api_version_header=request.META.get(webhooks.API_VERSION_HEADER, ""))
+            return webhooks.parse_event(
+                body,
+                api_version_header=request.META.get(webhooks.API_VERSION_HEADER, ""),
+            )
         except WebhookPayloadError as error:
             logger.warning("Refused a signed Khaime webhook: %s", error)
             raise
 
     def answer(self, outcome: str) -> HttpResponse:
-        return JsonResponse({"received": True, "outcome": outcome}, status=STATUS_FOR_OUTCOME[outcome])
+        return JsonResponse(
+            {"received": True, "outcome": outcome}, status=STATUS_FOR_OUTCOME[outcome]
+        )
 
 
 def read_body(request: HttpRequest, *, limit: int) -> bytes:

@@ -57,12 +57,16 @@ def signature_for(body: bytes, secret: str) -> str:
     return hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
-def verify_signature(body: bytes, signature: str | None, secrets: Sequence[str]) -> None:
+def verify_signature(
+    body: bytes, signature: str | None, secrets: Sequence[str]
+) -> None:
     """Raise :class:`WebhookSignatureError` unless ``signature`` is ``body``'s HMAC under one of
     ``secrets`` (several while rotating). The message says which check failed, never a secret."""
     secrets = [secret for secret in secrets or () if isinstance(secret, str) and secret]
     if not secrets:
-        raise WebhookSignatureError("no webhook secret is configured (KHAIME['WEBHOOK_SECRETS'] is empty)")
+        raise WebhookSignatureError(
+            "no webhook secret is configured (KHAIME['WEBHOOK_SECRETS'] is empty)"
+        )
     if not signature:
         raise WebhookSignatureError("the X-Khaime-Signature header is missing")
     received = signature.strip().lower().encode("utf-8", "replace")
@@ -100,8 +104,12 @@ class KhaimeEvent:
         api_version = payload.get("api_version")
         if not isinstance(api_version, str):
             api_version = api_version_header or ""
-        return cls(event_id=event_id, event_type=event_type,
-                   api_version=api_version[:_MAX_API_VERSION], payload=payload)
+        return cls(
+            event_id=event_id,
+            event_type=event_type,
+            api_version=api_version[:_MAX_API_VERSION],
+            payload=payload,
+        )
 
     @property
     def data(self) -> Mapping[str, Any]:
@@ -134,7 +142,11 @@ class KhaimeEvent:
                 found.append(value)
         # `data.id` is the payment's id in the emulator, but a session id in some accounts (§5.7).
         payment_id = self.data.get("id")
-        if isinstance(payment_id, str) and payment_id.startswith("sess_") and payment_id not in found:
+        if (
+            isinstance(payment_id, str)
+            and payment_id.startswith("sess_")
+            and payment_id not in found
+        ):
             found.append(payment_id)
         return found
 
@@ -146,8 +158,10 @@ class KhaimeEvent:
         ``data.amount`` / ``data.currency``. Either shape is read whatever ``api_version`` says.
         """
         for amount, currency in (
-            (_dig(self.data, ("amounts", "customer_paid", "amount")),
-             _dig(self.data, ("amounts", "customer_paid", "currency"))),
+            (
+                _dig(self.data, ("amounts", "customer_paid", "amount")),
+                _dig(self.data, ("amounts", "customer_paid", "currency")),
+            ),
             (self.data.get("amount"), self.data.get("currency")),
         ):
             if _is_int(amount) and isinstance(currency, str) and currency:

@@ -22,7 +22,10 @@ pytestmark = pytest.mark.django_db
 def stored_event():
     def store(outcome=WebhookOutcome.APPLIED, *, days_ago=40):
         return WebhookEvent.objects.create(
-            event_id=new_event_id(), event_type="payment.succeeded", payload={}, outcome=outcome,
+            event_id=new_event_id(),
+            event_type="payment.succeeded",
+            payload={},
+            outcome=outcome,
             received_at=timezone.now() - timedelta(days=days_ago),
         )
 
@@ -40,7 +43,11 @@ def remaining():
 
 
 def test_old_applied_ignored_and_duplicate_events_are_deleted(stored_event):
-    for outcome in (WebhookOutcome.APPLIED, WebhookOutcome.IGNORED, WebhookOutcome.DUPLICATE):
+    for outcome in (
+        WebhookOutcome.APPLIED,
+        WebhookOutcome.IGNORED,
+        WebhookOutcome.DUPLICATE,
+    ):
         stored_event(outcome)
     output = prune("--older-than", "30d")
     assert remaining() == []
@@ -56,21 +63,35 @@ def test_recent_events_are_kept(stored_event):
 
 
 def test_error_unmatched_and_unfinished_events_are_kept(stored_event):
-    for outcome in (WebhookOutcome.ERROR, WebhookOutcome.UNMATCHED, WebhookOutcome.RECEIVED):
+    for outcome in (
+        WebhookOutcome.ERROR,
+        WebhookOutcome.UNMATCHED,
+        WebhookOutcome.RECEIVED,
+    ):
         stored_event(outcome)
     prune("--older-than", "30d")
-    assert remaining() == sorted([WebhookOutcome.ERROR, WebhookOutcome.UNMATCHED, WebhookOutcome.RECEIVED])
+    assert remaining() == sorted(
+        [WebhookOutcome.ERROR, WebhookOutcome.UNMATCHED, WebhookOutcome.RECEIVED]
+    )
 
 
 def test_include_failed_deletes_them_too(stored_event):
-    for outcome in (WebhookOutcome.ERROR, WebhookOutcome.UNMATCHED, WebhookOutcome.APPLIED):
+    for outcome in (
+        WebhookOutcome.ERROR,
+        WebhookOutcome.UNMATCHED,
+        WebhookOutcome.APPLIED,
+    ):
         stored_event(outcome)
     prune("--older-than", "30d", "--include-failed")
     assert remaining() == []
 
 
-@pytest.mark.parametrize(("text", "remaining_count"), [("2w", 1), ("300h", 0), ("14", 1)])
-def test_older_than_accepts_hours_days_and_weeks_and_a_bare_number_is_days(stored_event, text, remaining_count):
+@pytest.mark.parametrize(
+    ("text", "remaining_count"), [("2w", 1), ("300h", 0), ("14", 1)]
+)
+def test_older_than_accepts_hours_days_and_weeks_and_a_bare_number_is_days(
+    stored_event, text, remaining_count
+):
     stored_event(days_ago=15)
     stored_event(days_ago=13)
     prune("--older-than", text)
@@ -94,6 +115,8 @@ def test_deletes_in_batches(stored_event, django_assert_max_num_queries):
     for _ in range(5):
         stored_event()
     with django_assert_max_num_queries(20):
-        deleted = services.prune_webhook_events(older_than=timedelta(days=30), batch_size=2)
+        deleted = services.prune_webhook_events(
+            older_than=timedelta(days=30), batch_size=2
+        )
     assert deleted == 5
     assert WebhookEvent.objects.count() == 0

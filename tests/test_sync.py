@@ -24,7 +24,9 @@ def stale_session(make_session):
     """A session created ``minutes_ago`` (default: an hour ago, past the 10-minute grace)."""
 
     def make(status=Status.PENDING, minutes_ago=60, **fields):
-        return make_session(status, created_at=timezone.now() - timedelta(minutes=minutes_ago), **fields)
+        return make_session(
+            status, created_at=timezone.now() - timedelta(minutes=minutes_ago), **fields
+        )
 
     return make
 
@@ -34,8 +36,16 @@ def khaime_answers(khaime_api, session, status=None, *, http_status=200, body=No
     if body is not None:
         return khaime_api.get(url, body=body)
     if http_status != 200:
-        return khaime_api.get(url, json={"success": False, "error": "no"}, status=http_status)
-    return khaime_api.get(url, json={"success": True, "data": {"session_id": session.session_id, "status": status}})
+        return khaime_api.get(
+            url, json={"success": False, "error": "no"}, status=http_status
+        )
+    return khaime_api.get(
+        url,
+        json={
+            "success": True,
+            "data": {"session_id": session.session_id, "status": status},
+        },
+    )
 
 
 def sync(*args) -> str:
@@ -49,13 +59,20 @@ def statuses(*sessions):
 
 
 def test_sync_applies_what_khaime_says(khaime_api, stale_session):
-    paid, failed, expired, waiting = (stale_session(minutes_ago=m) for m in (20, 30, 40, 50))
+    paid, failed, expired, waiting = (
+        stale_session(minutes_ago=m) for m in (20, 30, 40, 50)
+    )
     khaime_answers(khaime_api, paid, "completed")
     khaime_answers(khaime_api, failed, "failed")
     khaime_answers(khaime_api, expired, "expired")
     khaime_answers(khaime_api, waiting, "pending")
     output = sync()
-    assert statuses(paid, failed, expired, waiting) == [Status.COMPLETED, Status.FAILED, Status.EXPIRED, Status.PENDING]
+    assert statuses(paid, failed, expired, waiting) == [
+        Status.COMPLETED,
+        Status.FAILED,
+        Status.EXPIRED,
+        Status.PENDING,
+    ]
     assert set(StatusChange.objects.values_list("source", flat=True)) == {Source.SYNC}
     assert output.splitlines()[-1] == (
         "khaime_sync: checked 4, changed 3 (completed 1, expired 1, failed 1), errors 0, requests 4"
@@ -97,8 +114,12 @@ def test_sync_leaves_settled_sessions_alone(khaime_api, stale_session):
     assert len(khaime_api.calls) == 0
 
 
-def test_budget_is_never_exceeded_and_newest_sessions_go_first(khaime_api, stale_session):
-    sessions = [stale_session(minutes_ago=20 + i) for i in range(5)]  # sessions[0] is the newest
+def test_budget_is_never_exceeded_and_newest_sessions_go_first(
+    khaime_api, stale_session
+):
+    sessions = [
+        stale_session(minutes_ago=20 + i) for i in range(5)
+    ]  # sessions[0] is the newest
     for session in sessions:
         khaime_answers(khaime_api, session, "completed")
     output = sync("--budget", "2")
@@ -113,15 +134,22 @@ def test_next_run_continues_with_sessions_not_yet_asked(khaime_api, stale_sessio
     khaime_answers(khaime_api, older, "completed")
     sync("--budget", "1")
     sync("--budget", "1")
-    assert [call.request.url.rsplit("/", 1)[1] for call in khaime_api.calls] == [newer.session_id, older.session_id]
+    assert [call.request.url.rsplit("/", 1)[1] for call in khaime_api.calls] == [
+        newer.session_id,
+        older.session_id,
+    ]
     assert statuses(older) == [Status.COMPLETED]
 
 
 def test_a_failed_request_is_not_retried_within_the_run(khaime_api, stale_session):
     session = stale_session()
     khaime_answers(khaime_api, session, http_status=503)
-    stale_session(minutes_ago=90)  # a second session keeps the run from being "unreachable"
-    khaime_answers(khaime_api, PaymentSession.objects.order_by("created_at").first(), "pending")
+    stale_session(
+        minutes_ago=90
+    )  # a second session keeps the run from being "unreachable"
+    khaime_answers(
+        khaime_api, PaymentSession.objects.order_by("created_at").first(), "pending"
+    )
     output = sync()
     assert len(khaime_api.calls) == 2
     assert "errors 1" in output
@@ -138,7 +166,9 @@ def test_rate_limit_stops_the_run_early(khaime_api, stale_session):
     assert output.splitlines()[-1].endswith("stopped early: Khaime rate limit (429)")
 
 
-def test_a_session_khaime_does_not_know_counts_as_an_error_and_the_run_goes_on(khaime_api, stale_session):
+def test_a_session_khaime_does_not_know_counts_as_an_error_and_the_run_goes_on(
+    khaime_api, stale_session
+):
     unknown, known = stale_session(minutes_ago=20), stale_session(minutes_ago=30)
     khaime_answers(khaime_api, unknown, http_status=404)
     khaime_answers(khaime_api, known, "completed")
@@ -147,12 +177,20 @@ def test_a_session_khaime_does_not_know_counts_as_an_error_and_the_run_goes_on(k
     assert "checked 1, changed 1 (completed 1), errors 1, requests 2" in output
 
 
-def test_dry_run_prints_what_would_change_and_changes_nothing(khaime_api, stale_session):
+def test_dry_run_prints_what_would_change_and_changes_nothing(
+    khaime_api, stale_session
+):
     session = stale_session()
     khaime_answers(khaime_api, session, "completed")
     output = sync("--dry-run")
-    assert f"{session.reference} ({session.session_id}): would change pending -> completed" in output
-    assert "would change 1 (completed 1)" in output and "(dry run: nothing was changed)" in output
+    assert (
+        f"{session.reference} ({session.session_id}): would change pending -> completed"
+        in output
+    )
+    assert (
+        "would change 1 (completed 1)" in output
+        and "(dry run: nothing was changed)" in output
+    )
     assert statuses(session) == [Status.PENDING]
     assert not StatusChange.objects.exists()
     assert PaymentSession.objects.get(pk=session.pk).last_checked_at is None
@@ -208,17 +246,29 @@ def test_offline_expires_sessions_past_expires_at_by_the_grace(
     with django_capture_on_commit_callbacks(execute=True):
         output = sync("--offline")
     assert statuses(pending, cancelled, within_grace, paid, no_expiry) == [
-        Status.EXPIRED, Status.EXPIRED, Status.PENDING, Status.COMPLETED, Status.PENDING,
+        Status.EXPIRED,
+        Status.EXPIRED,
+        Status.PENDING,
+        Status.COMPLETED,
+        Status.PENDING,
     ]
-    assert sorted(StatusChange.objects.values_list("from_status", "to_status", "source")) == [
-        (Status.CANCELLED, Status.EXPIRED, Source.SYNC), (Status.PENDING, Status.EXPIRED, Source.SYNC),
+    assert sorted(
+        StatusChange.objects.values_list("from_status", "to_status", "source")
+    ) == [
+        (Status.CANCELLED, Status.EXPIRED, Source.SYNC),
+        (Status.PENDING, Status.EXPIRED, Source.SYNC),
     ]
-    expired_signals = [kwargs for name, kwargs in signal_log if name == "payment_expired"]
-    assert sorted((k["session"].pk, k["from_status"]) for k in expired_signals) == sorted(
-        [(pending.pk, Status.PENDING), (cancelled.pk, Status.CANCELLED)]
-    )
+    expired_signals = [
+        kwargs for name, kwargs in signal_log if name == "payment_expired"
+    ]
+    assert sorted(
+        (k["session"].pk, k["from_status"]) for k in expired_signals
+    ) == sorted([(pending.pk, Status.PENDING), (cancelled.pk, Status.CANCELLED)])
     assert all(k["session"].status == Status.EXPIRED for k in expired_signals)
-    assert output.strip() == "khaime_sync --offline: expired 2 sessions past expires_at, requests 0"
+    assert (
+        output.strip()
+        == "khaime_sync --offline: expired 2 sessions past expires_at, requests 0"
+    )
     assert len(khaime_api.calls) == 0
 
 
@@ -239,18 +289,23 @@ def test_offline_expiry_works_in_batches(stale_session, django_assert_max_num_qu
     assert StatusChange.objects.count() == 7
 
 
-def test_batch_signals_load_the_sessions_for_listeners(stale_session, django_assert_num_queries, signal_log):
+def test_batch_signals_load_the_sessions_for_listeners(
+    stale_session, django_assert_num_queries, signal_log
+):
     from khaime_django.transitions import _send_batch_signals
 
     session = stale_session()
     with django_assert_num_queries(1):  # one in_bulk for the whole batch
         _send_batch_signals([(session.pk, Status.PENDING)], Status.EXPIRED, Source.SYNC)
     assert [(name, kwargs["session"].pk) for name, kwargs in signal_log] == [
-        ("payment_expired", session.pk), ("payment_status_changed", session.pk)
+        ("payment_expired", session.pk),
+        ("payment_status_changed", session.pk),
     ]
 
 
-def test_batch_signals_load_nothing_when_nobody_listens(stale_session, django_assert_num_queries, monkeypatch):
+def test_batch_signals_load_nothing_when_nobody_listens(
+    stale_session, django_assert_num_queries, monkeypatch
+):
     from khaime_django import signals
     from khaime_django.transitions import _send_batch_signals
 
@@ -273,7 +328,9 @@ def test_batch_transition_changes_only_rows_in_an_allowed_status(make_session):
     from khaime_django.transitions import transition_many
 
     pending, completed = make_session(), make_session(Status.COMPLETED)
-    changed = transition_many(PaymentSession.objects.all(), Status.EXPIRED, source=Source.SYNC)
+    changed = transition_many(
+        PaymentSession.objects.all(), Status.EXPIRED, source=Source.SYNC
+    )
     assert changed == [pending.pk]
     assert statuses(pending, completed) == [Status.EXPIRED, Status.COMPLETED]
     assert StatusChange.objects.get().session_id == pending.pk
@@ -283,5 +340,7 @@ def test_payment_after_offline_expiry_still_completes(stale_session, khaime_api)
     session = stale_session(expires_at=past(hours=2))
     sync("--offline")
     session.refresh_from_db()
-    services.apply_khaime_status(session, {"status": "completed"}, source=Source.WEBHOOK)
+    services.apply_khaime_status(
+        session, {"status": "completed"}, source=Source.WEBHOOK
+    )
     assert statuses(session) == [Status.COMPLETED]

@@ -103,10 +103,16 @@ def legacy_payment_event(
         "status": event_type.split(".", 1)[1],
         "amount": total,
         "currency": currency,
-        "customer": {"email": "buyer@example.com", "paid_amount": total, "paid_currency": currency},
+        "customer": {
+            "email": "buyer@example.com",
+            "paid_amount": total,
+            "paid_currency": currency,
+        },
         "product_id": None,
         "transaction_details": {"product_name": "Premium Plan"},
-        "metadata": {"reference": str(session.reference)} if session is not None else {},
+        "metadata": {"reference": str(session.reference)}
+        if session is not None
+        else {},
     }
     if session is not None and session.session_id:
         payment["session_id"] = session.session_id
@@ -120,8 +126,15 @@ def legacy_payment_event(
     }
 
 
-def post_webhook(client, payload=None, *, body: bytes | None = None, secret: str | None = SECRET,
-                 signature: str | None = None, **extra):
+def post_webhook(
+    client,
+    payload=None,
+    *,
+    body: bytes | None = None,
+    secret: str | None = SECRET,
+    signature: str | None = None,
+    **extra,
+):
     """POST like Khaime: the body's bytes, signed with ``secret`` (None: no signature header)."""
     if body is None:
         body = to_body(payload)
@@ -133,7 +146,9 @@ def post_webhook(client, payload=None, *, body: bytes | None = None, secret: str
     if isinstance(payload, dict):
         headers.setdefault("HTTP_X_KHAIME_EVENT", str(payload.get("event_type")))
         headers.setdefault("HTTP_X_KHAIME_EVENT_ID", str(payload.get("event_id")))
-    return client.post(reverse("khaime:webhook"), data=body, content_type="application/json", **headers)
+    return client.post(
+        reverse("khaime:webhook"), data=body, content_type="application/json", **headers
+    )
 
 
 def _expected_amount(session) -> int:

@@ -29,7 +29,12 @@ def duration(default_unit: str, units: str = "smhdw"):
 def describe(value: timedelta) -> str:
     """``30 days``, ``36 hours``, ``10 minutes``: a duration as a person would write it."""
     seconds = int(value.total_seconds())
-    for name, size in (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60)):
+    for name, size in (
+        ("week", 604800),
+        ("day", 86400),
+        ("hour", 3600),
+        ("minute", 60),
+    ):
         if seconds and seconds % size == 0:
             count = seconds // size
             return f"{count} {name}{'' if count == 1 else 's'}"

@@ -4,15 +4,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('khaime_django', '0001_initial'),
+        ("khaime_django", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='webhookevent',
-            name='detail',
-            field=models.TextField(blank=True, help_text='What applying the event did, or why it changed nothing.', verbose_name='detail'),
+            model_name="webhookevent",
+            name="detail",
+            field=models.TextField(
+                blank=True,
+                help_text="What applying the event did, or why it changed nothing.",
+                verbose_name="detail",
+            ),
         ),
     ]
