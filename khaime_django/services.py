@@ -137,7 +137,13 @@ def start_checkout(
         logger.error("Khaime refused or failed to create payment session %s: %s", session.reference, error)
         transition(session, Status.ERROR, source=Source.CHECKOUT, detail=str(error), last_error=str(error))
         raise
-    transition(session, Status.PENDING, source=Source.CHECKOUT, **_session_fields(data, session))
+    fields = _session_fields(data, session)
+    if not transition(session, Status.PENDING, source=Source.CHECKOUT, **fields):
+        # Something else (a webhook matched by metadata.reference) moved the row on while we
+        # waited for Khaime. Keep what Khaime told us anyway; the status stays what it is now.
+        PaymentSession.objects.filter(pk=session.pk).update(**fields)
+        for name, value in fields.items():
+            setattr(session, name, value)
     return session
 
 

@@ -84,7 +84,9 @@ def transition(
         if not can_transition(from_status, to_status):
             return False
         now = timezone.now()
-        with transaction.atomic():
+        # savepoint=False: inside a caller's transaction (the webhook's) a savepoint would cost two
+        # round trips and buy nothing; a failure here must roll the caller back anyway.
+        with transaction.atomic(savepoint=False):
             changed = PaymentSession.objects.filter(pk=session.pk, status=from_status).update(
                 status=to_status, updated_at=now, **fields
             )

@@ -53,6 +53,8 @@ class CheckoutView(View):
             return self.invalid(request, form, _("This purchase cannot be paid: %(error)s") % {"error": error})
         except KhaimeError as error:
             return self.error(request, form, error)
+        if session.status != Status.PENDING:
+            return HttpResponseSeeOther(session.get_absolute_url())  # already settled: show it
         return HttpResponseSeeOther(session.payment_url)
 
     def get_purchase(self, request: HttpRequest, form: CheckoutForm) -> Purchase:

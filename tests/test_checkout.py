@@ -710,3 +710,27 @@ def test_racing_double_submits_create_one_khaime_session(seed_create, buy_token)
     assert {r["Location"] for r in responses} == {SEED["payment_url"]}
     assert len(seed_create.calls) == 1
     assert PaymentSession.objects.count() == 1
+
+
+# -- a webhook overtaking the create call ---------------------------------------------------------
+
+
+def test_session_settled_while_khaime_was_answering_keeps_khaimes_fields_and_shows_the_result(
+    client, khaime_api, buy_token
+):
+    def khaime_creates_and_a_webhook_settles_it_meanwhile(request):
+        row = PaymentSession.objects.get()
+        from khaime_django.transitions import transition
+
+        transition(row, Status.COMPLETED, source=Source.WEBHOOK, completed_at=timezone.now())
+        return 201, {}, json.dumps(SEED_CREATE_RESPONSE)
+
+    khaime_api.add_callback("POST", SESSIONS_URL, callback=khaime_creates_and_a_webhook_settles_it_meanwhile)
+    response = checkout(client, buy_token)
+    session = PaymentSession.objects.get()
+    assert response.status_code == 303
+    assert response["Location"] == session.get_absolute_url()
+    assert session.status == Status.COMPLETED
+    assert session.session_id == SEED["session_id"]
+    assert session.payment_url == SEED["payment_url"]
+    assert session.fee_details == SEED["fee_details"]
