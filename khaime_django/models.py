@@ -31,8 +31,10 @@ class Status(models.TextChoices):
     ERROR = "error", _("Error")
 
 
-#: A buyer may still pay (or be sent to pay) a session in these states.
-OPEN_STATUSES = (Status.CREATED, Status.PENDING)
+#: A buyer may still pay (or be sent to pay) a session in these states until it expires, so a new
+#: Buy for the same purchase reuses it: a cancelled session is still payable at Khaime, and a
+#: second session beside it would let a buyer with two tabs pay twice.
+OPEN_STATUSES = (Status.CREATED, Status.PENDING, Status.CANCELLED)
 #: Khaime may still report a payment for a session in these states; khaime_sync asks about them.
 AWAITING_STATUSES = (Status.PENDING, Status.CANCELLED)
 #: Money was received.
@@ -139,6 +141,11 @@ class PaymentSession(models.Model):
         """No buyer action can change this session any more (the status page stops polling)."""
         return self.status in (Status.COMPLETED, Status.FAILED, Status.EXPIRED,
                                Status.REFUNDED, Status.DISPUTED, Status.ERROR)
+
+    @property
+    def is_payable(self) -> bool:
+        """The buyer can be sent (back) to Khaime's payment page for this session."""
+        return self.status in (Status.PENDING, Status.CANCELLED) and bool(self.payment_url) and not self.is_expired_locally
 
     @property
     def is_expired_locally(self) -> bool:

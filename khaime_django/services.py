@@ -127,7 +127,7 @@ def start_checkout(
         mode=khaime_settings.mode,
         user=user,
     )
-    if session.status == Status.PENDING:
+    if session.status != Status.CREATED:
         return session  # reused: the buyer continues with the session Khaime already has
 
     try:
@@ -184,9 +184,9 @@ def _insert_or_reuse(purchase_key: str, **values: Any) -> PaymentSession:
                 if misses >= _MAX_INSERT_MISSES:
                     raise
                 continue
-        if existing.status == Status.PENDING:
+        if existing.status in (Status.PENDING, Status.CANCELLED):
             if existing.payment_url and not existing.is_expired_locally:
-                logger.info("Reusing pending payment session %s for the same purchase", existing.reference)
+                logger.info("Reusing %s payment session %s for the same purchase", existing.status, existing.reference)
                 return existing
             transition(existing, Status.EXPIRED, source=Source.CHECKOUT, detail="expires_at passed; not reused")
             continue

@@ -53,7 +53,7 @@ class CheckoutView(View):
             return self.invalid(request, form, _("This purchase cannot be paid: %(error)s") % {"error": error})
         except KhaimeError as error:
             return self.error(request, form, error)
-        if session.status != Status.PENDING:
+        if not session.is_payable:
             return HttpResponseSeeOther(session.get_absolute_url())  # already settled: show it
         return HttpResponseSeeOther(session.payment_url)
 
@@ -91,7 +91,7 @@ class SessionPageView(View):
         return get_object_or_404(PaymentSession, reference=reference)
 
     def render_session(self, request: HttpRequest, session: PaymentSession, **extra) -> HttpResponse:
-        context = {"session": session, "Status": Status, "can_resume": _can_resume(session), **extra}
+        context = {"session": session, "Status": Status, "can_resume": session.is_payable, **extra}
         return render(request, self.template_name, context)
 
 
@@ -133,11 +133,3 @@ class StatusView(View):
                 "total": session.display_total,
             }
         )
-
-
-def _can_resume(session: PaymentSession) -> bool:
-    return (
-        session.status in (Status.PENDING, Status.CANCELLED)
-        and bool(session.payment_url)
-        and not session.is_expired_locally
-    )

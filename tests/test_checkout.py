@@ -290,12 +290,25 @@ def test_expired_pending_session_is_marked_expired_and_not_reused(client, khaime
     assert stale.status_changes.last().source == Source.CHECKOUT
 
 
-def test_cancelled_session_is_not_reused(client, khaime_api, buy_token):
+def test_cancelled_session_is_reused_while_khaime_still_accepts_payment(client, khaime_api, buy_token):
+    # Khaime keeps a cancelled checkout payable until expires_at: a second session beside it would
+    # let a buyer with two tabs pay twice.
+    khaime_api.post(SESSIONS_URL, json=SEED_CREATE_RESPONSE, status=201)
+    checkout(client, buy_token)
+    client.get(PaymentSession.objects.get().cancel_url)
+    assert checkout(client, buy_token)["Location"] == SEED["payment_url"]
+    assert len(khaime_api.calls) == 1
+    assert PaymentSession.objects.get().status == Status.CANCELLED
+
+
+def test_expired_cancelled_session_is_replaced(client, khaime_api, buy_token):
     khaime_api.post(SESSIONS_URL, json=SEED_CREATE_RESPONSE, status=201)
     khaime_api.post(SESSIONS_URL, json=second_response(), status=201)
     checkout(client, buy_token)
     client.get(PaymentSession.objects.get().cancel_url)
+    PaymentSession.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
     assert checkout(client, buy_token)["Location"] == "https://checkout.stripe.com/c/pay/cs_second"
+    assert sorted(PaymentSession.objects.values_list("status", flat=True)) == [Status.EXPIRED, Status.PENDING]
 
 
 def test_session_after_a_failed_attempt_is_created_afresh(client, khaime_api, buy_token):
