@@ -77,6 +77,9 @@ class PaymentSessionAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False  # sessions are created by checkout only
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # a payment record is evidence: keep it (delete through the shell if you must)
+
     @admin.display(description=_("reference"), ordering="reference")
     def short_reference(self, obj):
         return str(obj.reference)[:8]
@@ -101,7 +104,12 @@ class PaymentSessionAdmin(admin.ModelAdmin):
         rows = []
         for key, value in details.items():
             label = key.replace("_", " ")
-            shown = format_money(value, obj.currency) if isinstance(value, int) and not isinstance(value, bool) else value
+            if isinstance(value, bool):
+                shown = _("yes") if value else _("no")
+            elif isinstance(value, int):
+                shown = format_money(value, obj.currency)
+            else:
+                shown = value
             rows.append((label, shown))
         return format_html("<dl>{}</dl>", format_html_join("", "<dt>{}</dt><dd>{}</dd>", rows))
 

@@ -146,7 +146,7 @@ def test_change_page_shows_fee_details_as_money(admin_client, make_session):
     assert "<dt>base product price</dt><dd>$50.00</dd>" in page
     assert "<dt>transaction fee</dt><dd>$3.20</dd>" in page
     assert "<dt>total amount</dt><dd>$53.20</dd>" in page
-    assert "<dt>customer pays fees</dt><dd>True</dd>" in page
+    assert "<dt>customer pays fees</dt><dd>yes</dd>" in page
 
 
 def test_change_page_without_fee_details_shows_a_dash(admin_client, make_session):
@@ -271,3 +271,11 @@ def test_refresh_action_skips_sessions_khaime_never_created(admin_client, make_s
     response = run_refresh_action(admin_client, make_session(Status.ERROR, session_id=None))
     assert response.status_code == 200
     assert len(khaime_api.calls) == 0
+
+
+def test_payment_sessions_cannot_be_deleted_from_admin(admin_client, catalogue):
+    session = catalogue["dollars"]
+    response = admin_client.get(reverse("admin:khaime_django_paymentsession_delete", args=[session.pk]))
+    assert response.status_code == 403
+    assert "delete_selected" not in changelist(admin_client).content.decode()
+    assert PaymentSession.objects.filter(pk=session.pk).exists()
