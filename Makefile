@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint venv clean
+.PHONY: demo test bench lint typecheck venv clean
 
 venv: $(STAMP)
 
@@ -32,5 +32,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
 clean:
-	rm -rf $(VENV) .pytest_cache .coverage htmlcov build dist *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .tox .coverage htmlcov build dist *.egg-info
