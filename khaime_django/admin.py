@@ -44,8 +44,15 @@ class StatusChangeInline(admin.TabularInline):
 @admin.register(PaymentSession)
 class PaymentSessionAdmin(admin.ModelAdmin):
     list_display = (
-        "short_reference", "product", "total", "status", "mode", "customer_email",
-        "created_at", "expires_at", "needs_review",
+        "short_reference",
+        "product",
+        "total",
+        "status",
+        "mode",
+        "customer_email",
+        "created_at",
+        "expires_at",
+        "needs_review",
     )
     list_filter = ("status", "mode", "payment_type", "currency", "needs_review", "created_at")
     search_fields = ("session_id", "customer_email", "product_name")
@@ -59,19 +66,67 @@ class PaymentSessionAdmin(admin.ModelAdmin):
     actions = ("refresh_from_khaime",)
     fieldsets = (
         (None, {"fields": ("reference", "status", "needs_review", "review_reason", "last_error")}),
-        (_("Purchase"), {"fields": ("product_name", "product_id", "requested", "total", "fees",
-                                     "subscription_frequency_key", "metadata")}),
+        (
+            _("Purchase"),
+            {
+                "fields": (
+                    "product_name",
+                    "product_id",
+                    "requested",
+                    "total",
+                    "fees",
+                    "subscription_frequency_key",
+                    "metadata",
+                )
+            },
+        ),
         (_("Buyer"), {"fields": ("customer_email", "customer", "user")}),
-        (_("Khaime"), {"fields": ("session_id", "stripe_session_id", "mode", "payment_type", "payment_url",
-                                   "expires_at", "completed_at", "cancelled_at", "last_checked_at")}),
+        (
+            _("Khaime"),
+            {
+                "fields": (
+                    "session_id",
+                    "stripe_session_id",
+                    "mode",
+                    "payment_type",
+                    "payment_url",
+                    "expires_at",
+                    "completed_at",
+                    "cancelled_at",
+                    "last_checked_at",
+                )
+            },
+        ),
         (_("Return URLs"), {"classes": ("collapse",), "fields": ("success_url", "cancel_url")}),
         (_("Timestamps"), {"fields": ("created_at", "updated_at")}),
     )
     readonly_fields = (
-        "reference", "status", "last_error", "product_name", "product_id", "requested", "total", "fees",
-        "subscription_frequency_key", "metadata", "customer_email", "customer", "user", "session_id",
-        "stripe_session_id", "mode", "payment_type", "payment_url", "expires_at", "completed_at",
-        "cancelled_at", "last_checked_at", "success_url", "cancel_url", "created_at", "updated_at",
+        "reference",
+        "status",
+        "last_error",
+        "product_name",
+        "product_id",
+        "requested",
+        "total",
+        "fees",
+        "subscription_frequency_key",
+        "metadata",
+        "customer_email",
+        "customer",
+        "user",
+        "session_id",
+        "stripe_session_id",
+        "mode",
+        "payment_type",
+        "payment_url",
+        "expires_at",
+        "completed_at",
+        "cancelled_at",
+        "last_checked_at",
+        "success_url",
+        "cancel_url",
+        "created_at",
+        "updated_at",
     )
 
     def has_add_permission(self, request):
@@ -152,8 +207,9 @@ class PaymentSessionAdmin(admin.ModelAdmin):
                 services.refresh_session(session, source=Source.ADMIN)
             except KhaimeError as error:
                 failed += 1
-                self.message_user(request, _("%(ref)s: %(error)s") % {"ref": session.reference, "error": error},
-                                  messages.WARNING)
+                self.message_user(
+                    request, _("%(ref)s: %(error)s") % {"ref": session.reference, "error": error}, messages.WARNING
+                )
                 continue
             if session.status != before:
                 changed += 1
@@ -162,7 +218,8 @@ class PaymentSessionAdmin(admin.ModelAdmin):
         self.message_user(
             request,
             ngettext("%(n)d session changed status", "%(n)d sessions changed status", changed) % {"n": changed}
-            + "; " + _("%(n)d unchanged; %(f)d could not be checked.") % {"n": unchanged, "f": failed},
+            + "; "
+            + _("%(n)d unchanged; %(f)d could not be checked.") % {"n": unchanged, "f": failed},
             messages.SUCCESS if not failed else messages.WARNING,
         )
 
@@ -173,7 +230,14 @@ class WebhookEventAdmin(admin.ModelAdmin):
     side or matched no session can be applied again, through the same service as the webhook."""
 
     list_display = (
-        "event_id", "event_type", "outcome", "is_live", "received_at", "processed_at", "deliveries", "session_link",
+        "event_id",
+        "event_type",
+        "outcome",
+        "is_live",
+        "received_at",
+        "processed_at",
+        "deliveries",
+        "session_link",
     )
     list_filter = ("event_type", "outcome", "is_live", "received_at")
     search_fields = ("event_id", "session__session_id")
@@ -185,8 +249,18 @@ class WebhookEventAdmin(admin.ModelAdmin):
     list_per_page = 50
     actions = ("apply_again",)
     fields = (
-        "event_id", "event_type", "api_version", "is_live", "outcome", "detail", "error", "session_link",
-        "received_at", "processed_at", "deliveries", "pretty_payload",
+        "event_id",
+        "event_type",
+        "api_version",
+        "is_live",
+        "outcome",
+        "detail",
+        "error",
+        "session_link",
+        "received_at",
+        "processed_at",
+        "deliveries",
+        "pretty_payload",
     )
     readonly_fields = fields
 
@@ -233,5 +307,7 @@ class WebhookEventAdmin(admin.ModelAdmin):
         self.message_user(
             request,
             _("Applied again: %(summary)s.") % {"summary": ", ".join(parts) or _("nothing to do")},
-            messages.WARNING if outcomes[WebhookOutcome.ERROR] or outcomes[WebhookOutcome.UNMATCHED] else messages.SUCCESS,
+            messages.WARNING
+            if outcomes[WebhookOutcome.ERROR] or outcomes[WebhookOutcome.UNMATCHED]
+            else messages.SUCCESS,
         )

@@ -144,7 +144,12 @@ class KhaimeClient:
                 delay = self._backoff(attempt)
                 logger.warning(
                     "Khaime %s %s failed (%s); retry %d of %d in %.2fs",
-                    method, path, error, attempt + 1, self.max_retries, delay,
+                    method,
+                    path,
+                    error,
+                    attempt + 1,
+                    self.max_retries,
+                    delay,
                 )
                 self._sleep(delay)
                 attempt += 1
@@ -165,7 +170,10 @@ class KhaimeClient:
             raise KhaimeConnectionError(f"Request to Khaime failed: {type(exc).__name__}.") from None
         logger.debug(
             "Khaime %s %s -> %s in %.0f ms",
-            method, urlsplit(url).path, response.status_code, (time.monotonic() - started) * 1000,
+            method,
+            urlsplit(url).path,
+            response.status_code,
+            (time.monotonic() - started) * 1000,
         )
         try:
             return _parse_response(response)
@@ -228,7 +236,9 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 def _connection_never_made(exc: requests.ConnectionError) -> bool:
     """True when the TCP/TLS connection was never established, so Khaime cannot have acted."""
-    return any(isinstance(cause, (NewConnectionError, ConnectTimeoutError, ConnectionRefusedError)) for cause in _causes(exc))
+    return any(
+        isinstance(cause, (NewConnectionError, ConnectTimeoutError, ConnectionRefusedError)) for cause in _causes(exc)
+    )
 
 
 def _parse_response(response: requests.Response) -> dict:

@@ -57,7 +57,10 @@ class Source(models.TextChoices):
 
 class PaymentSession(models.Model):
     reference = models.UUIDField(
-        _("reference"), default=uuid.uuid4, unique=True, editable=False,
+        _("reference"),
+        default=uuid.uuid4,
+        unique=True,
+        editable=False,
         help_text=_("Our public, unguessable id; sent to Khaime as metadata.reference."),
     )
     # Copied from Khaime.
@@ -90,12 +93,18 @@ class PaymentSession(models.Model):
     needs_review = models.BooleanField(_("needs review"), default=False)
     review_reason = models.TextField(_("review reason"), blank=True)
     purchase_key = models.CharField(
-        _("purchase key"), max_length=64, editable=False,
+        _("purchase key"),
+        max_length=64,
+        editable=False,
         help_text=_("Hash of buyer and price; one open session per purchase."),
     )
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, verbose_name=_("user"), null=True, blank=True,
-        on_delete=models.SET_NULL, related_name="khaime_payment_sessions",
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("user"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="khaime_payment_sessions",
     )
     created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
@@ -139,13 +148,21 @@ class PaymentSession(models.Model):
     @property
     def is_final(self) -> bool:
         """No buyer action can change this session any more (the status page stops polling)."""
-        return self.status in (Status.COMPLETED, Status.FAILED, Status.EXPIRED,
-                               Status.REFUNDED, Status.DISPUTED, Status.ERROR)
+        return self.status in (
+            Status.COMPLETED,
+            Status.FAILED,
+            Status.EXPIRED,
+            Status.REFUNDED,
+            Status.DISPUTED,
+            Status.ERROR,
+        )
 
     @property
     def is_payable(self) -> bool:
         """The buyer can be sent (back) to Khaime's payment page for this session."""
-        return self.status in (Status.PENDING, Status.CANCELLED) and bool(self.payment_url) and not self.is_expired_locally
+        return (
+            self.status in (Status.PENDING, Status.CANCELLED) and bool(self.payment_url) and not self.is_expired_locally
+        )
 
     @property
     def is_expired_locally(self) -> bool:
@@ -204,8 +221,12 @@ class WebhookEvent(models.Model):
     )
     deliveries = models.PositiveIntegerField(_("deliveries"), default=1)
     session = models.ForeignKey(
-        PaymentSession, verbose_name=_("payment session"), null=True, blank=True,
-        on_delete=models.SET_NULL, related_name="webhook_events",
+        PaymentSession,
+        verbose_name=_("payment session"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="webhook_events",
     )
 
     class Meta:

@@ -193,8 +193,11 @@ def _insert_or_reuse(purchase_key: str, **values: Any) -> PaymentSession:
         # `created`: another request is talking to Khaime for this purchase right now.
         if time.monotonic() >= deadline or existing.created_at < timezone.now() - timedelta(seconds=_in_flight_limit()):
             transition(
-                existing, Status.ERROR, source=Source.CHECKOUT,
-                detail="abandoned while creating", last_error="Abandoned while creating the Khaime session.",
+                existing,
+                Status.ERROR,
+                source=Source.CHECKOUT,
+                detail="abandoned while creating",
+                last_error="Abandoned while creating the Khaime session.",
             )
             continue
         time.sleep(_WAIT_STEP)
@@ -209,8 +212,10 @@ def _in_flight_limit() -> float:
 
 def _purchase_key(user, khaime_request: Mapping[str, Any]) -> str:
     buyer = f"user:{user.pk}" if user is not None else f"email:{khaime_request['customer']['email']}"
-    price = {key: khaime_request[key] for key in
-             ("amount", "currency", "product_id", "product_name", "subscription_frequency_key")}
+    price = {
+        key: khaime_request[key]
+        for key in ("amount", "currency", "product_id", "product_name", "subscription_frequency_key")
+    }
     price["metadata"] = {k: v for k, v in khaime_request["metadata"].items() if k not in RESERVED_METADATA_KEYS}
     blob = json.dumps([buyer, price], sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -234,8 +239,9 @@ def _check_payment_url(url: str) -> None:
         return
     if origin in khaime_settings.allowed_payment_origins():
         return
-    raise KhaimeUnsafeRedirect("Khaime's payment_url is not an https URL; the buyer was not sent there.",
-                               details={"payment_url": url[:200]})
+    raise KhaimeUnsafeRedirect(
+        "Khaime's payment_url is not an https URL; the buyer was not sent there.", details={"payment_url": url[:200]}
+    )
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -296,8 +302,12 @@ def apply_khaime_status(session: PaymentSession, data: Mapping[str, Any], *, sou
     changed = False
     if remote == "completed":
         changed = transition(
-            session, Status.COMPLETED, source=source, detail=detail,
-            completed_at=_parse_time(data.get("completed_at")) or now, last_checked_at=now,
+            session,
+            Status.COMPLETED,
+            source=source,
+            detail=detail,
+            completed_at=_parse_time(data.get("completed_at")) or now,
+            last_checked_at=now,
         )
     elif remote == "failed":
         changed = transition(session, Status.FAILED, source=source, detail=detail, last_checked_at=now)
@@ -314,8 +324,9 @@ def apply_khaime_status(session: PaymentSession, data: Mapping[str, Any], *, sou
 def cancel_session(session: PaymentSession) -> bool:
     """The buyer came back through cancel_url. Khaime still accepts payment until expires_at,
     so a later ``completed`` is still applied."""
-    return transition(session, Status.CANCELLED, source=Source.CANCEL, detail="buyer cancelled",
-                      cancelled_at=timezone.now())
+    return transition(
+        session, Status.CANCELLED, source=Source.CANCEL, detail="buyer cancelled", cancelled_at=timezone.now()
+    )
 
 
 # -- webhooks -------------------------------------------------------------------------------------
@@ -356,8 +367,11 @@ def record_webhook_event(event: KhaimeEvent) -> WebhookEvent:
         try:
             with transaction.atomic():  # a savepoint, so losing the insert race is recoverable here
                 return WebhookEvent.objects.create(
-                    event_id=event.event_id, event_type=event.event_type, api_version=event.api_version,
-                    is_live=event.is_live, payload=event.payload,
+                    event_id=event.event_id,
+                    event_type=event.event_type,
+                    api_version=event.api_version,
+                    is_live=event.is_live,
+                    payload=event.payload,
                 )
         except IntegrityError:
             record = WebhookEvent.objects.select_for_update().get(event_id=event.event_id)
@@ -412,9 +426,13 @@ def _apply_event(record: WebhookEvent, *, source: str, on_receiver_errors) -> tu
         return WebhookOutcome.IGNORED, None, f"{event.event_type} is not an event khaime-django applies"
     session = match_session(event)
     if session is None:
-        return WebhookOutcome.UNMATCHED, None, (
-            f"no payment session with reference {event.reference} or Khaime session id "
-            f"{', '.join(event.session_ids) or 'None'}"
+        return (
+            WebhookOutcome.UNMATCHED,
+            None,
+            (
+                f"no payment session with reference {event.reference} or Khaime session id "
+                f"{', '.join(event.session_ids) or 'None'}"
+            ),
         )
     why = f"{event.event_type} {event.event_id}"
     reasons = review_reasons(session, event) if target == Status.COMPLETED else []
@@ -425,24 +443,32 @@ def _apply_event(record: WebhookEvent, *, source: str, on_receiver_errors) -> tu
         # means payment.succeeded is late or lost. Record the payment, then the refund, so the
         # history is whole and a late payment.succeeded finds its news already applied.
         changed = transition(
-            session, Status.COMPLETED, source=source, detail=why, on_receiver_errors=on_receiver_errors,
+            session,
+            Status.COMPLETED,
+            source=source,
+            detail=why,
+            on_receiver_errors=on_receiver_errors,
             completed_at=event.paid_at or timezone.now(),
         )
     if target != Status.COMPLETED:
-        changed = transition(session, target, source=source, detail=why, on_receiver_errors=on_receiver_errors) or changed
+        changed = (
+            transition(session, target, source=source, detail=why, on_receiver_errors=on_receiver_errors) or changed
+        )
     if flagged:
         # After the transition's own on-commit signals: payment_completed first, then this.
-        transaction.on_commit(
-            partial(_send_needs_review, session, session.review_reason, record, on_receiver_errors)
-        )
+        transaction.on_commit(partial(_send_needs_review, session, session.review_reason, record, on_receiver_errors))
     notes = [f"needs review: {'; '.join(reasons)}"] if reasons else []
     if changed:
         return WebhookOutcome.APPLIED, session, "; ".join([f"session is now {session.status}", *notes])
     already = session.status == target or (target == Status.COMPLETED and session.status in PAID_STATUSES)
     if already:
         return WebhookOutcome.DUPLICATE, session, "; ".join([f"session was already {session.status}", *notes])
-    return WebhookOutcome.IGNORED, session, "; ".join(
-        [f"session is {session.status}; the status machine does not allow {session.status} -> {target}", *notes]
+    return (
+        WebhookOutcome.IGNORED,
+        session,
+        "; ".join(
+            [f"session is {session.status}; the status machine does not allow {session.status} -> {target}", *notes]
+        ),
     )
 
 
@@ -472,9 +498,7 @@ def review_reasons(session: PaymentSession, event: KhaimeEvent) -> list[str]:
         elif amount != expected:
             reasons.append(f"paid {amount} {currency}, but the session expects {expected} {session.currency}")
     if event.is_live is not None and event.is_live != (session.mode == Mode.LIVE):
-        reasons.append(
-            f"a {'live' if event.is_live else 'sandbox'} event for a {session.mode} session"
-        )
+        reasons.append(f"a {'live' if event.is_live else 'sandbox'} event for a {session.mode} session")
     return reasons
 
 
@@ -508,8 +532,12 @@ class _ReceiverErrors:
 
     def __call__(self, errors: list[BaseException]) -> None:
         for error in errors:
-            logger.error("A signal receiver raised while applying Khaime webhook event %s: %r",
-                         self.record.event_id, error, exc_info=error)
+            logger.error(
+                "A signal receiver raised while applying Khaime webhook event %s: %r",
+                self.record.event_id,
+                error,
+                exc_info=error,
+            )
             self.lines.append(f"signal receiver raised {type(error).__name__}: {error}")
         self.record.error = "\n".join(self.lines)[:_MAX_ERROR_TEXT]
         try:
@@ -650,9 +678,9 @@ def expire_stale(
     A payment Khaime reports later still completes an expired session.
     """
     grace = khaime_settings.SYNC_GRACE if grace is None else grace
-    stale = PaymentSession.objects.filter(
-        status__in=AWAITING_STATUSES, expires_at__lt=timezone.now() - grace
-    ).order_by("pk")
+    stale = PaymentSession.objects.filter(status__in=AWAITING_STATUSES, expires_at__lt=timezone.now() - grace).order_by(
+        "pk"
+    )
     if dry_run:
         return stale.count()
     expired = 0

@@ -94,8 +94,12 @@ def transition(
                 # Stamped now, not before the UPDATE: a writer that waited for our row lock must
                 # not log its change as earlier than the one it waited for.
                 StatusChange.objects.create(
-                    session_id=session.pk, from_status=from_status, to_status=to_status,
-                    source=source, detail=detail[:2000], created_at=timezone.now(),
+                    session_id=session.pk,
+                    from_status=from_status,
+                    to_status=to_status,
+                    source=source,
+                    detail=detail[:2000],
+                    created_at=timezone.now(),
                 )
                 # Receivers get `session`: update it now, because outside an outer transaction
                 # leaving this block commits and runs them before the next line after it.
@@ -172,16 +176,21 @@ def _log_changes(ids: list[int], to_status: str, *, source: str, detail: str, wh
     thousands of model instances for bulk_create cost more than the database work."""
     columns = ("session_id", "from_status", "to_status", "source", "detail", "created_at")
     select = (
-        PaymentSession.objects.filter(_pk_in(ids)).order_by()
-        .values_list("pk", "status", Value(to_status), Value(source), Value(detail[:2000]),
-                     Value(when, output_field=models.DateTimeField()))
+        PaymentSession.objects.filter(_pk_in(ids))
+        .order_by()
+        .values_list(
+            "pk",
+            "status",
+            Value(to_status),
+            Value(source),
+            Value(detail[:2000]),
+            Value(when, output_field=models.DateTimeField()),
+        )
     )
     sql, params = select.query.sql_with_params()
     qn = connection.ops.quote_name
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {qn(StatusChange._meta.db_table)} ({', '.join(map(qn, columns))}) {sql}", params
-        )
+        cursor.execute(f"INSERT INTO {qn(StatusChange._meta.db_table)} ({', '.join(map(qn, columns))}) {sql}", params)
         return cursor.rowcount
 
 
@@ -227,6 +236,8 @@ def send_robust(signal, **kwargs) -> list[BaseException]:
             session = kwargs.get("session")
             logger.error(
                 "Signal receiver %r raised for payment session %s",
-                receiver, getattr(session, "reference", None), exc_info=result,
+                receiver,
+                getattr(session, "reference", None),
+                exc_info=result,
             )
     return errors

@@ -75,10 +75,10 @@ class CheckoutView(View):
         status = 503 if isinstance(error, KhaimeRateLimitError) else 502
         # "Try again" re-posts what was posted, to this view: a subclass may live at another URL
         # than khaime:checkout and price from its own fields.
-        retry_fields = [(name, value) for name, values in request.POST.lists()
-                        if name != "csrfmiddlewaretoken" for value in values]
-        context = {"form": form, "transient": error.transient, "retry_url": request.path,
-                   "retry_fields": retry_fields}
+        retry_fields = [
+            (name, value) for name, values in request.POST.lists() if name != "csrfmiddlewaretoken" for value in values
+        ]
+        context = {"form": form, "transient": error.transient, "retry_url": request.path, "retry_fields": retry_fields}
         return render(request, self.template_error, context, status=status)
 
 

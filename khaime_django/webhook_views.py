@@ -48,18 +48,12 @@ class WebhookView(View):
         try:
             event = self.verify(request)
         except WebhookBodyTooLarge:
-            return HttpResponse(
-                "Request body too large.", status=413, content_type="text/plain"
-            )
+            return HttpResponse("Request body too large.", status=413, content_type="text/plain")
         except WebhookSignatureError:
             # Django would answer a SuspiciousOperation with 400; Khaime's docs ask for 401.
-            return HttpResponse(
-                "Invalid signature.", status=401, content_type="text/plain"
-            )
+            return HttpResponse("Invalid signature.", status=401, content_type="text/plain")
         except WebhookPayloadError as error:
-            return HttpResponse(
-                f"Invalid event: {error}.", status=400, content_type="text/plain"
-            )
+            return HttpResponse(f"Invalid event: {error}.", status=400, content_type="text/plain")
         # One transaction, one commit per delivery: the inbox row, the status change and the
         # outcome commit together. A failing apply is rolled back to a savepoint inside it, so
         # its error still commits with the row (services.apply_webhook_event).
@@ -97,9 +91,7 @@ class WebhookView(View):
             raise
 
     def answer(self, outcome: str) -> HttpResponse:
-        return JsonResponse(
-            {"received": True, "outcome": outcome}, status=STATUS_FOR_OUTCOME[outcome]
-        )
+        return JsonResponse({"received": True, "outcome": outcome}, status=STATUS_FOR_OUTCOME[outcome])
 
 
 def read_body(request: HttpRequest, *, limit: int) -> bytes:

@@ -57,16 +57,12 @@ def signature_for(body: bytes, secret: str) -> str:
     return hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
-def verify_signature(
-    body: bytes, signature: str | None, secrets: Sequence[str]
-) -> None:
+def verify_signature(body: bytes, signature: str | None, secrets: Sequence[str]) -> None:
     """Raise :class:`WebhookSignatureError` unless ``signature`` is ``body``'s HMAC under one of
     ``secrets`` (several while rotating). The message says which check failed, never a secret."""
     secrets = [secret for secret in secrets or () if isinstance(secret, str) and secret]
     if not secrets:
-        raise WebhookSignatureError(
-            "no webhook secret is configured (KHAIME['WEBHOOK_SECRETS'] is empty)"
-        )
+        raise WebhookSignatureError("no webhook secret is configured (KHAIME['WEBHOOK_SECRETS'] is empty)")
     if not signature:
         raise WebhookSignatureError("the X-Khaime-Signature header is missing")
     received = signature.strip().lower().encode("utf-8", "replace")
@@ -142,11 +138,7 @@ class KhaimeEvent:
                 found.append(value)
         # `data.id` is the payment's id in the emulator, but a session id in some accounts (§5.7).
         payment_id = self.data.get("id")
-        if (
-            isinstance(payment_id, str)
-            and payment_id.startswith("sess_")
-            and payment_id not in found
-        ):
+        if isinstance(payment_id, str) and payment_id.startswith("sess_") and payment_id not in found:
             found.append(payment_id)
         return found
 

@@ -132,10 +132,12 @@ def signal_log():
     lock = threading.Lock()
     receivers = []
     for name in names:
+
         def receiver(sender, _name=name, **kwargs):
             kwargs.pop("signal", None)
             with lock:
                 log.append((_name, kwargs))
+
         getattr(signals, name).connect(receiver, weak=False)
         receivers.append((getattr(signals, name), receiver))
     yield log

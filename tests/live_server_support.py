@@ -40,9 +40,7 @@ class _OneRequestAtATime:
 @pytest.fixture(name="live_shop")
 def live_shop_fixture(live_server):
     """``live_server``, answering one request at a time when the test database is SQLite in memory."""
-    shares_connection = any(
-        conn.vendor == "sqlite" and conn.is_in_memory_db() for conn in connections.all()
-    )
+    shares_connection = any(conn.vendor == "sqlite" and conn.is_in_memory_db() for conn in connections.all())
     httpd = live_server.thread.httpd
     if shares_connection and not isinstance(httpd.get_app(), _OneRequestAtATime):
         # live_server lives for the whole session: wrap it once.
@@ -82,18 +80,10 @@ class WebhookGate:
                 if not gate._open.wait(gate.MAX_HOLD):
                     self.send_error(504, "held too long by the test's WebhookGate")
                     return
-                headers = {
-                    name: self.headers[name]
-                    for name in gate.FORWARDED
-                    if name in self.headers
-                }
-                answer = gate._http.post(
-                    gate.target_url, data=body, headers=headers, timeout=10
-                )
+                headers = {name: self.headers[name] for name in gate.FORWARDED if name in self.headers}
+                answer = gate._http.post(gate.target_url, data=body, headers=headers, timeout=10)
                 self.send_response(answer.status_code)
-                self.send_header(
-                    "Content-Type", answer.headers.get("Content-Type", "text/plain")
-                )
+                self.send_header("Content-Type", answer.headers.get("Content-Type", "text/plain"))
                 self.send_header("Content-Length", str(len(answer.content)))
                 self.end_headers()
                 self.wfile.write(answer.content)

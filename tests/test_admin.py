@@ -54,11 +54,24 @@ def catalogue(make_session):
     """Sessions that differ in every filterable way."""
     return {
         "dollars": make_session(Status.PENDING, product_name="Premium Plan", customer_email="ada@example.com"),
-        "yen": make_session(Status.COMPLETED, amount=5000, total_amount=5000, currency="JPY",
-                            product_name="Tea set", customer_email="bo@example.com", mode="live"),
-        "dinar": make_session(Status.FAILED, amount=1234, total_amount=1234, currency="KWD",
-                              product_name="Dates", payment_type="subscription",
-                              created_at=timezone.now() - timedelta(days=40)),
+        "yen": make_session(
+            Status.COMPLETED,
+            amount=5000,
+            total_amount=5000,
+            currency="JPY",
+            product_name="Tea set",
+            customer_email="bo@example.com",
+            mode="live",
+        ),
+        "dinar": make_session(
+            Status.FAILED,
+            amount=1234,
+            total_amount=1234,
+            currency="KWD",
+            product_name="Dates",
+            payment_type="subscription",
+            created_at=timezone.now() - timedelta(days=40),
+        ),
     }
 
 
@@ -140,8 +153,14 @@ def test_empty_search_lists_everything(admin_client, catalogue):
 
 
 def test_change_page_shows_fee_details_as_money(admin_client, make_session):
-    session = make_session(fee_details={"base_product_price": 5000, "transaction_fee": 320,
-                                        "total_amount": 5320, "customer_pays_fees": True})
+    session = make_session(
+        fee_details={
+            "base_product_price": 5000,
+            "transaction_fee": 320,
+            "total_amount": 5320,
+            "customer_pays_fees": True,
+        }
+    )
     page = change_page(admin_client, session).content.decode()
     assert "<dt>base product price</dt><dd>$50.00</dd>" in page
     assert "<dt>transaction fee</dt><dd>$3.20</dd>" in page
@@ -177,8 +196,20 @@ def test_status_history_inline_cannot_be_edited_or_added_to(admin_client, make_s
 def test_khaime_fields_are_read_only(admin_client, make_session):
     response = change_page(admin_client, make_session())
     readonly = set(response.context["adminform"].readonly_fields)
-    khaime_fields = {"session_id", "stripe_session_id", "payment_url", "status", "mode", "payment_type",
-                     "total", "fees", "expires_at", "completed_at", "reference", "customer_email"}
+    khaime_fields = {
+        "session_id",
+        "stripe_session_id",
+        "payment_url",
+        "status",
+        "mode",
+        "payment_type",
+        "total",
+        "fees",
+        "expires_at",
+        "completed_at",
+        "reference",
+        "customer_email",
+    }
     assert khaime_fields <= readonly
     page = response.content.decode()
     assert 'name="session_id"' not in page
@@ -188,9 +219,17 @@ def test_khaime_fields_are_read_only(admin_client, make_session):
 def test_saving_the_change_page_cannot_change_khaime_fields(admin_client, make_session):
     session = make_session(Status.PENDING)
     url = reverse("admin:khaime_django_paymentsession_change", args=[session.pk])
-    response = admin_client.post(url, {"status": "completed", "session_id": "sess_forged",
-                                       "needs_review": "on", "review_reason": "checked by hand",
-                                       "status_changes-TOTAL_FORMS": "0", "status_changes-INITIAL_FORMS": "0"})
+    response = admin_client.post(
+        url,
+        {
+            "status": "completed",
+            "session_id": "sess_forged",
+            "needs_review": "on",
+            "review_reason": "checked by hand",
+            "status_changes-TOTAL_FORMS": "0",
+            "status_changes-INITIAL_FORMS": "0",
+        },
+    )
     assert response.status_code == 302
     session.refresh_from_db()
     assert session.status == Status.PENDING
@@ -222,8 +261,9 @@ def test_refresh_action_completes_a_session_khaime_says_is_paid(admin_client, ma
     assert message.startswith("1 session changed status; 0 unchanged; 0 could not be checked")
 
 
-def test_refresh_action_checks_at_most_its_limit_and_says_so(admin_client, make_session, khaime_says,
-                                                             khaime_api, monkeypatch):
+def test_refresh_action_checks_at_most_its_limit_and_says_so(
+    admin_client, make_session, khaime_says, khaime_api, monkeypatch
+):
     from khaime_django import admin as khaime_admin
 
     monkeypatch.setattr(khaime_admin, "REFRESH_ACTION_LIMIT", 2)
@@ -261,8 +301,11 @@ def test_refresh_action_reports_khaime_errors_without_crashing(admin_client, mak
 
 def test_refresh_action_never_shows_the_key(admin_client, make_session, khaime_api):
     session = make_session(Status.PENDING)
-    khaime_api.get(f"{API_BASE}/payments/sessions/{session.session_id}",
-                   json={"success": False, "error": "Invalid API key"}, status=401)
+    khaime_api.get(
+        f"{API_BASE}/payments/sessions/{session.session_id}",
+        json={"success": False, "error": "Invalid API key"},
+        status=401,
+    )
     response = run_refresh_action(admin_client, session)
     assert "pk_sandbox_test_0123456789" not in response.content.decode()
 

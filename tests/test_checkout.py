@@ -41,8 +41,9 @@ CHECKOUT_URL = "/payments/checkout/"
 def second_response(**changes):
     """Another Khaime session, told apart from the seed one by its id and URL."""
     answer = copy.deepcopy(SEED_CREATE_RESPONSE)
-    answer["data"].update({"session_id": "sess_second", "payment_url": "https://checkout.stripe.com/c/pay/cs_second",
-                           **changes})
+    answer["data"].update(
+        {"session_id": "sess_second", "payment_url": "https://checkout.stripe.com/c/pay/cs_second", **changes}
+    )
     return answer
 
 
@@ -96,7 +97,10 @@ def test_seed_example_response_is_stored_exactly(client, seed_create, buy_token)
     assert session.total_amount == 5320
     assert session.currency == "USD"
     assert session.fee_details == {
-        "base_product_price": 5000, "transaction_fee": 320, "total_amount": 5320, "customer_pays_fees": True,
+        "base_product_price": 5000,
+        "transaction_fee": 320,
+        "total_amount": 5320,
+        "customer_pays_fees": True,
     }
     assert timezone.is_aware(session.expires_at)
     assert session.expires_at == datetime(2099, 1, 16, 22, 0, tzinfo=UTC)
@@ -114,8 +118,13 @@ def test_total_amount_falls_back_to_fee_details_when_khaime_omits_amount(client,
 
 
 def test_missing_optional_fields_are_stored_empty(client, khaime_api, buy_token):
-    minimal = {"session_id": "sess_min", "payment_url": "https://checkout.stripe.com/c/pay/cs_min",
-               "status": "pending", "expires_at": "not a date", "mode": "galactic"}
+    minimal = {
+        "session_id": "sess_min",
+        "payment_url": "https://checkout.stripe.com/c/pay/cs_min",
+        "status": "pending",
+        "expires_at": "not a date",
+        "mode": "galactic",
+    }
     khaime_api.post(SESSIONS_URL, json={"success": True, "data": minimal}, status=201)
     checkout(client, buy_token)
     session = PaymentSession.objects.get()
@@ -164,8 +173,9 @@ def test_merchant_metadata_is_sent_with_the_reference_and_stored_without_it(clie
     assert session.metadata == {"order": 42}
 
 
-def test_session_created_signal_fires_once_on_commit(client, seed_create, buy_token,
-                                                     django_capture_on_commit_callbacks):
+def test_session_created_signal_fires_once_on_commit(
+    client, seed_create, buy_token, django_capture_on_commit_callbacks
+):
     received = []
 
     def on_created(sender, session, **kwargs):
@@ -323,14 +333,16 @@ def test_session_abandoned_while_creating_is_marked_error_and_replaced(khaime_ap
     """A `created` row older than any create call can take: its request died mid-call."""
     khaime_api.post(SESSIONS_URL, json=SEED_CREATE_RESPONSE, status=201)
     khaime_api.post(SESSIONS_URL, json=second_response(), status=201)
-    services.start_checkout(request=rf.post("/"), customer_email="buyer@example.com",
-                            **Purchase.from_token(buy_token).checkout_kwargs())
+    services.start_checkout(
+        request=rf.post("/"), customer_email="buyer@example.com", **Purchase.from_token(buy_token).checkout_kwargs()
+    )
     first = PaymentSession.objects.get()
     PaymentSession.objects.filter(pk=first.pk).update(
         status=Status.CREATED, created_at=timezone.now() - timedelta(hours=1)
     )
-    session = services.start_checkout(request=rf.post("/"), customer_email="buyer@example.com",
-                                      **Purchase.from_token(buy_token).checkout_kwargs())
+    session = services.start_checkout(
+        request=rf.post("/"), customer_email="buyer@example.com", **Purchase.from_token(buy_token).checkout_kwargs()
+    )
     assert session.pk != first.pk
     first.refresh_from_db()
     assert first.status == Status.ERROR
@@ -392,13 +404,26 @@ KHAIME_FAILURES = [
     ({"body": requests.ReadTimeout("read timed out")}, 502),
     ({"body": requests.ConnectionError("connection reset")}, 502),
 ]
-FAILURE_IDS = ["401", "400", "422", "404", "429", "500", "502-html", "503", "not-json", "success-false",
-               "no-data", "no-payment-url", "timeout", "connection-error"]
+FAILURE_IDS = [
+    "401",
+    "400",
+    "422",
+    "404",
+    "429",
+    "500",
+    "502-html",
+    "503",
+    "not-json",
+    "success-false",
+    "no-data",
+    "no-payment-url",
+    "timeout",
+    "connection-error",
+]
 
 
 @pytest.mark.parametrize(("failure", "status"), KHAIME_FAILURES, ids=FAILURE_IDS)
-def test_khaime_failure_gives_an_error_page_and_keeps_the_row_in_error(client, khaime_api, buy_token,
-                                                                     failure, status):
+def test_khaime_failure_gives_an_error_page_and_keeps_the_row_in_error(client, khaime_api, buy_token, failure, status):
     khaime_api.post(SESSIONS_URL, **failure)
     response = checkout(client, buy_token)
     assert response.status_code == status
@@ -436,8 +461,9 @@ def test_rate_limited_page_tells_the_buyer_to_try_again_in_a_moment(client, khai
 
 
 def test_khaime_validation_reason_is_recorded_in_last_error(client, khaime_api, buy_token):
-    khaime_api.post(SESSIONS_URL, json={"success": False, "error": "Bad request", "details": {"amount": "too big"}},
-                    status=400)
+    khaime_api.post(
+        SESSIONS_URL, json={"success": False, "error": "Bad request", "details": {"amount": "too big"}}, status=400
+    )
     checkout(client, buy_token)
     last_error = PaymentSession.objects.get().last_error
     assert "Bad request" in last_error
@@ -449,7 +475,9 @@ def test_khaime_failure_is_logged_for_the_merchant(client, khaime_api, buy_token
     checkout(client, buy_token)
     session = PaymentSession.objects.get()
     assert any(
-        record.levelno == logging.ERROR and str(session.reference) in record.getMessage() and "boom" in record.getMessage()
+        record.levelno == logging.ERROR
+        and str(session.reference) in record.getMessage()
+        and "boom" in record.getMessage()
         for record in caplog.records
     )
 
@@ -491,8 +519,11 @@ def test_payment_url_that_is_not_https_with_a_host_is_refused(client, khaime_api
 def test_emulators_loopback_origin_is_allowed_over_http(client, khaime_api, buy_token, settings):
     emulator = "http://127.0.0.1:8765"
     settings.KHAIME = {**settings.KHAIME, "API_BASE_URL": f"{emulator}/api/v1/partner"}
-    khaime_api.post(f"{emulator}/api/v1/partner/payments/sessions",
-                    json=second_response(payment_url=f"{emulator}/checkout/sess_second"), status=201)
+    khaime_api.post(
+        f"{emulator}/api/v1/partner/payments/sessions",
+        json=second_response(payment_url=f"{emulator}/checkout/sess_second"),
+        status=201,
+    )
     response = checkout(client, buy_token)
     assert response.status_code == 303
     assert response["Location"] == f"{emulator}/checkout/sess_second"
@@ -500,8 +531,11 @@ def test_emulators_loopback_origin_is_allowed_over_http(client, khaime_api, buy_
 
 def test_another_loopback_port_is_not_the_emulator(client, khaime_api, buy_token, settings):
     settings.KHAIME = {**settings.KHAIME, "API_BASE_URL": "http://127.0.0.1:8765/api/v1/partner"}
-    khaime_api.post("http://127.0.0.1:8765/api/v1/partner/payments/sessions",
-                    json=second_response(payment_url="http://127.0.0.1:9999/pay"), status=201)
+    khaime_api.post(
+        "http://127.0.0.1:8765/api/v1/partner/payments/sessions",
+        json=second_response(payment_url="http://127.0.0.1:9999/pay"),
+        status=201,
+    )
     assert checkout(client, buy_token).status_code == 502
 
 
@@ -522,8 +556,7 @@ def test_missing_api_key_fails_before_a_row_exists(client, khaime_api, buy_token
 
 
 @pytest.mark.usefixtures("transactional_db")
-def test_checkout_costs_three_statements_in_two_transactions(client, seed_create, buy_token,
-                                                            django_assert_num_queries):
+def test_checkout_costs_three_statements_in_two_transactions(client, seed_create, buy_token, django_assert_num_queries):
     # INSERT the row (created) before calling Khaime, so nothing is lost if Khaime fails; then one
     # transaction for the status change: UPDATE with Khaime's answer (pending) and INSERT its log.
     with django_assert_num_queries(3 + 2 * 2) as captured:
@@ -549,8 +582,12 @@ def test_start_checkout_from_merchant_code_with_a_request(seed_create, rf, setti
     request = rf.post("/shop/buy/", HTTP_HOST="shop.example")
     request.user = AnonymousUser()
     session = services.start_checkout(
-        request=request, amount=5000, currency="usd", product_name="Premium Plan",
-        customer_email="buyer@example.com", metadata={"order": "A-1"},
+        request=request,
+        amount=5000,
+        currency="usd",
+        product_name="Premium Plan",
+        customer_email="buyer@example.com",
+        metadata={"order": "A-1"},
     )
     assert isinstance(session, PaymentSession)
     assert session.status == Status.PENDING
@@ -563,8 +600,7 @@ def test_start_checkout_from_merchant_code_with_a_request(seed_create, rf, setti
 
 def test_start_checkout_from_merchant_code_with_site_url(seed_create, settings):
     settings.KHAIME = {**settings.KHAIME, "SITE_URL": "https://shop.example/"}
-    session = services.start_checkout(amount=5000, currency="USD", product_id=12,
-                                      customer_email="buyer@example.com")
+    session = services.start_checkout(amount=5000, currency="USD", product_id=12, customer_email="buyer@example.com")
     body = sent_body(seed_create)
     assert body["success_url"] == f"https://shop.example/payments/sessions/{session.reference}/success/"
     assert body["cancel_url"] == f"https://shop.example/payments/sessions/{session.reference}/cancel/"
@@ -575,15 +611,22 @@ def test_start_checkout_from_merchant_code_with_site_url(seed_create, settings):
 def test_start_checkout_for_a_user_links_the_session(seed_create, settings, django_user_model):
     settings.KHAIME = {**settings.KHAIME, "SITE_URL": "https://shop.example"}
     user = django_user_model.objects.create_user("ada", email="ada@example.com")
-    session = services.start_checkout(amount=5000, currency="USD", product_name="P",
-                                      customer_email=user.email, user=user)
+    session = services.start_checkout(
+        amount=5000, currency="USD", product_name="P", customer_email=user.email, user=user
+    )
     assert session.user == user
 
 
 def test_start_checkout_sends_a_subscription_frequency(seed_create, settings):
     settings.KHAIME = {**settings.KHAIME, "SITE_URL": "https://shop.example"}
-    session = services.start_checkout(amount=999, currency="USD", product_name="Pro", customer_email="a@example.com",
-                                      subscription_frequency_key="monthly", customer={"first_name": "Ada"})
+    session = services.start_checkout(
+        amount=999,
+        currency="USD",
+        product_name="Pro",
+        customer_email="a@example.com",
+        subscription_frequency_key="monthly",
+        customer={"first_name": "Ada"},
+    )
     body = sent_body(seed_create)
     assert body["subscription_frequency_key"] == "monthly"
     assert body["customer"] == {"first_name": "Ada", "email": "a@example.com"}
@@ -599,8 +642,13 @@ def test_start_checkout_without_request_or_site_url_is_a_configuration_error(kha
 def test_start_checkout_refuses_the_reserved_reference_metadata_key(khaime_api, settings):
     settings.KHAIME = {**settings.KHAIME, "SITE_URL": "https://shop.example"}
     with pytest.raises(KhaimeRequestInvalid) as caught:
-        services.start_checkout(amount=5000, currency="USD", product_name="P", customer_email="a@example.com",
-                                metadata={"reference": "mine"})
+        services.start_checkout(
+            amount=5000,
+            currency="USD",
+            product_name="P",
+            customer_email="a@example.com",
+            metadata={"reference": "mine"},
+        )
     assert "metadata.reference" in caught.value.details
     assert len(khaime_api.calls) == 0
     assert not PaymentSession.objects.exists()
@@ -616,8 +664,15 @@ def test_buy_button_with_reserved_metadata_key_gets_a_400(client, khaime_api):
 
 @pytest.mark.parametrize(
     "bad",
-    [{"amount": 0}, {"amount": "5000"}, {"currency": "XYZ"}, {"product_name": None},
-     {"customer_email": "nope"}, {"metadata": {"cart": [1, 2]}}, {"product_id": -1, "product_name": None}],
+    [
+        {"amount": 0},
+        {"amount": "5000"},
+        {"currency": "XYZ"},
+        {"product_name": None},
+        {"customer_email": "nope"},
+        {"metadata": {"cart": [1, 2]}},
+        {"product_id": -1, "product_name": None},
+    ],
 )
 def test_start_checkout_refuses_an_invalid_request_before_a_row_exists(khaime_api, settings, bad):
     settings.KHAIME = {**settings.KHAIME, "SITE_URL": "https://shop.example"}
@@ -694,8 +749,9 @@ def test_subclass_can_change_where_the_email_comes_from(seed_create, rf):
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.skipif(connection.vendor != "postgresql",
-                    reason="needs PostgreSQL: SQLite serialises writers, so requests cannot race")
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="needs PostgreSQL: SQLite serialises writers, so requests cannot race"
+)
 def test_racing_double_submits_create_one_khaime_session(seed_create, buy_token):
     """Six POSTs of the same buy button at the same instant, each on its own connection: the
     partial unique index, not a read-then-write, makes them share one Khaime session."""

@@ -57,8 +57,9 @@ def sleeps():
 @pytest.fixture
 def khaime(sleeps):
     """A client whose backoff sleeps are recorded instead of slept."""
-    return KhaimeClient(API_KEY, API_BASE, timeout=(1, 2), max_retries=2, backoff_base=0.5,
-                        backoff_max=5, sleep=sleeps.append)
+    return KhaimeClient(
+        API_KEY, API_BASE, timeout=(1, 2), max_retries=2, backoff_base=0.5, backoff_max=5, sleep=sleeps.append
+    )
 
 
 def closed_port() -> int:
@@ -134,8 +135,9 @@ def test_error_status_raises_its_error_class(khaime_api, status, body, error_cla
 @pytest.mark.parametrize("status", [400, 422])
 def test_validation_error_carries_khaimes_details(khaime, khaime_api, status):
     details = {"amount": "must be positive", "currency": "unsupported"}
-    khaime_api.post(SESSIONS_URL, json={"success": False, "error": "Validation failed", "details": details},
-                    status=status)
+    khaime_api.post(
+        SESSIONS_URL, json={"success": False, "error": "Validation failed", "details": details}, status=status
+    )
     with pytest.raises(KhaimeValidationError) as caught:
         khaime.create_session(**VALID_REQUEST)
     assert type(caught.value) is KhaimeValidationError
@@ -309,8 +311,15 @@ def test_post_rate_limited_on_every_attempt_raises_after_max_retries(khaime, kha
 
 def test_post_refused_connection_is_retried(sleeps):
     port = closed_port()
-    khaime = KhaimeClient(API_KEY, f"http://127.0.0.1:{port}/api/v1/partner", timeout=(1, 1),
-                          max_retries=2, backoff_base=0.01, backoff_max=0.01, sleep=sleeps.append)
+    khaime = KhaimeClient(
+        API_KEY,
+        f"http://127.0.0.1:{port}/api/v1/partner",
+        timeout=(1, 1),
+        max_retries=2,
+        backoff_base=0.01,
+        backoff_max=0.01,
+        sleep=sleeps.append,
+    )
     attempts = []
     send = khaime._http.request
     khaime._http.request = lambda *args, **kwargs: attempts.append(args) or send(*args, **kwargs)
@@ -498,9 +507,15 @@ def test_key_never_appears_in_a_raised_exception(khaime, khaime_api, failure):
 
 
 def test_key_echoed_back_by_khaime_never_appears_in_the_raised_exception(khaime, khaime_api):
-    khaime_api.post(SESSIONS_URL, status=401, json={
-        "success": False, "error": f"Invalid API key {API_KEY}", "details": {"key": API_KEY, "hint": [API_KEY]},
-    })
+    khaime_api.post(
+        SESSIONS_URL,
+        status=401,
+        json={
+            "success": False,
+            "error": f"Invalid API key {API_KEY}",
+            "details": {"key": API_KEY, "hint": [API_KEY]},
+        },
+    )
     with pytest.raises(KhaimeAuthenticationError) as caught:
         khaime.create_session(**VALID_REQUEST)
     assert_no_key_in(caught.value)

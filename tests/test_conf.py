@@ -97,8 +97,11 @@ def test_api_is_loopback_only_for_this_machine(settings, base_url, loopback):
 
 
 def test_allowed_payment_origins_include_the_emulators_origin(settings):
-    settings.KHAIME = {**settings.KHAIME, "API_BASE_URL": "http://127.0.0.1:8765/api/v1/partner",
-                       "ALLOWED_PAYMENT_ORIGINS": ["http://pay.lan:9000/"]}
+    settings.KHAIME = {
+        **settings.KHAIME,
+        "API_BASE_URL": "http://127.0.0.1:8765/api/v1/partner",
+        "ALLOWED_PAYMENT_ORIGINS": ["http://pay.lan:9000/"],
+    }
     assert khaime_settings.allowed_payment_origins() == {"http://127.0.0.1:8765", "http://pay.lan:9000"}
 
 

@@ -54,8 +54,10 @@ def test_to_major_scales_by_the_currency_exponent():
     assert to_major(5000, "JPY") == Decimal(5000)
 
 
-@pytest.mark.parametrize(("code", "known"), [("USD", True), ("jpy", True), ("XYZ", False), ("US", False),
-                                            ("USDX", False), (840, False), (None, False)])
+@pytest.mark.parametrize(
+    ("code", "known"),
+    [("USD", True), ("jpy", True), ("XYZ", False), ("US", False), ("USDX", False), (840, False), (None, False)],
+)
 def test_is_currency_knows_iso_4217_codes(code, known):
     assert is_currency(code) is known
 

@@ -70,9 +70,7 @@ def test_error_unmatched_and_unfinished_events_are_kept(stored_event):
     ):
         stored_event(outcome)
     prune("--older-than", "30d")
-    assert remaining() == sorted(
-        [WebhookOutcome.ERROR, WebhookOutcome.UNMATCHED, WebhookOutcome.RECEIVED]
-    )
+    assert remaining() == sorted([WebhookOutcome.ERROR, WebhookOutcome.UNMATCHED, WebhookOutcome.RECEIVED])
 
 
 def test_include_failed_deletes_them_too(stored_event):
@@ -86,12 +84,8 @@ def test_include_failed_deletes_them_too(stored_event):
     assert remaining() == []
 
 
-@pytest.mark.parametrize(
-    ("text", "remaining_count"), [("2w", 1), ("300h", 0), ("14", 1)]
-)
-def test_older_than_accepts_hours_days_and_weeks_and_a_bare_number_is_days(
-    stored_event, text, remaining_count
-):
+@pytest.mark.parametrize(("text", "remaining_count"), [("2w", 1), ("300h", 0), ("14", 1)])
+def test_older_than_accepts_hours_days_and_weeks_and_a_bare_number_is_days(stored_event, text, remaining_count):
     stored_event(days_ago=15)
     stored_event(days_ago=13)
     prune("--older-than", text)
@@ -115,8 +109,6 @@ def test_deletes_in_batches(stored_event, django_assert_max_num_queries):
     for _ in range(5):
         stored_event()
     with django_assert_max_num_queries(20):
-        deleted = services.prune_webhook_events(
-            older_than=timedelta(days=30), batch_size=2
-        )
+        deleted = services.prune_webhook_events(older_than=timedelta(days=30), batch_size=2)
     assert deleted == 5
     assert WebhookEvent.objects.count() == 0

@@ -35,8 +35,13 @@ def tampered(token: str) -> str:
 
 
 def test_token_round_trips_the_price():
-    purchase = Purchase(amount=1200, currency="eur", product_id=7, subscription_frequency_key="monthly",
-                        metadata={"plan": "pro", "seats": 3})
+    purchase = Purchase(
+        amount=1200,
+        currency="eur",
+        product_id=7,
+        subscription_frequency_key="monthly",
+        metadata={"plan": "pro", "seats": 3},
+    )
     assert Purchase.from_token(purchase.sign()) == purchase
     assert purchase.currency == "EUR"
 
@@ -58,8 +63,11 @@ def test_token_within_max_age_is_valid(settings):
 
 
 def test_token_signed_with_another_salt_is_invalid():
-    foreign = signing.dumps({"amount": 5000, "currency": "USD", "product_name": "Premium Plan"},
-                            salt="django.contrib.sessions", compress=True)
+    foreign = signing.dumps(
+        {"amount": 5000, "currency": "USD", "product_name": "Premium Plan"},
+        salt="django.contrib.sessions",
+        compress=True,
+    )
     with pytest.raises(InvalidPurchase):
         Purchase.from_token(foreign)
 
@@ -96,8 +104,12 @@ def test_invalid_purchase_is_refused_with_details(fields, bad):
 
 def test_checkout_kwargs_fit_start_checkout():
     assert Purchase(amount=900, currency="GBP", product_id=3).checkout_kwargs() == {
-        "amount": 900, "currency": "GBP", "product_name": None, "product_id": 3,
-        "subscription_frequency_key": None, "metadata": {},
+        "amount": 900,
+        "currency": "GBP",
+        "product_name": None,
+        "product_id": 3,
+        "subscription_frequency_key": None,
+        "metadata": {},
     }
 
 
@@ -115,8 +127,9 @@ def post_checkout(client, token, email="buyer@example.com"):
     [
         lambda: tampered(PREMIUM.sign()),
         lambda: signed_long_ago(PREMIUM, 25 * 3600),
-        lambda: signing.dumps({"amount": 5000, "currency": "USD", "product_name": "Premium Plan"},
-                              salt="someone.else", compress=True),
+        lambda: signing.dumps(
+            {"amount": 5000, "currency": "USD", "product_name": "Premium Plan"}, salt="someone.else", compress=True
+        ),
         lambda: "",
         lambda: None,
         lambda: "garbage",

@@ -80,8 +80,9 @@ def test_success_return_asks_khaime_with_the_short_timeout(client, make_session,
     assert call.request.req_kwargs["timeout"] == (1, 1)  # RETURN_TIMEOUT in the test settings
 
 
-def test_reloading_the_processing_page_asks_khaime_at_most_once_per_interval(client, make_session, khaime_says,
-                                                                               khaime_api):
+def test_reloading_the_processing_page_asks_khaime_at_most_once_per_interval(
+    client, make_session, khaime_says, khaime_api
+):
     session = make_session(Status.PENDING)
     khaime_says(session, "pending")
     success(client, session)
@@ -98,8 +99,9 @@ def test_success_return_asks_again_once_the_interval_has_passed(client, make_ses
     assert len(khaime_api.calls) == 2
 
 
-def test_khaime_says_completed_shows_the_paid_page(client, make_session, khaime_says, completed_receiver,
-                                                    django_capture_on_commit_callbacks):
+def test_khaime_says_completed_shows_the_paid_page(
+    client, make_session, khaime_says, completed_receiver, django_capture_on_commit_callbacks
+):
     session = make_session(Status.PENDING)
     khaime_says(session, "completed", completed_at="2026-01-16T21:05:00.000Z")
     with django_capture_on_commit_callbacks(execute=True):
@@ -122,8 +124,9 @@ def test_completed_without_completed_at_is_stamped_now(client, make_session, kha
     assert reloaded(session).completed_at >= before
 
 
-def test_reloading_the_paid_page_changes_and_signals_nothing(client, make_session, khaime_says, khaime_api,
-                                                             completed_receiver, django_capture_on_commit_callbacks):
+def test_reloading_the_paid_page_changes_and_signals_nothing(
+    client, make_session, khaime_says, khaime_api, completed_receiver, django_capture_on_commit_callbacks
+):
     session = make_session(Status.PENDING)
     khaime_says(session, "completed")
     with django_capture_on_commit_callbacks(execute=True):
@@ -215,8 +218,12 @@ def test_return_timeout_given_as_a_list_still_reaches_khaime(client, make_sessio
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    settings.KHAIME = {**settings.KHAIME, "API_BASE_URL": f"http://127.0.0.1:{port}/api", "MAX_RETRIES": 0,
-                       "RETURN_TIMEOUT": [1, 1]}
+    settings.KHAIME = {
+        **settings.KHAIME,
+        "API_BASE_URL": f"http://127.0.0.1:{port}/api",
+        "MAX_RETRIES": 0,
+        "RETURN_TIMEOUT": [1, 1],
+    }
     response = success(client, make_session(Status.PENDING))
     assert response.status_code == 200
     assert "could not be reached just now" in response.content.decode()
@@ -241,8 +248,9 @@ def test_session_in_error_shows_could_not_be_started_without_asking_khaime(clien
     assert len(khaime_api.calls) == 0
 
 
-@pytest.mark.parametrize(("final", "heading"), [(Status.REFUNDED, "Payment refunded"),
-                                                (Status.DISPUTED, "Payment under dispute")])
+@pytest.mark.parametrize(
+    ("final", "heading"), [(Status.REFUNDED, "Payment refunded"), (Status.DISPUTED, "Payment under dispute")]
+)
 def test_refunded_and_disputed_sessions_say_so(client, make_session, khaime_api, final, heading):
     session = make_session(final)
     assert heading in success(client, session).content.decode()
@@ -311,8 +319,9 @@ def test_paid_success_return_costs_three_statements(client, make_session, khaime
 
 
 @pytest.mark.usefixtures("transactional_db")
-def test_still_pending_success_return_costs_two_statements(client, make_session, khaime_says,
-                                                           django_assert_num_queries):
+def test_still_pending_success_return_costs_two_statements(
+    client, make_session, khaime_says, django_assert_num_queries
+):
     session = make_session(Status.PENDING)
     khaime_says(session, "pending")
     # SELECT the session; UPDATE last_checked_at.
@@ -397,8 +406,9 @@ def test_status_endpoint_asks_khaime_at_most_once_per_interval(client, make_sess
     assert len(khaime_api.calls) == 1
 
 
-def test_status_endpoint_asks_again_once_the_interval_has_passed(client, make_session, khaime_says, khaime_api,
-                                                                 settings):
+def test_status_endpoint_asks_again_once_the_interval_has_passed(
+    client, make_session, khaime_says, khaime_api, settings
+):
     settings.KHAIME = {**settings.KHAIME, "STATUS_REFRESH_INTERVAL": 5}
     session = make_session(Status.PENDING)
     khaime_says(session, "pending")

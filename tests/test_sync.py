@@ -24,9 +24,7 @@ def stale_session(make_session):
     """A session created ``minutes_ago`` (default: an hour ago, past the 10-minute grace)."""
 
     def make(status=Status.PENDING, minutes_ago=60, **fields):
-        return make_session(
-            status, created_at=timezone.now() - timedelta(minutes=minutes_ago), **fields
-        )
+        return make_session(status, created_at=timezone.now() - timedelta(minutes=minutes_ago), **fields)
 
     return make
 
@@ -36,9 +34,7 @@ def khaime_answers(khaime_api, session, status=None, *, http_status=200, body=No
     if body is not None:
         return khaime_api.get(url, body=body)
     if http_status != 200:
-        return khaime_api.get(
-            url, json={"success": False, "error": "no"}, status=http_status
-        )
+        return khaime_api.get(url, json={"success": False, "error": "no"}, status=http_status)
     return khaime_api.get(
         url,
         json={
@@ -59,9 +55,7 @@ def statuses(*sessions):
 
 
 def test_sync_applies_what_khaime_says(khaime_api, stale_session):
-    paid, failed, expired, waiting = (
-        stale_session(minutes_ago=m) for m in (20, 30, 40, 50)
-    )
+    paid, failed, expired, waiting = (stale_session(minutes_ago=m) for m in (20, 30, 40, 50))
     khaime_answers(khaime_api, paid, "completed")
     khaime_answers(khaime_api, failed, "failed")
     khaime_answers(khaime_api, expired, "expired")
@@ -114,12 +108,8 @@ def test_sync_leaves_settled_sessions_alone(khaime_api, stale_session):
     assert len(khaime_api.calls) == 0
 
 
-def test_budget_is_never_exceeded_and_newest_sessions_go_first(
-    khaime_api, stale_session
-):
-    sessions = [
-        stale_session(minutes_ago=20 + i) for i in range(5)
-    ]  # sessions[0] is the newest
+def test_budget_is_never_exceeded_and_newest_sessions_go_first(khaime_api, stale_session):
+    sessions = [stale_session(minutes_ago=20 + i) for i in range(5)]  # sessions[0] is the newest
     for session in sessions:
         khaime_answers(khaime_api, session, "completed")
     output = sync("--budget", "2")
@@ -144,12 +134,8 @@ def test_next_run_continues_with_sessions_not_yet_asked(khaime_api, stale_sessio
 def test_a_failed_request_is_not_retried_within_the_run(khaime_api, stale_session):
     session = stale_session()
     khaime_answers(khaime_api, session, http_status=503)
-    stale_session(
-        minutes_ago=90
-    )  # a second session keeps the run from being "unreachable"
-    khaime_answers(
-        khaime_api, PaymentSession.objects.order_by("created_at").first(), "pending"
-    )
+    stale_session(minutes_ago=90)  # a second session keeps the run from being "unreachable"
+    khaime_answers(khaime_api, PaymentSession.objects.order_by("created_at").first(), "pending")
     output = sync()
     assert len(khaime_api.calls) == 2
     assert "errors 1" in output
@@ -166,9 +152,7 @@ def test_rate_limit_stops_the_run_early(khaime_api, stale_session):
     assert output.splitlines()[-1].endswith("stopped early: Khaime rate limit (429)")
 
 
-def test_a_session_khaime_does_not_know_counts_as_an_error_and_the_run_goes_on(
-    khaime_api, stale_session
-):
+def test_a_session_khaime_does_not_know_counts_as_an_error_and_the_run_goes_on(khaime_api, stale_session):
     unknown, known = stale_session(minutes_ago=20), stale_session(minutes_ago=30)
     khaime_answers(khaime_api, unknown, http_status=404)
     khaime_answers(khaime_api, known, "completed")
@@ -177,20 +161,12 @@ def test_a_session_khaime_does_not_know_counts_as_an_error_and_the_run_goes_on(
     assert "checked 1, changed 1 (completed 1), errors 1, requests 2" in output
 
 
-def test_dry_run_prints_what_would_change_and_changes_nothing(
-    khaime_api, stale_session
-):
+def test_dry_run_prints_what_would_change_and_changes_nothing(khaime_api, stale_session):
     session = stale_session()
     khaime_answers(khaime_api, session, "completed")
     output = sync("--dry-run")
-    assert (
-        f"{session.reference} ({session.session_id}): would change pending -> completed"
-        in output
-    )
-    assert (
-        "would change 1 (completed 1)" in output
-        and "(dry run: nothing was changed)" in output
-    )
+    assert f"{session.reference} ({session.session_id}): would change pending -> completed" in output
+    assert "would change 1 (completed 1)" in output and "(dry run: nothing was changed)" in output
     assert statuses(session) == [Status.PENDING]
     assert not StatusChange.objects.exists()
     assert PaymentSession.objects.get(pk=session.pk).last_checked_at is None
@@ -252,23 +228,16 @@ def test_offline_expires_sessions_past_expires_at_by_the_grace(
         Status.COMPLETED,
         Status.PENDING,
     ]
-    assert sorted(
-        StatusChange.objects.values_list("from_status", "to_status", "source")
-    ) == [
+    assert sorted(StatusChange.objects.values_list("from_status", "to_status", "source")) == [
         (Status.CANCELLED, Status.EXPIRED, Source.SYNC),
         (Status.PENDING, Status.EXPIRED, Source.SYNC),
     ]
-    expired_signals = [
-        kwargs for name, kwargs in signal_log if name == "payment_expired"
-    ]
-    assert sorted(
-        (k["session"].pk, k["from_status"]) for k in expired_signals
-    ) == sorted([(pending.pk, Status.PENDING), (cancelled.pk, Status.CANCELLED)])
-    assert all(k["session"].status == Status.EXPIRED for k in expired_signals)
-    assert (
-        output.strip()
-        == "khaime_sync --offline: expired 2 sessions past expires_at, requests 0"
+    expired_signals = [kwargs for name, kwargs in signal_log if name == "payment_expired"]
+    assert sorted((k["session"].pk, k["from_status"]) for k in expired_signals) == sorted(
+        [(pending.pk, Status.PENDING), (cancelled.pk, Status.CANCELLED)]
     )
+    assert all(k["session"].status == Status.EXPIRED for k in expired_signals)
+    assert output.strip() == "khaime_sync --offline: expired 2 sessions past expires_at, requests 0"
     assert len(khaime_api.calls) == 0
 
 
@@ -289,9 +258,7 @@ def test_offline_expiry_works_in_batches(stale_session, django_assert_max_num_qu
     assert StatusChange.objects.count() == 7
 
 
-def test_batch_signals_load_the_sessions_for_listeners(
-    stale_session, django_assert_num_queries, signal_log
-):
+def test_batch_signals_load_the_sessions_for_listeners(stale_session, django_assert_num_queries, signal_log):
     from khaime_django.transitions import _send_batch_signals
 
     session = stale_session()
@@ -303,9 +270,7 @@ def test_batch_signals_load_the_sessions_for_listeners(
     ]
 
 
-def test_batch_signals_load_nothing_when_nobody_listens(
-    stale_session, django_assert_num_queries, monkeypatch
-):
+def test_batch_signals_load_nothing_when_nobody_listens(stale_session, django_assert_num_queries, monkeypatch):
     from khaime_django import signals
     from khaime_django.transitions import _send_batch_signals
 
@@ -328,9 +293,7 @@ def test_batch_transition_changes_only_rows_in_an_allowed_status(make_session):
     from khaime_django.transitions import transition_many
 
     pending, completed = make_session(), make_session(Status.COMPLETED)
-    changed = transition_many(
-        PaymentSession.objects.all(), Status.EXPIRED, source=Source.SYNC
-    )
+    changed = transition_many(PaymentSession.objects.all(), Status.EXPIRED, source=Source.SYNC)
     assert changed == [pending.pk]
     assert statuses(pending, completed) == [Status.EXPIRED, Status.COMPLETED]
     assert StatusChange.objects.get().session_id == pending.pk
@@ -340,7 +303,5 @@ def test_payment_after_offline_expiry_still_completes(stale_session, khaime_api)
     session = stale_session(expires_at=past(hours=2))
     sync("--offline")
     session.refresh_from_db()
-    services.apply_khaime_status(
-        session, {"status": "completed"}, source=Source.WEBHOOK
-    )
+    services.apply_khaime_status(session, {"status": "completed"}, source=Source.WEBHOOK)
     assert statuses(session) == [Status.COMPLETED]

@@ -81,7 +81,10 @@ def test_allowed_transition_changes_status_and_logs_it(make_session, from_status
     assert PaymentSession.objects.get(pk=session.pk).status == to_status
     change = StatusChange.objects.get(session=session)
     assert (change.from_status, change.to_status, change.source, change.detail) == (
-        from_status, to_status, Source.WEBHOOK, "test"
+        from_status,
+        to_status,
+        Source.WEBHOOK,
+        "test",
     )
 
 

@@ -44,9 +44,7 @@ def unmatched_event(deliver):
     return WebhookEvent.objects.get(outcome=WebhookOutcome.UNMATCHED)
 
 
-def test_inbox_lists_events_with_a_link_to_their_session(
-    admin_client, deliver, make_session
-):
+def test_inbox_lists_events_with_a_link_to_their_session(admin_client, deliver, make_session):
     session = make_session()
     deliver(payment_event("payment.succeeded", session))
     response = admin_client.get(reverse(CHANGELIST))
@@ -55,36 +53,24 @@ def test_inbox_lists_events_with_a_link_to_their_session(
     assert f'href="{link}"' in response.content.decode()
 
 
-def test_inbox_filters_by_type_outcome_and_live(
-    admin_client, deliver, make_session, unmatched_event
-):
+def test_inbox_filters_by_type_outcome_and_live(admin_client, deliver, make_session, unmatched_event):
     deliver(payment_event("payment.failed", make_session(), is_live=True))
     assert listed(admin_client, outcome="unmatched") == [unmatched_event]
-    assert [
-        e.event_type for e in listed(admin_client, event_type="payment.failed")
-    ] == ["payment.failed"]
-    assert [e.event_type for e in listed(admin_client, is_live__exact="1")] == [
-        "payment.failed"
-    ]
+    assert [e.event_type for e in listed(admin_client, event_type="payment.failed")] == ["payment.failed"]
+    assert [e.event_type for e in listed(admin_client, is_live__exact="1")] == ["payment.failed"]
 
 
-def test_inbox_searches_by_event_id_session_id_and_reference(
-    admin_client, deliver, make_session
-):
+def test_inbox_searches_by_event_id_session_id_and_reference(admin_client, deliver, make_session):
     session = make_session()
     payload = payment_event("payment.succeeded", session)
     deliver(payload)
     deliver(payment_event("payment.succeeded", make_session()))
     for term in (payload["event_id"], session.session_id, str(session.reference)):
-        assert [e.event_id for e in listed(admin_client, q=term)] == [
-            payload["event_id"]
-        ]
+        assert [e.event_id for e in listed(admin_client, q=term)] == [payload["event_id"]]
 
 
 def test_event_page_shows_the_payload_read_only(admin_client, unmatched_event):
-    response = admin_client.get(
-        reverse("admin:khaime_django_webhookevent_change", args=[unmatched_event.pk])
-    )
+    response = admin_client.get(reverse("admin:khaime_django_webhookevent_change", args=[unmatched_event.pk]))
     page = response.content.decode()
     assert response.status_code == 200
     assert "<pre" in page and "&quot;session_id&quot;: &quot;sess_late&quot;" in page
@@ -92,27 +78,18 @@ def test_event_page_shows_the_payload_read_only(admin_client, unmatched_event):
 
 
 def test_events_cannot_be_added_by_hand(admin_client):
-    assert (
-        admin_client.get(reverse("admin:khaime_django_webhookevent_add")).status_code
-        == 403
-    )
+    assert admin_client.get(reverse("admin:khaime_django_webhookevent_add")).status_code == 403
 
 
 def test_apply_again_is_offered_on_the_list(admin_client, unmatched_event):
     response = admin_client.get(reverse(CHANGELIST))
-    assert (
-        '<option value="apply_again">Apply again</option>' in response.content.decode()
-    )
+    assert '<option value="apply_again">Apply again</option>' in response.content.decode()
 
 
-def test_apply_again_applies_an_unmatched_event_once_its_session_exists(
-    admin_client, unmatched_event, make_session
-):
+def test_apply_again_applies_an_unmatched_event_once_its_session_exists(admin_client, unmatched_event, make_session):
     session = make_session(session_id="sess_late")
     response = apply_again(admin_client, unmatched_event)
-    assert "Applied again: applied 1." in [
-        str(m) for m in get_messages(response.wsgi_request)
-    ]
+    assert "Applied again: applied 1." in [str(m) for m in get_messages(response.wsgi_request)]
     unmatched_event.refresh_from_db()
     session.refresh_from_db()
     assert (unmatched_event.outcome, unmatched_event.session) == (
@@ -123,9 +100,7 @@ def test_apply_again_applies_an_unmatched_event_once_its_session_exists(
     assert session.status_changes.get().source == Source.ADMIN
 
 
-def test_apply_again_retries_an_event_that_failed_on_our_side(
-    admin_client, make_session, deliver, monkeypatch
-):
+def test_apply_again_retries_an_event_that_failed_on_our_side(admin_client, make_session, deliver, monkeypatch):
     from khaime_django import services
 
     monkeypatch.setattr(services, "match_session", lambda event: 1 / 0)
@@ -144,9 +119,7 @@ def test_apply_again_leaves_processed_events_alone(admin_client, deliver, make_s
     deliver(payment_event("payment.failed", session))
     event = WebhookEvent.objects.get()
     response = apply_again(admin_client, event)
-    assert "Applied again: 1 skipped (already processed)." in [
-        str(m) for m in get_messages(response.wsgi_request)
-    ]
+    assert "Applied again: 1 skipped (already processed)." in [str(m) for m in get_messages(response.wsgi_request)]
     assert session.status_changes.count() == 1
 
 

@@ -58,17 +58,12 @@ def run_together(*actions):
         finally:
             connection.close()  # each thread opened its own connection
 
-    threads = [
-        threading.Thread(target=run, args=(i, action))
-        for i, action in enumerate(actions)
-    ]
+    threads = [threading.Thread(target=run, args=(i, action)) for i, action in enumerate(actions)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads), (
-        "a thread is stuck (deadlock?)"
-    )
+    assert not any(thread.is_alive() for thread in threads), "a thread is stuck (deadlock?)"
     if errors:
         raise errors[0]
     return results
@@ -91,25 +86,16 @@ def assert_consistent_history(session):
     status = Status.PENDING
     for from_status, to_status in history(session):
         assert from_status == status, history(session)
-        assert not (
-            from_status == Status.COMPLETED
-            and to_status not in (Status.REFUNDED, Status.DISPUTED)
-        )
+        assert not (from_status == Status.COMPLETED and to_status not in (Status.REFUNDED, Status.DISPUTED))
         status = to_status
     assert status == PaymentSession.objects.get(pk=session.pk).status
 
 
 def completed_signals(signal_log, session):
-    return [
-        k
-        for name, k in signal_log
-        if name == "payment_completed" and k["session"].pk == session.pk
-    ]
+    return [k for name, k in signal_log if name == "payment_completed" and k["session"].pk == session.pk]
 
 
-def test_the_same_event_delivered_concurrently_applies_once_and_signals_once(
-    make_session, signal_log
-):
+def test_the_same_event_delivered_concurrently_applies_once_and_signals_once(make_session, signal_log):
     session = make_session()
     payload = payment_event("payment.succeeded", session)
     responses = run_together(*[deliver_from_thread(payload) for _ in range(DELIVERIES)])
@@ -124,9 +110,7 @@ def test_the_same_event_delivered_concurrently_applies_once_and_signals_once(
     assert len(completed_signals(signal_log, session)) == 1
 
 
-def test_concurrent_redeliveries_of_a_failed_event_apply_it_once(
-    make_session, signal_log
-):
+def test_concurrent_redeliveries_of_a_failed_event_apply_it_once(make_session, signal_log):
     session = make_session()
     payload = payment_event("payment.succeeded", session)
     WebhookEvent.objects.create(
@@ -150,15 +134,11 @@ def test_concurrent_redeliveries_of_a_failed_event_apply_it_once(
     assert len(completed_signals(signal_log, session)) == 1
 
 
-def test_webhook_and_success_return_racing_complete_once_and_signal_once(
-    make_session, khaime_says, signal_log
-):
+def test_webhook_and_success_return_racing_complete_once_and_signal_once(make_session, khaime_says, signal_log):
     sessions = [make_session() for _ in range(ROUNDS)]
     for session in sessions:
         khaime_says(session, "completed")
-        success_page = reverse(
-            "khaime:success", kwargs={"reference": session.reference}
-        )
+        success_page = reverse("khaime:success", kwargs={"reference": session.reference})
         webhook, page = run_together(
             deliver_from_thread(payment_event("payment.succeeded", session)),
             lambda url=success_page: Client().get(url),
@@ -175,9 +155,7 @@ def test_webhook_and_success_return_racing_complete_once_and_signal_once(
     }
 
 
-def test_completed_never_regresses_under_concurrent_failed_expired_cancel_and_succeeded(
-    make_session, signal_log
-):
+def test_completed_never_regresses_under_concurrent_failed_expired_cancel_and_succeeded(make_session, signal_log):
     sessions = [make_session() for _ in range(ROUNDS)]
     for session in sessions:
         cancel_page = reverse("khaime:cancel", kwargs={"reference": session.reference})
@@ -202,30 +180,18 @@ def test_completed_never_regresses_under_concurrent_failed_expired_cancel_and_su
         assert len(completed_signals(signal_log, session)) == 1
 
 
-def test_offline_expiry_racing_webhooks_never_overwrites_a_payment(
-    make_session, signal_log
-):
+def test_offline_expiry_racing_webhooks_never_overwrites_a_payment(make_session, signal_log):
     long_ago = timezone.now() - timedelta(hours=2)
-    sessions = [
-        make_session(expires_at=long_ago, created_at=long_ago) for _ in range(200)
-    ]
+    sessions = [make_session(expires_at=long_ago, created_at=long_ago) for _ in range(200)]
     paid = sessions[::10]
     run_together(
         lambda: services.expire_stale(grace=timedelta(0), batch_size=25),
-        *[
-            deliver_from_thread(payment_event("payment.succeeded", session))
-            for session in paid
-        ],
+        *[deliver_from_thread(payment_event("payment.succeeded", session)) for session in paid],
     )
     for session in sessions:
         session.refresh_from_db()
-        assert session.status == (
-            Status.COMPLETED if session in paid else Status.EXPIRED
-        )
+        assert session.status == (Status.COMPLETED if session in paid else Status.EXPIRED)
         assert_consistent_history(session)
     expired_signals = [k for name, k in signal_log if name == "payment_expired"]
-    assert (
-        len(expired_signals)
-        == StatusChange.objects.filter(to_status=Status.EXPIRED).count()
-    )
+    assert len(expired_signals) == StatusChange.objects.filter(to_status=Status.EXPIRED).count()
     assert all(len(completed_signals(signal_log, session)) == 1 for session in paid)

@@ -44,18 +44,14 @@ def signals_named(log, name):
 
 def test_wrong_secret_is_refused_with_401_and_nothing_stored(deliver, make_session):
     session = make_session()
-    response = deliver(
-        payment_event("payment.succeeded", session), secret="whsec_someone_else"
-    )
+    response = deliver(payment_event("payment.succeeded", session), secret="whsec_someone_else")
     assert response.status_code == 401
     assert not WebhookEvent.objects.exists()
     session.refresh_from_db()
     assert session.status == Status.PENDING
 
 
-def test_missing_signature_header_is_refused_with_401_and_nothing_stored(
-    deliver, make_session
-):
+def test_missing_signature_header_is_refused_with_401_and_nothing_stored(deliver, make_session):
     response = deliver(payment_event("payment.succeeded", make_session()), secret=None)
     assert response.status_code == 401
     assert not WebhookEvent.objects.exists()
@@ -76,28 +72,20 @@ def test_second_secret_verifies_while_rotating(deliver, make_session, settings):
         "WEBHOOK_SECRETS": ["whsec_new_secret", SECRET],
     }
     old = deliver(payment_event("payment.succeeded", make_session()), secret=SECRET)
-    new = deliver(
-        payment_event("payment.succeeded", make_session()), secret="whsec_new_secret"
-    )
+    new = deliver(payment_event("payment.succeeded", make_session()), secret="whsec_new_secret")
     assert (old.status_code, new.status_code) == (200, 200)
     assert WebhookEvent.objects.filter(outcome=WebhookOutcome.APPLIED).count() == 2
 
 
-def test_without_a_configured_secret_every_event_is_refused(
-    deliver, make_session, settings
-):
+def test_without_a_configured_secret_every_event_is_refused(deliver, make_session, settings):
     settings.KHAIME = {**settings.KHAIME, "WEBHOOK_SECRETS": []}
-    response = deliver(
-        payment_event("payment.succeeded", make_session()), secret=SECRET
-    )
+    response = deliver(payment_event("payment.succeeded", make_session()), secret=SECRET)
     assert response.status_code == 401
     assert not WebhookEvent.objects.exists()
     assert "khaime.W002" in [message.id for message in check_khaime_settings()]
 
 
-def test_refusal_logs_which_check_failed_but_never_the_secret(
-    deliver, make_session, caplog
-):
+def test_refusal_logs_which_check_failed_but_never_the_secret(deliver, make_session, caplog):
     payload = payment_event("payment.succeeded", make_session())
     with caplog.at_level(logging.WARNING, logger="khaime_django"):
         deliver(payload, secret="whsec_someone_else")
@@ -116,17 +104,13 @@ def test_signed_body_that_is_not_json_is_400(deliver):
 
 
 def test_signed_json_that_is_not_an_object_is_400(deliver):
-    response = deliver(
-        body=b'[{"event_id": "evt_1", "event_type": "payment.succeeded"}]'
-    )
+    response = deliver(body=b'[{"event_id": "evt_1", "event_type": "payment.succeeded"}]')
     assert response.status_code == 400
     assert not WebhookEvent.objects.exists()
 
 
 @pytest.mark.parametrize("missing", ["event_id", "event_type"])
-def test_event_without_id_or_type_is_400_and_nothing_stored(
-    deliver, make_session, missing
-):
+def test_event_without_id_or_type_is_400_and_nothing_stored(deliver, make_session, missing):
     payload = payment_event("payment.succeeded", make_session())
     del payload[missing]
     response = deliver(payload)
@@ -135,9 +119,7 @@ def test_event_without_id_or_type_is_400_and_nothing_stored(
 
 
 def test_event_id_longer_than_the_inbox_column_is_400(deliver, make_session):
-    response = deliver(
-        payment_event("payment.succeeded", make_session(), event_id="evt_" + "x" * 300)
-    )
+    response = deliver(payment_event("payment.succeeded", make_session(), event_id="evt_" + "x" * 300))
     assert response.status_code == 400
 
 
@@ -151,9 +133,7 @@ def test_get_is_405(client):
 def test_post_needs_no_csrf_token(make_session, django_capture_on_commit_callbacks):
     strict = Client(enforce_csrf_checks=True)
     with django_capture_on_commit_callbacks(execute=True):
-        response = post_webhook(
-            strict, payment_event("payment.succeeded", make_session())
-        )
+        response = post_webhook(strict, payment_event("payment.succeeded", make_session()))
     assert response.status_code == 200
 
 
@@ -166,16 +146,12 @@ def test_body_over_the_limit_is_413_and_nothing_stored(deliver, make_session, se
 
 
 def test_default_limit_is_one_mebibyte(deliver, make_session):
-    payload = payment_event(
-        "payment.succeeded", make_session(), padding="x" * (1024 * 1024)
-    )
+    payload = payment_event("payment.succeeded", make_session(), padding="x" * (1024 * 1024))
     assert deliver(payload).status_code == 413
 
 
 def test_declared_length_over_the_limit_is_refused_before_reading():
-    request = RequestFactory().post(
-        "/", data=b"{}", content_type="application/json", CONTENT_LENGTH="5000000"
-    )
+    request = RequestFactory().post("/", data=b"{}", content_type="application/json", CONTENT_LENGTH="5000000")
     request._stream = ExplodingStream()
     with pytest.raises(WebhookBodyTooLarge):
         read_body(request, limit=1024)
@@ -189,9 +165,7 @@ def test_body_longer_than_a_missing_content_length_says_is_refused():
         read_body(request, limit=1024)
 
 
-def test_a_lying_short_content_length_truncates_the_body_and_fails_verification(
-    deliver, make_session
-):
+def test_a_lying_short_content_length_truncates_the_body_and_fails_verification(deliver, make_session):
     payload = payment_event("payment.succeeded", make_session())
     response = deliver(payload, CONTENT_LENGTH="40")
     assert response.status_code == 401
@@ -225,9 +199,7 @@ def test_verified_event_is_stored_with_its_envelope(deliver, make_session):
     assert event.error == ""
 
 
-def test_duplicate_delivery_is_acknowledged_and_changes_nothing(
-    deliver, make_session, signal_log
-):
+def test_duplicate_delivery_is_acknowledged_and_changes_nothing(deliver, make_session, signal_log):
     session = make_session()
     payload = payment_event("payment.succeeded", session)
     first = deliver(payload)
@@ -237,16 +209,11 @@ def test_duplicate_delivery_is_acknowledged_and_changes_nothing(
     event = WebhookEvent.objects.get()
     assert event.outcome == WebhookOutcome.APPLIED
     assert event.deliveries == 2
-    assert (
-        StatusChange.objects.filter(session=session, to_status=Status.COMPLETED).count()
-        == 1
-    )
+    assert StatusChange.objects.filter(session=session, to_status=Status.COMPLETED).count() == 1
     assert len(signals_named(signal_log, "payment_completed")) == 1
 
 
-def test_unknown_event_type_is_acknowledged_and_stored_as_ignored(
-    deliver, make_session
-):
+def test_unknown_event_type_is_acknowledged_and_stored_as_ignored(deliver, make_session):
     session = make_session()
     payload = payment_event("payment.succeeded", session)
     payload["event_type"] = "subscription.trial_ending"
@@ -307,9 +274,7 @@ def test_our_failure_answers_500_keeps_the_error_and_rolls_back_the_partial_appl
     assert signal_log == []
 
 
-def test_retried_delivery_after_our_failure_is_applied(
-    deliver, make_session, failing_apply, signal_log
-):
+def test_retried_delivery_after_our_failure_is_applied(deliver, make_session, failing_apply, signal_log):
     session = make_session()
     payload = payment_event("payment.succeeded", session)
     assert deliver(payload).status_code == 500
@@ -329,9 +294,7 @@ def test_retried_delivery_after_our_failure_is_applied(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_failed_apply_keeps_its_error_under_atomic_requests(
-    make_session, failing_apply, monkeypatch, client
-):
+def test_failed_apply_keeps_its_error_under_atomic_requests(make_session, failing_apply, monkeypatch, client):
     from django.db import connection
 
     monkeypatch.setitem(connection.settings_dict, "ATOMIC_REQUESTS", True)
@@ -373,9 +336,7 @@ def test_payment_failed_fails_a_pending_session(deliver, make_session, signal_lo
     assert len(signals_named(signal_log, "payment_failed")) == 1
 
 
-def test_payment_refunded_refunds_a_completed_session(
-    deliver, make_session, signal_log
-):
+def test_payment_refunded_refunds_a_completed_session(deliver, make_session, signal_log):
     session = make_session(Status.COMPLETED)
     deliver(payment_event("payment.refunded", session))
     session.refresh_from_db()
@@ -383,9 +344,7 @@ def test_payment_refunded_refunds_a_completed_session(
     assert len(signals_named(signal_log, "payment_refunded")) == 1
 
 
-def test_payment_disputed_disputes_a_completed_session(
-    deliver, make_session, signal_log
-):
+def test_payment_disputed_disputes_a_completed_session(deliver, make_session, signal_log):
     session = make_session(Status.COMPLETED)
     deliver(payment_event("payment.disputed", session))
     session.refresh_from_db()
@@ -393,9 +352,7 @@ def test_payment_disputed_disputes_a_completed_session(
     assert len(signals_named(signal_log, "payment_disputed")) == 1
 
 
-def test_refund_arriving_before_success_records_the_payment_then_the_refund(
-    deliver, make_session, signal_log
-):
+def test_refund_arriving_before_success_records_the_payment_then_the_refund(deliver, make_session, signal_log):
     session = make_session()
     deliver(payment_event("payment.refunded", session))
     late_success = deliver(payment_event("payment.succeeded", session))
@@ -419,9 +376,7 @@ def test_session_is_matched_by_reference_without_a_session_id(deliver, make_sess
     assert session.status == Status.COMPLETED
 
 
-def test_session_is_matched_by_khaime_session_id_without_a_reference(
-    deliver, make_session
-):
+def test_session_is_matched_by_khaime_session_id_without_a_reference(deliver, make_session):
     session = make_session()
     deliver(payment_event("payment.succeeded", session, reference=None))
     session.refresh_from_db()
@@ -438,18 +393,14 @@ def test_reference_wins_over_session_id(deliver, make_session):
 
 def test_session_id_under_another_key_is_matched(deliver, make_session):
     session = make_session()
-    payload = payment_event(
-        "payment.succeeded", session, reference=None, session_id=None
-    )
+    payload = payment_event("payment.succeeded", session, reference=None, session_id=None)
     payload["data"]["session"] = {"id": session.session_id}
     deliver(payload)
     session.refresh_from_db()
     assert session.status == Status.COMPLETED
 
 
-def test_a_session_whose_khaime_call_never_answered_is_completed_by_reference(
-    deliver, make_session
-):
+def test_a_session_whose_khaime_call_never_answered_is_completed_by_reference(deliver, make_session):
     session = make_session(Status.ERROR, session_id=None)
     deliver(payment_event("payment.succeeded", session))
     session.refresh_from_db()
@@ -478,9 +429,7 @@ def test_legacy_payload_takes_its_version_from_the_header(deliver, make_session)
 # -- payments that do not match the session --------------------------------------------------------
 
 
-def test_wrong_amount_still_completes_but_flags_for_review(
-    deliver, make_session, signal_log
-):
+def test_wrong_amount_still_completes_but_flags_for_review(deliver, make_session, signal_log):
     session = make_session()
     deliver(payment_event("payment.succeeded", session, amount=5000))
     session.refresh_from_db()
@@ -518,9 +467,7 @@ def test_legacy_flat_amount_that_differs_flags_for_review(deliver, make_session)
     assert (session.status, session.needs_review) == (Status.COMPLETED, True)
 
 
-def test_amount_is_compared_with_the_requested_amount_when_no_total_is_known(
-    deliver, make_session
-):
+def test_amount_is_compared_with_the_requested_amount_when_no_total_is_known(deliver, make_session):
     session = make_session(total_amount=None)
     deliver(payment_event("payment.succeeded", session, amount=5000))
     session.refresh_from_db()
@@ -536,18 +483,14 @@ def test_event_without_amounts_is_not_flagged(deliver, make_session):
     assert (session.status, session.needs_review) == (Status.COMPLETED, False)
 
 
-def test_a_second_mismatched_event_does_not_signal_review_again(
-    deliver, make_session, signal_log
-):
+def test_a_second_mismatched_event_does_not_signal_review_again(deliver, make_session, signal_log):
     session = make_session()
     deliver(payment_event("payment.succeeded", session, amount=1))
     deliver(payment_event("payment.succeeded", session, amount=2))
     assert len(signals_named(signal_log, "payment_needs_review")) == 1
 
 
-def test_completed_receivers_already_see_the_review_flag(
-    deliver, make_session, signal_log
-):
+def test_completed_receivers_already_see_the_review_flag(deliver, make_session, signal_log):
     session = make_session()
     deliver(payment_event("payment.succeeded", session, amount=1))
     names = [name for name, _ in signal_log if name != "payment_status_changed"]
@@ -559,9 +502,7 @@ def test_completed_receivers_already_see_the_review_flag(
 # -- completed never regresses --------------------------------------------------------------------
 
 
-def test_payment_failed_after_succeeded_changes_nothing(
-    deliver, make_session, signal_log
-):
+def test_payment_failed_after_succeeded_changes_nothing(deliver, make_session, signal_log):
     session = make_session()
     deliver(payment_event("payment.succeeded", session))
     late = deliver(payment_event("payment.failed", session))
@@ -595,9 +536,7 @@ def test_expiry_after_succeeded_changes_nothing(deliver, make_session):
 
 
 @pytest.mark.parametrize("earlier", [Status.CANCELLED, Status.FAILED, Status.EXPIRED])
-def test_succeeded_after_an_unpaid_ending_still_completes(
-    deliver, make_session, earlier
-):
+def test_succeeded_after_an_unpaid_ending_still_completes(deliver, make_session, earlier):
     session = make_session(earlier)
     deliver(payment_event("payment.succeeded", session))
     session.refresh_from_db()
@@ -639,9 +578,7 @@ def broken_receiver():
     payment_needs_review.disconnect(explode)
 
 
-def test_receiver_that_raises_does_not_fail_the_ack_and_is_recorded(
-    deliver, make_session, broken_receiver, caplog
-):
+def test_receiver_that_raises_does_not_fail_the_ack_and_is_recorded(deliver, make_session, broken_receiver, caplog):
     session = make_session()
     payload = payment_event("payment.succeeded", session)
     with caplog.at_level(logging.ERROR, logger="khaime_django"):
@@ -655,17 +592,13 @@ def test_receiver_that_raises_does_not_fail_the_ack_and_is_recorded(
     assert session.status == Status.COMPLETED
 
 
-def test_review_receiver_that_raises_is_recorded_too(
-    deliver, make_session, broken_receiver
-):
+def test_review_receiver_that_raises_is_recorded_too(deliver, make_session, broken_receiver):
     deliver(payment_event("payment.succeeded", make_session(), amount=1))
     assert WebhookEvent.objects.get().error.count("fulfilment service is down") == 2
 
 
 @pytest.mark.django_db(transaction=True)
-def test_receiver_error_is_recorded_when_the_commit_runs_the_hooks(
-    make_session, broken_receiver, client
-):
+def test_receiver_error_is_recorded_when_the_commit_runs_the_hooks(make_session, broken_receiver, client):
     """Outside a test transaction the commit at the end of the apply runs receivers at once."""
     response = post_webhook(client, payment_event("payment.succeeded", make_session()))
     assert response.status_code == 200
@@ -683,9 +616,7 @@ def test_receivers_see_the_session_in_its_new_status(make_session, client):
 
     payment_completed.connect(look)
     try:
-        post_webhook(
-            client, payment_event("payment.succeeded", make_session(), amount=1)
-        )
+        post_webhook(client, payment_event("payment.succeeded", make_session(), amount=1))
     finally:
         payment_completed.disconnect(look)
     assert seen == [(Status.COMPLETED, True)]

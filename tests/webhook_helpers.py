@@ -110,9 +110,7 @@ def legacy_payment_event(
         },
         "product_id": None,
         "transaction_details": {"product_name": "Premium Plan"},
-        "metadata": {"reference": str(session.reference)}
-        if session is not None
-        else {},
+        "metadata": {"reference": str(session.reference)} if session is not None else {},
     }
     if session is not None and session.session_id:
         payment["session_id"] = session.session_id
@@ -146,9 +144,7 @@ def post_webhook(
     if isinstance(payload, dict):
         headers.setdefault("HTTP_X_KHAIME_EVENT", str(payload.get("event_type")))
         headers.setdefault("HTTP_X_KHAIME_EVENT_ID", str(payload.get("event_id")))
-    return client.post(
-        reverse("khaime:webhook"), data=body, content_type="application/json", **headers
-    )
+    return client.post(reverse("khaime:webhook"), data=body, content_type="application/json", **headers)
 
 
 def _expected_amount(session) -> int:

@@ -48,9 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--webhook-url",
         help="where to POST signed webhooks (none: events are only recorded)",
     )
-    parser.add_argument(
-        "--webhook-secret", help="secret that signs webhooks (whsec_...)"
-    )
+    parser.add_argument("--webhook-secret", help="secret that signs webhooks (whsec_...)")
     parser.add_argument(
         "--session-ttl",
         type=float,
@@ -62,9 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the merchant absorbs fees: total = base price",
     )
-    parser.add_argument(
-        "--latency-ms", type=int, metavar="N", help="delay every Partner API answer"
-    )
+    parser.add_argument("--latency-ms", type=int, metavar="N", help="delay every Partner API answer")
     parser.add_argument(
         "--fail-rate",
         type=float,
@@ -83,12 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="answer 429 past N requests a second",
     )
-    parser.add_argument(
-        "--duplicate-webhooks", action="store_true", help="deliver every webhook twice"
-    )
-    parser.add_argument(
-        "--webhook-order", choices=WEBHOOK_ORDERS, help="deliver in order, or shuffled"
-    )
+    parser.add_argument("--duplicate-webhooks", action="store_true", help="deliver every webhook twice")
+    parser.add_argument("--webhook-order", choices=WEBHOOK_ORDERS, help="deliver in order, or shuffled")
     parser.add_argument(
         "--webhook-attempts",
         type=int,
@@ -107,23 +99,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="seconds per attempt (default 10)",
     )
-    parser.add_argument(
-        "--seed", type=int, help="seed for fail_rate draws and shuffled delivery"
-    )
+    parser.add_argument("--seed", type=int, help="seed for fail_rate draws and shuffled delivery")
 
 
-def options_from_args(
-    args: argparse.Namespace, defaults: Mapping | None = None
-) -> dict:
+def options_from_args(args: argparse.Namespace, defaults: Mapping | None = None) -> dict:
     """Emulator keywords from parsed options; ``defaults`` fill the options not given."""
     options = dict(defaults or {})
-    options.update(
-        {
-            name: getattr(args, name)
-            for name in _VALUE_OPTIONS
-            if getattr(args, name) is not None
-        }
-    )
+    options.update({name: getattr(args, name) for name in _VALUE_OPTIONS if getattr(args, name) is not None})
     if args.merchant_pays_fees:
         options["customer_pays_fees"] = False
     if args.duplicate_webhooks:
@@ -166,8 +148,7 @@ def serve(options: Mapping, out, expected_api_base_url: str | None = None) -> in
         return 2
     stop_requested = threading.Event()
     previous_handlers = {
-        signum: signal.signal(signum, lambda *_: stop_requested.set())
-        for signum in (signal.SIGINT, signal.SIGTERM)
+        signum: signal.signal(signum, lambda *_: stop_requested.set()) for signum in (signal.SIGINT, signal.SIGTERM)
     }
     log_handler = _log_requests_to_stderr()
     try:
@@ -177,9 +158,7 @@ def serve(options: Mapping, out, expected_api_base_url: str | None = None) -> in
         out.write(f"Cannot listen on {config.host}:{config.port}: {exc}\n")
         return 1
     else:
-        out.write(
-            "".join(f"{line}\n" for line in _banner(emulator, expected_api_base_url))
-        )
+        out.write("".join(f"{line}\n" for line in _banner(emulator, expected_api_base_url)))
         out.flush()
         stop_requested.wait()
         out.write("Stopping the Khaime emulator.\n")
@@ -199,13 +178,8 @@ def _banner(emulator: Emulator, expected_api_base_url: str | None) -> list[str]:
         f"  Webhooks:     {config.webhook_url or 'not delivered (no --webhook-url); see /_emulator/events'}",
         f"  Signed with:  {config.webhook_secret}",
     ]
-    if (
-        expected_api_base_url is not None
-        and expected_api_base_url.rstrip("/") != emulator.api_base_url
-    ):
-        lines.append(
-            f"  Note: settings.KHAIME['API_BASE_URL'] is {expected_api_base_url!r}, not this emulator."
-        )
+    if expected_api_base_url is not None and expected_api_base_url.rstrip("/") != emulator.api_base_url:
+        lines.append(f"  Note: settings.KHAIME['API_BASE_URL'] is {expected_api_base_url!r}, not this emulator.")
     lines.append("Point the app at it with:")
     lines.append(f"KHAIME_API_BASE_URL={emulator.api_base_url}")
     return lines

@@ -22,9 +22,7 @@ class InvalidConfig(ValueError):
 
     def __init__(self, details: dict[str, str]):
         self.details = details
-        super().__init__(
-            "; ".join(f"{name}: {reason}" for name, reason in details.items())
-        )
+        super().__init__("; ".join(f"{name}: {reason}" for name, reason in details.items()))
 
 
 @dataclass(frozen=True)
@@ -82,11 +80,7 @@ def _problems(config: EmulatorConfig) -> dict[str, str]:
     if not _is_int(config.port) or not 0 <= config.port <= 65535:
         problems["port"] = "must be an integer between 0 and 65535"
     if config.webhook_url is not None:
-        parts = (
-            urlsplit(config.webhook_url)
-            if isinstance(config.webhook_url, str)
-            else None
-        )
+        parts = urlsplit(config.webhook_url) if isinstance(config.webhook_url, str) else None
         if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
             problems["webhook_url"] = "must be an absolute http(s) URL or None"
     if not isinstance(config.webhook_secret, str) or not config.webhook_secret:

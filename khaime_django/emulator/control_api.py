@@ -27,9 +27,7 @@ def get_session(emulator, request: Request, session_id: str) -> Response:
     return success(emulator.session(session_id))
 
 
-def act_on_session(
-    emulator, request: Request, session_id: str, action: str
-) -> Response:
+def act_on_session(emulator, request: Request, session_id: str, action: str) -> Response:
     try:
         return success(getattr(emulator, action)(session_id))
     except TransitionNotAllowed as exc:

@@ -46,9 +46,7 @@ def success(data, status: int = 200) -> Response:
     return _json(status, {"success": True, "data": data})
 
 
-def failure(
-    status: int, message: str | None = None, details: dict | None = None
-) -> Response:
+def failure(status: int, message: str | None = None, details: dict | None = None) -> Response:
     payload = {"success": False, "error": message or HTTPStatus(status).phrase}
     if details is not None:
         payload["details"] = details
@@ -94,10 +92,7 @@ class Router:
         not_allowed: Callable[[list[str]], Response] = json_not_allowed,
     ):
         self.prefix = prefix
-        self._routes = [
-            (method, re.compile(pattern + r"\Z"), handler)
-            for method, pattern, handler in routes
-        ]
+        self._routes = [(method, re.compile(pattern + r"\Z"), handler) for method, pattern, handler in routes]
         self._not_found = not_found
         self._not_allowed = not_allowed
 

@@ -131,18 +131,9 @@ class Emulator:
         with self._lock:
             new = self._config.replace(**options)
             if self._server is not None:
-                moved = {
-                    name
-                    for name in BINDING_OPTIONS
-                    if getattr(new, name) != getattr(self._config, name)
-                }
+                moved = {name for name in BINDING_OPTIONS if getattr(new, name) != getattr(self._config, name)}
                 if moved:
-                    raise InvalidConfig(
-                        {
-                            name: "cannot change while the server is running"
-                            for name in moved
-                        }
-                    )
+                    raise InvalidConfig({name: "cannot change while the server is running" for name in moved})
             self._config = new
             if "seed" in options:
                 self._random.seed(new.seed)

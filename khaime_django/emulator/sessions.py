@@ -40,9 +40,7 @@ class UnknownSession(KeyError):
 
 
 class TransitionNotAllowed(ValueError):
-    def __init__(
-        self, session_id: str, action: str, status: str, reason: str | None = None
-    ):
+    def __init__(self, session_id: str, action: str, status: str, reason: str | None = None):
         self.session_id = session_id
         self.action = action
         self.status = status
@@ -81,12 +79,7 @@ def parse_session_request(body: dict) -> SessionRequest:
         details["amount"] = "must be a positive integer in the currency's smallest unit"
 
     currency = body.get("currency")
-    if (
-        isinstance(currency, str)
-        and len(currency) == 3
-        and currency.isascii()
-        and currency.isalpha()
-    ):
+    if isinstance(currency, str) and len(currency) == 3 and currency.isascii() and currency.isalpha():
         currency = currency.upper()
     else:
         details["currency"] = "must be a 3-letter ISO 4217 code"
@@ -95,22 +88,15 @@ def parse_session_request(body: dict) -> SessionRequest:
     product_name = body.get("product_name")
     if product_id is not None and not _is_int(product_id):
         details["product_id"] = "must be an integer"
-    if product_name is not None and not (
-        isinstance(product_name, str) and product_name.strip()
-    ):
+    if product_name is not None and not (isinstance(product_name, str) and product_name.strip()):
         details["product_name"] = "must be a non-empty string"
     if product_id is None and product_name is None:
-        details["product_id"] = details["product_name"] = (
-            "product_id or product_name is required"
-        )
+        details["product_id"] = details["product_name"] = "product_id or product_name is required"
 
     customer = body.get("customer")
     if not isinstance(customer, dict):
         details["customer"] = "must be an object with an email"
-    elif not (
-        isinstance(customer.get("email"), str)
-        and EMAIL_PATTERN.match(customer["email"])
-    ):
+    elif not (isinstance(customer.get("email"), str) and EMAIL_PATTERN.match(customer["email"])):
         details["customer.email"] = "must be a valid email address"
 
     metadata = body.get("metadata")
@@ -177,9 +163,7 @@ class Session:
     disputed_at: datetime | None = None
 
     @classmethod
-    def create(
-        cls, request: SessionRequest, *, mode: str, base_url: str, config, now: datetime
-    ) -> Session:
+    def create(cls, request: SessionRequest, *, mode: str, base_url: str, config, now: datetime) -> Session:
         session_id = f"sess_{uuid.uuid4()}"
         stripe_prefix = "cs_live_" if mode == "live" else "cs_test_"
         return cls(
@@ -187,9 +171,7 @@ class Session:
             stripe_session_id=stripe_prefix + uuid.uuid4().hex,
             mode=mode,
             request=request,
-            transaction_fee=transaction_fee(
-                request.amount, config.fee_bps, config.fee_fixed
-            ),
+            transaction_fee=transaction_fee(request.amount, config.fee_bps, config.fee_fixed),
             customer_pays_fees=config.customer_pays_fees,
             payment_url=f"{base_url}/checkout/{session_id}",
             created_at=now,
@@ -238,9 +220,7 @@ class Session:
         if status != "pending":
             raise TransitionNotAllowed(self.session_id, action, status)
 
-    def _require_completed(
-        self, action: str, done: str, done_at: datetime | None
-    ) -> None:
+    def _require_completed(self, action: str, done: str, done_at: datetime | None) -> None:
         if self.state != "completed":
             raise TransitionNotAllowed(self.session_id, action, self.state)
         if done_at is not None:

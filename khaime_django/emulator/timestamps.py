@@ -13,9 +13,7 @@ def iso_millis(moment: datetime | None) -> str | None:
     """Session fields: ``2026-01-16T22:00:00.000Z``."""
     if moment is None:
         return None
-    return (
-        moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def iso_seconds(moment: datetime | None) -> str | None:

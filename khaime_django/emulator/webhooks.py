@@ -61,9 +61,7 @@ class Event:
         return json.loads(self.body)
 
 
-def payment_event(
-    session, event_type: str, status: str, occurred_at: datetime
-) -> Event:
+def payment_event(session, event_type: str, status: str, occurred_at: datetime) -> Event:
     """A 2026-03-27 ``payment.*`` event about ``session``'s payment."""
     currency = session.currency
     total = session.total_amount
@@ -104,9 +102,7 @@ def payment_event(
             "paid_at": iso_seconds(session.completed_at),
         },
     }
-    body = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode(
-        "utf-8"
-    )
+    body = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return Event(envelope["event_id"], event_type, body)
 
 
@@ -141,17 +137,13 @@ class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
 
 
 # No proxies: webhooks from the emulator go straight to the (normally local) receiver.
-_opener = urllib.request.build_opener(
-    urllib.request.ProxyHandler({}), _RefuseRedirects()
-)
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _RefuseRedirects())
 
 
 class WebhookDispatcher:
     def __init__(self, seed: int | None = None):
         self._cond = threading.Condition()
-        self._queue: list[
-            tuple[float, int, _Delivery]
-        ] = []  # heap of (due, sequence, delivery)
+        self._queue: list[tuple[float, int, _Delivery]] = []  # heap of (due, sequence, delivery)
         self._held: list[_Delivery] = []
         self._release_at: float | None = None
         self._sequence = 0
@@ -167,9 +159,7 @@ class WebhookDispatcher:
 
     def start(self) -> None:
         self._stopping = False
-        self._thread = threading.Thread(
-            target=self._run, name="khaime-emulator-webhooks", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="khaime-emulator-webhooks", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -233,9 +223,7 @@ class WebhookDispatcher:
     def wait_for_finished(self, count: int, timeout: float) -> None:
         with self._cond:
             if not self._cond.wait_for(lambda: self._finished >= count, timeout):
-                raise TimeoutError(
-                    f"{self._finished} of {count} webhook deliveries finished within {timeout} s"
-                )
+                raise TimeoutError(f"{self._finished} of {count} webhook deliveries finished within {timeout} s")
 
     # --- the worker ---
 

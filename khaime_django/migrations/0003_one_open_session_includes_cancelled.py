@@ -5,19 +5,22 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('khaime_django', '0002_webhookevent_detail'),
+        ("khaime_django", "0002_webhookevent_detail"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.RemoveConstraint(
-            model_name='paymentsession',
-            name='khaime_one_open_session_per_purchase',
+            model_name="paymentsession",
+            name="khaime_one_open_session_per_purchase",
         ),
         migrations.AddConstraint(
-            model_name='paymentsession',
-            constraint=models.UniqueConstraint(condition=models.Q(('status__in', ('created', 'pending', 'cancelled'))), fields=('purchase_key',), name='khaime_one_open_session_per_purchase'),
+            model_name="paymentsession",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status__in", ("created", "pending", "cancelled"))),
+                fields=("purchase_key",),
+                name="khaime_one_open_session_per_purchase",
+            ),
         ),
     ]

@@ -1,7 +1,7 @@
 """``{% load khaime %}``: the buy button and money formatting.
 
-    {% khaime_buy_button amount=5000 currency="USD" product_name="Premium Plan" %}
-    {{ session.total_amount|khaime_money:session.currency }}
+{% khaime_buy_button amount=5000 currency="USD" product_name="Premium Plan" %}
+{{ session.total_amount|khaime_money:session.currency }}
 """
 
 from django import template

@@ -41,9 +41,7 @@ def chromium_executable() -> str:
     if missing:
         reason = "browser tests need " + " and ".join(missing)
         if os.environ.get("KHAIME_REQUIRE_BROWSER") == "1":
-            pytest.fail(
-                f"{reason}; KHAIME_REQUIRE_BROWSER=1 requires them", pytrace=False
-            )
+            pytest.fail(f"{reason}; KHAIME_REQUIRE_BROWSER=1 requires them", pytrace=False)
         pytest.skip(reason)
     return executable
 
@@ -59,9 +57,7 @@ def browser(chromium_executable):
     # allow them, but only for as long as Playwright runs, so no other test loses the check.
     with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
         patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        chromium = playwright.chromium.launch(
-            executable_path=chromium_executable, headless=True, args=CHROMIUM_ARGS
-        )
+        chromium = playwright.chromium.launch(executable_path=chromium_executable, headless=True, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
 
@@ -69,9 +65,7 @@ def browser(chromium_executable):
 @pytest.fixture
 def page(browser):
     """A fresh browser profile (no cookies) and tab for each test."""
-    context = browser.new_context(
-        viewport={"width": 1024, "height": 768}, locale="en-US"
-    )
+    context = browser.new_context(viewport={"width": 1024, "height": 768}, locale="en-US")
     context.set_default_timeout(10_000)
     tab = context.new_page()
     yield tab

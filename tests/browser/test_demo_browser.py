@@ -28,9 +28,7 @@ def shop(live_shop, khaime_emulator, transactional_db, settings) -> str:
     # A fast hasher for the throwaway admin: the default one costs about a second per login.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     call_command("loaddata", "demo_products", verbosity=0)
-    get_user_model().objects.create_superuser(
-        ADMIN_USER, "admin@example.com", ADMIN_PASSWORD
-    )
+    get_user_model().objects.create_superuser(ADMIN_USER, "admin@example.com", ADMIN_PASSWORD)
     return live_shop.url
 
 
@@ -57,9 +55,7 @@ def buy_premium_plan(page, shop: str, emulator, shot, expect) -> None:
     shot("emulator-checkout")
 
 
-def test_buyer_pays_and_admin_shows_the_session_completed_with_fees(
-    page, shop, khaime_emulator, shot, expect
-):
+def test_buyer_pays_and_admin_shows_the_session_completed_with_fees(page, shop, khaime_emulator, shot, expect):
     buy_premium_plan(page, shop, khaime_emulator, shot, expect)
 
     page.get_by_role("button", name="Pay 53.20 USD").click()
@@ -89,9 +85,7 @@ def test_buyer_pays_and_admin_shows_the_session_completed_with_fees(
     shot("admin-session-detail")
 
 
-def test_buyer_cancels_then_returns_to_payment_and_pays(
-    page, shop, khaime_emulator, shot, expect
-):
+def test_buyer_cancels_then_returns_to_payment_and_pays(page, shop, khaime_emulator, shot, expect):
     buy_premium_plan(page, shop, khaime_emulator, shot, expect)
 
     page.get_by_role("button", name="Cancel").click()
@@ -112,9 +106,7 @@ def test_buyer_cancels_then_returns_to_payment_and_pays(
     assert PaymentSession.objects.get().status == Status.COMPLETED
 
 
-def test_declined_buyer_sees_the_payment_failed(
-    page, shop, khaime_emulator, shot, expect
-):
+def test_declined_buyer_sees_the_payment_failed(page, shop, khaime_emulator, shot, expect):
     buy_premium_plan(page, shop, khaime_emulator, shot, expect)
 
     page.get_by_role("button", name="Decline").click()
@@ -132,9 +124,7 @@ def test_declined_buyer_sees_the_payment_failed(
     shot("order-status-failed")
 
 
-def test_processing_page_updates_itself_when_the_webhook_lands(
-    page, shop, khaime_emulator, webhook_gate, shot, expect
-):
+def test_processing_page_updates_itself_when_the_webhook_lands(page, shop, khaime_emulator, webhook_gate, shot, expect):
     buy_premium_plan(page, shop, khaime_emulator, shot, expect)
     # Khaime's API fails, so the return page cannot confirm the payment.
     khaime_emulator.configure(fail_rate=1, fail_status=500)
@@ -148,24 +138,18 @@ def test_processing_page_updates_itself_when_the_webhook_lands(
     webhook_gate.release()
     khaime_emulator.wait_for_deliveries(1)
     # The page polls the status endpoint (first after 2 s) and reloads itself on a change.
-    expect(page.get_by_role("heading", name="Payment received")).to_be_visible(
-        timeout=10_000
-    )
+    expect(page.get_by_role("heading", name="Payment received")).to_be_visible(timeout=10_000)
     shot("payment-received-without-reload")
 
 
-def test_khaime_down_at_checkout_shows_an_error_page_and_try_again_works(
-    page, shop, khaime_emulator, shot, expect
-):
+def test_khaime_down_at_checkout_shows_an_error_page_and_try_again_works(page, shop, khaime_emulator, shot, expect):
     khaime_emulator.configure(fail_rate=1, fail_status=500)
     page.goto(shop + reverse("shop:product", kwargs={"slug": "premium-plan"}))
     page.get_by_label("Email").fill("buyer@example.com")
 
     page.get_by_role("button", name="Buy now").click()
 
-    expect(
-        page.get_by_role("heading", name="Payment is unavailable right now")
-    ).to_be_visible()
+    expect(page.get_by_role("heading", name="Payment is unavailable right now")).to_be_visible()
     shot("checkout-error")
     khaime_emulator.configure(fail_rate=0)
     page.get_by_role("button", name="Try again").click()

@@ -40,9 +40,7 @@ def khaime_test_settings():
 
 @pytest.fixture(scope="session")
 def shared_emulator():
-    with Emulator(
-        webhook_secret=SECRET, webhook_retry_delay=0.01, webhook_timeout=2.0
-    ) as emu:
+    with Emulator(webhook_secret=SECRET, webhook_retry_delay=0.01, webhook_timeout=2.0) as emu:
         yield emu
 
 
@@ -57,9 +55,7 @@ def emulator(shared_emulator):
 @pytest.fixture
 def http():
     session = requests.Session()
-    session.trust_env = (
-        False  # loopback only: never through a proxy from the environment
-    )
+    session.trust_env = False  # loopback only: never through a proxy from the environment
     yield session
     session.close()
 
@@ -71,9 +67,7 @@ class PartnerApi:
         self.emulator = emulator
         self.http = http
 
-    def request(
-        self, method: str, path: str, key: str | None = SANDBOX_KEY, **kwargs
-    ) -> requests.Response:
+    def request(self, method: str, path: str, key: str | None = SANDBOX_KEY, **kwargs) -> requests.Response:
         headers = {"X-API-Key": key} if key is not None else {}
         return self.http.request(
             method,
@@ -84,9 +78,7 @@ class PartnerApi:
         )
 
     def create(self, key: str = SANDBOX_KEY, **fields) -> requests.Response:
-        return self.request(
-            "POST", "/payments/sessions", key=key, json=valid_session_body(**fields)
-        )
+        return self.request("POST", "/payments/sessions", key=key, json=valid_session_body(**fields))
 
     def create_session(self, key: str = SANDBOX_KEY, **fields) -> dict:
         response = self.create(key=key, **fields)
@@ -118,9 +110,7 @@ class WebhookReceiver:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with receiver._cond:
-                    receiver.received.append(
-                        {"headers": dict(self.headers), "body": body}
-                    )
+                    receiver.received.append({"headers": dict(self.headers), "body": body})
                     status = receiver._statuses.pop(0) if receiver._statuses else 200
                     receiver._cond.notify_all()
                 receiver._gate.wait(timeout=5)

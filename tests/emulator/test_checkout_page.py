@@ -17,9 +17,7 @@ def page(http, url: str):
 
 
 def press(http, session: dict, button: str):
-    return http.post(
-        f"{session['payment_url']}/{button}", allow_redirects=False, timeout=5
-    )
+    return http.post(f"{session['payment_url']}/{button}", allow_redirects=False, timeout=5)
 
 
 def test_page_shows_product_amounts_badge_and_three_buttons(http, session):
@@ -45,9 +43,7 @@ def test_page_shows_product_amounts_badge_and_three_buttons(http, session):
         ("GBP", 123456, "1,234.56 GBP"),
     ],
 )
-def test_amount_is_shown_in_major_units_of_the_currency(
-    http, api, currency, amount, shown
-):
+def test_amount_is_shown_in_major_units_of_the_currency(http, api, currency, amount, shown):
     api.emulator.configure(customer_pays_fees=False)
     session = api.create_session(currency=currency, amount=amount)
 
@@ -74,10 +70,7 @@ def test_pay_completes_the_session_and_redirects_to_success_url(http, api, sessi
     response = press(http, session, "pay")
 
     assert response.status_code == 303
-    assert (
-        response.headers["Location"]
-        == "https://shop.example/return/success?order=ord-1"
-    )
+    assert response.headers["Location"] == "https://shop.example/return/success?order=ord-1"
     assert api.retrieve(session["session_id"]).json()["data"]["status"] == "completed"
 
 
@@ -110,23 +103,17 @@ def test_decline_fails_the_session_and_the_page_says_declined(http, api, session
     assert 'id="pay"' not in html
 
 
-def test_cancel_redirects_to_cancel_url_and_leaves_the_session_payable(
-    http, api, session
-):
+def test_cancel_redirects_to_cancel_url_and_leaves_the_session_payable(http, api, session):
     response = press(http, session, "cancel")
 
     assert response.status_code == 303
-    assert (
-        response.headers["Location"] == "https://shop.example/return/cancel?order=ord-1"
-    )
+    assert response.headers["Location"] == "https://shop.example/return/cancel?order=ord-1"
     assert api.retrieve(session["session_id"]).json()["data"]["status"] == "pending"
     assert press(http, session, "pay").status_code == 303
 
 
 @pytest.mark.parametrize("end_state", ["complete", "fail", "expire"])
-def test_paying_a_session_that_is_no_longer_pending_is_409_without_webhook(
-    http, api, session, end_state
-):
+def test_paying_a_session_that_is_no_longer_pending_is_409_without_webhook(http, api, session, end_state):
     getattr(api.emulator, end_state)(session["session_id"])
     events_before = len(api.emulator.events())
 

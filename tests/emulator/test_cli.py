@@ -49,9 +49,7 @@ class ServeOutput:
         try:
             http = requests.Session()
             http.trust_env = False
-            config_url = self.api_base_url.replace(
-                "/api/v1/partner", "/_emulator/config"
-            )
+            config_url = self.api_base_url.replace("/api/v1/partner", "/_emulator/config")
             self.config = http.get(config_url, timeout=5).json()["data"]
         finally:
             os.kill(os.getpid(), signal.SIGTERM)
@@ -165,16 +163,11 @@ def test_management_command_options_win_over_the_settings(monkeypatch):
 
     assert output.config["webhook_secret"] == "whsec_option"
     assert output.config["webhook_url"] == "http://127.0.0.1:9/other/"
-    assert (
-        "settings.KHAIME['API_BASE_URL'] is 'https://api.khaime.com/api/v1/partner'"
-        in output.text
-    )
+    assert "settings.KHAIME['API_BASE_URL'] is 'https://api.khaime.com/api/v1/partner'" in output.text
 
 
 def test_django_defaults_without_emulator_settings_use_the_documented_fallbacks():
-    defaults = cli.django_defaults(
-        {"API_BASE_URL": "https://api.khaime.com/api/v1/partner"}
-    )
+    defaults = cli.django_defaults({"API_BASE_URL": "https://api.khaime.com/api/v1/partner"})
 
     assert defaults == {
         "port": 8765,

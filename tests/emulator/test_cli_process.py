@@ -42,9 +42,7 @@ class EmulatorProcess:
             try:
                 line = self.lines.get(timeout=timeout)
             except queue.Empty:
-                raise AssertionError(
-                    f"no line starting {prefix!r}; saw {seen}"
-                ) from None
+                raise AssertionError(f"no line starting {prefix!r}; saw {seen}") from None
             seen.append(line)
             if line.startswith(prefix):
                 return line
@@ -82,19 +80,13 @@ def test_cli_prints_where_it_listens_and_stops_cleanly_on_sigterm(run_emulator, 
     child = run_emulator("-m", "khaime_django.emulator", "--port", "0")
 
     api_base_url = child.api_base_url()
-    response = http.get(
-        f"{api_base_url}/account", headers={"X-API-Key": "pk_sandbox_cli"}, timeout=5
-    )
+    response = http.get(f"{api_base_url}/account", headers={"X-API-Key": "pk_sandbox_cli"}, timeout=5)
     returncode, stderr = child.stop(signal.SIGTERM)
 
-    assert api_base_url.startswith("http://127.0.0.1:") and api_base_url.endswith(
-        "/api/v1/partner"
-    )
+    assert api_base_url.startswith("http://127.0.0.1:") and api_base_url.endswith("/api/v1/partner")
     assert response.status_code == 200
     assert returncode == 0
-    assert (
-        '"GET /api/v1/partner/account" 200' in stderr
-    )  # one access-log line per request
+    assert '"GET /api/v1/partner/account" 200' in stderr  # one access-log line per request
 
 
 def test_cli_stops_cleanly_on_ctrl_c(run_emulator):

@@ -8,9 +8,7 @@ import pytest
 @pytest.fixture
 def control(emulator, http):
     def call(method: str, path: str, **kwargs):
-        return http.request(
-            method, f"{emulator.base_url}/_emulator{path}", timeout=5, **kwargs
-        )
+        return http.request(method, f"{emulator.base_url}/_emulator{path}", timeout=5, **kwargs)
 
     return call
 
@@ -48,9 +46,7 @@ def test_refund_action_sends_payment_refunded(api, control, emulator):
     response = control("POST", f"/sessions/{session_id}/refund")
 
     assert response.status_code == 200
-    assert [
-        event["event_type"] for event in control("GET", "/events").json()["data"]
-    ] == [
+    assert [event["event_type"] for event in control("GET", "/events").json()["data"]] == [
         "payment.succeeded",
         "payment.refunded",
     ]
@@ -95,9 +91,7 @@ def test_deliveries_lists_every_attempt(api, control, wired_emulator, receiver):
 
 
 def test_config_changes_options_at_run_time(api, control):
-    response = control(
-        "POST", "/config", json={"customer_pays_fees": False, "session_ttl": 60}
-    )
+    response = control("POST", "/config", json={"customer_pays_fees": False, "session_ttl": 60})
 
     assert response.status_code == 200
     assert response.json()["data"]["customer_pays_fees"] is False

@@ -17,9 +17,7 @@ def test_expired_session_cannot_be_paid(api, http):
     api.emulator.configure(session_ttl=0)
     session = api.create_session()
 
-    response = http.post(
-        f"{session['payment_url']}/pay", allow_redirects=False, timeout=5
-    )
+    response = http.post(f"{session['payment_url']}/pay", allow_redirects=False, timeout=5)
 
     assert response.status_code == 409
     assert api.emulator.events() == []
@@ -41,7 +39,4 @@ def test_session_ttl_change_applies_to_new_sessions_only(api):
     api.emulator.configure(session_ttl=0)
 
     assert api.retrieve(earlier).json()["data"]["status"] == "pending"
-    assert (
-        api.retrieve(api.create_session()["session_id"]).json()["data"]["status"]
-        == "expired"
-    )
+    assert api.retrieve(api.create_session()["session_id"]).json()["data"]["status"] == "expired"

@@ -29,9 +29,7 @@ def test_create_session_answers_201_with_the_documented_shape(api):
     }  # fmt: skip
     assert re.fullmatch(r"sess_[0-9a-f-]{36}", data["session_id"])
     assert data["stripe_session_id"].startswith("cs_test_")
-    assert (
-        data["payment_url"] == f"{api.emulator.base_url}/checkout/{data['session_id']}"
-    )
+    assert data["payment_url"] == f"{api.emulator.base_url}/checkout/{data['session_id']}"
     assert ISO_MILLIS_Z.match(data["expires_at"])
     assert (data["status"], data["mode"], data["payment_type"], data["currency"]) == (
         "pending", "sandbox", "one_time", "USD",
@@ -102,9 +100,7 @@ def test_session_expires_session_ttl_seconds_after_creation(api):
 
     data = api.retrieve(session_id).json()["data"]
 
-    assert parse(data["expires_at"]) - parse(data["created_at"]) == timedelta(
-        seconds=600
-    )
+    assert parse(data["expires_at"]) - parse(data["created_at"]) == timedelta(seconds=600)
 
 
 def test_request_fields_are_kept_on_the_stored_session(api):
@@ -174,9 +170,7 @@ def test_account_names_the_merchant(api):
     }
 
 
-@pytest.mark.parametrize(
-    "key", [None, "", "sk_live_abc", "pk_test_abc", "PK_SANDBOX_abc"]
-)
+@pytest.mark.parametrize("key", [None, "", "sk_live_abc", "pk_test_abc", "PK_SANDBOX_abc"])
 def test_missing_or_unknown_api_key_is_401(api, key):
     response = api.request("GET", "/account", key=key)
 
@@ -235,9 +229,7 @@ def test_invalid_field_is_422_naming_the_field(api, fields, bad_field):
 
 
 def test_every_invalid_field_is_reported_at_once(api):
-    response = api.create(
-        amount=0, currency="x", customer={"email": "nope"}, metadata={"a": {}}
-    )
+    response = api.create(amount=0, currency="x", customer={"email": "nope"}, metadata={"a": {}})
 
     assert set(response.json()["details"]) == {
         "amount",

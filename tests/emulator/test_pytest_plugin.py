@@ -176,9 +176,7 @@ def test_fixture_points_django_settings_and_live_server_webhooks_at_the_emulator
         """,
     )
 
-    result = run_pytest(
-        tmp_path, "-p", "django", "-p", PLUGIN, "--ds", "merchant_settings"
-    )
+    result = run_pytest(tmp_path, "-p", "django", "-p", PLUGIN, "--ds", "merchant_settings")
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 passed" in result.stdout

@@ -17,12 +17,7 @@ def test_context_manager_serves_inside_and_frees_the_port_after(http):
     with Emulator() as emu:
         url = emu.api_base_url
         assert url.startswith("http://127.0.0.1:") and url.endswith("/api/v1/partner")
-        assert (
-            http.get(
-                f"{url}/account", headers={"X-API-Key": "pk_sandbox_x"}, timeout=5
-            ).status_code
-            == 200
-        )
+        assert http.get(f"{url}/account", headers={"X-API-Key": "pk_sandbox_x"}, timeout=5).status_code == 200
 
     with pytest.raises(requests.ConnectionError):
         http.get(f"{url}/account", timeout=5)
@@ -39,9 +34,7 @@ def test_stopped_emulator_can_stop_again_and_restart(http):
     emu.stop()
 
     with emu:
-        assert http.get(
-            f"{emu.api_base_url}/account", headers={"X-API-Key": "pk_live_x"}, timeout=5
-        ).ok
+        assert http.get(f"{emu.api_base_url}/account", headers={"X-API-Key": "pk_live_x"}, timeout=5).ok
 
 
 @pytest.mark.parametrize(
@@ -68,9 +61,7 @@ def test_stopped_emulator_can_stop_again_and_restart(http):
         ("seed", "abc"),
     ],
 )
-def test_invalid_option_is_refused_by_constructor_and_configure(
-    emulator, option, value
-):
+def test_invalid_option_is_refused_by_constructor_and_configure(emulator, option, value):
     with pytest.raises(InvalidConfig) as refused:
         Emulator(**{option: value})
     assert option in refused.value.details
@@ -119,9 +110,7 @@ def test_reset_forgets_everything_and_restores_constructor_config(api, wired_emu
     ) == ([], [], [])
     assert wired_emulator.config.fee_bps == 600
     assert wired_emulator.config.webhook_url is None
-    assert (
-        wired_emulator.config.webhook_secret == "whsec_emulator_tests"
-    )  # as constructed
+    assert wired_emulator.config.webhook_secret == "whsec_emulator_tests"  # as constructed
 
 
 def test_request_in_flight_at_stop_is_still_answered(http):

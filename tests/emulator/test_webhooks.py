@@ -21,10 +21,7 @@ def session_id_of(delivery: dict) -> str:
 def test_khaime_sign_is_lowercase_hex_hmac_sha256_of_the_bytes_with_the_whole_secret():
     body = b'{"event_id": "evt_1"}'
 
-    assert (
-        khaime_sign(body, "whsec_abc")
-        == hmac.new(b"whsec_abc", body, hashlib.sha256).hexdigest()
-    )
+    assert khaime_sign(body, "whsec_abc") == hmac.new(b"whsec_abc", body, hashlib.sha256).hexdigest()
 
 
 def test_webhook_signature_verifies_over_the_raw_body(api, wired_emulator, receiver):
@@ -48,12 +45,8 @@ def test_webhook_headers_describe_the_event(api, wired_emulator, receiver):
     assert headers["X-Khaime-Api-Version"] == "2026-03-27"
 
 
-def test_payment_succeeded_carries_the_2026_03_27_envelope_and_the_session_metadata(
-    api, wired_emulator, receiver
-):
-    session = api.create_session(
-        customer={"email": "ada@example.com", "first_name": "Ada"}
-    )
+def test_payment_succeeded_carries_the_2026_03_27_envelope_and_the_session_metadata(api, wired_emulator, receiver):
+    session = api.create_session(customer={"email": "ada@example.com", "first_name": "Ada"})
     wired_emulator.complete(session["session_id"])
     wired_emulator.wait_for_deliveries(1)
 
@@ -120,9 +113,7 @@ def test_decline_sends_payment_failed_without_paid_at(api, emulator):
     ("refund", "payment.refunded", "refunded"),
     ("dispute", "payment.disputed", "disputed"),
 ])  # fmt: skip
-def test_refund_and_dispute_of_a_completed_session_send_their_event(
-    api, emulator, action, event_type, status
-):
+def test_refund_and_dispute_of_a_completed_session_send_their_event(api, emulator, action, event_type, status):
     session_id = api.create_session()["session_id"]
     emulator.complete(session_id)
 
@@ -168,9 +159,7 @@ def test_without_webhook_url_events_are_recorded_but_not_delivered(api, emulator
     assert emulator.deliveries() == []
 
 
-def test_failing_receiver_gets_webhook_attempts_attempts_then_delivery_gives_up(
-    api, wired_emulator, receiver
-):
+def test_failing_receiver_gets_webhook_attempts_attempts_then_delivery_gives_up(api, wired_emulator, receiver):
     wired_emulator.configure(webhook_attempts=3)
     receiver.answer_with(500, 502, 503, 200)
 
@@ -192,9 +181,7 @@ def test_retries_stop_at_the_first_2xx(api, wired_emulator, receiver):
     wired_emulator.complete(api.create_session()["session_id"])
     wired_emulator.wait_for_deliveries(1)
 
-    assert [
-        (a["status_code"], a["succeeded"]) for a in wired_emulator.deliveries()
-    ] == [(500, False), (204, True)]
+    assert [(a["status_code"], a["succeeded"]) for a in wired_emulator.deliveries()] == [(500, False), (204, True)]
     assert len(receiver.received) == 2
 
 
@@ -206,13 +193,8 @@ def test_retries_resend_the_same_event_id_and_bytes(api, wired_emulator, receive
 
     first, second = receiver.received
     assert first["body"] == second["body"]
-    assert (
-        first["headers"]["X-Khaime-Event-Id"] == second["headers"]["X-Khaime-Event-Id"]
-    )
-    assert (
-        first["headers"]["X-Khaime-Signature"]
-        == second["headers"]["X-Khaime-Signature"]
-    )
+    assert first["headers"]["X-Khaime-Event-Id"] == second["headers"]["X-Khaime-Event-Id"]
+    assert first["headers"]["X-Khaime-Signature"] == second["headers"]["X-Khaime-Signature"]
 
 
 def test_retries_are_webhook_retry_delay_apart(api, wired_emulator, receiver):
@@ -222,15 +204,11 @@ def test_retries_are_webhook_retry_delay_apart(api, wired_emulator, receiver):
     wired_emulator.complete(api.create_session()["session_id"])
     wired_emulator.wait_for_deliveries(1)
 
-    first, second = (
-        datetime.fromisoformat(a["sent_at"]) for a in wired_emulator.deliveries()
-    )
+    first, second = (datetime.fromisoformat(a["sent_at"]) for a in wired_emulator.deliveries())
     assert (second - first).total_seconds() >= 0.2
 
 
-def test_duplicate_webhooks_deliver_each_event_twice_with_the_same_bytes(
-    api, wired_emulator, receiver
-):
+def test_duplicate_webhooks_deliver_each_event_twice_with_the_same_bytes(api, wired_emulator, receiver):
     wired_emulator.configure(duplicate_webhooks=True)
 
     wired_emulator.complete(api.create_session()["session_id"])
@@ -238,22 +216,15 @@ def test_duplicate_webhooks_deliver_each_event_twice_with_the_same_bytes(
 
     first, second = receiver.received
     assert first["body"] == second["body"]
-    assert (
-        first["headers"]["X-Khaime-Signature"]
-        == second["headers"]["X-Khaime-Signature"]
-    )
+    assert first["headers"]["X-Khaime-Signature"] == second["headers"]["X-Khaime-Signature"]
     assert len(wired_emulator.events()) == 1
 
 
-def test_delivery_runs_in_the_background_not_on_the_buyers_request(
-    api, http, wired_emulator, receiver
-):
+def test_delivery_runs_in_the_background_not_on_the_buyers_request(api, http, wired_emulator, receiver):
     session = api.create_session()
     receiver.hold()
 
-    response = http.post(
-        f"{session['payment_url']}/pay", allow_redirects=False, timeout=2
-    )
+    response = http.post(f"{session['payment_url']}/pay", allow_redirects=False, timeout=2)
 
     assert response.status_code == 303
     receiver.wait_for(1)  # the webhook is in flight, its answer held back
@@ -262,9 +233,7 @@ def test_delivery_runs_in_the_background_not_on_the_buyers_request(
     wired_emulator.wait_for_deliveries(1)
 
 
-def test_receiver_slower_than_webhook_timeout_counts_as_a_failed_attempt(
-    api, wired_emulator, receiver
-):
+def test_receiver_slower_than_webhook_timeout_counts_as_a_failed_attempt(api, wired_emulator, receiver):
     wired_emulator.configure(webhook_timeout=0.2, webhook_attempts=1)
     receiver.hold()
 
@@ -300,9 +269,7 @@ def test_in_order_delivery_follows_the_order_of_events(api, wired_emulator, rece
     assert [session_id_of(delivery) for delivery in receiver.received] == session_ids
 
 
-def test_shuffled_delivery_sends_every_event_but_out_of_order(
-    api, wired_emulator, receiver
-):
+def test_shuffled_delivery_sends_every_event_but_out_of_order(api, wired_emulator, receiver):
     wired_emulator.configure(webhook_order="shuffled", seed=7)
     session_ids = [api.create_session()["session_id"] for _ in range(5)]
 
@@ -315,9 +282,7 @@ def test_shuffled_delivery_sends_every_event_but_out_of_order(
     assert delivered != session_ids
 
 
-def test_wait_for_deliveries_raises_timeout_error_when_deliveries_are_unfinished(
-    api, wired_emulator, receiver
-):
+def test_wait_for_deliveries_raises_timeout_error_when_deliveries_are_unfinished(api, wired_emulator, receiver):
     receiver.hold()
     wired_emulator.complete(api.create_session()["session_id"])
 

@@ -39,24 +39,16 @@ class Buyer:
         self.page = self.http.get(urljoin(self.shop_url, url), timeout=TIMEOUT)
         return self.page
 
-    def buy(
-        self, product_slug: str = "premium-plan", *, follow: bool = True
-    ) -> requests.Response:
+    def buy(self, product_slug: str = "premium-plan", *, follow: bool = True) -> requests.Response:
         """Open the product page and press its buy button (CSRF and price token from the HTML)."""
         product_page = self.open(reverse("shop:product", kwargs={"slug": product_slug}))
         assert product_page.status_code == 200, product_page.text
-        (form,) = [
-            form
-            for form in parse_forms(product_page.text)
-            if "khaime-buy-button" in form.classes
-        ]
+        (form,) = [form for form in parse_forms(product_page.text) if "khaime-buy-button" in form.classes]
         return self.submit(form, {"email": self.email}, follow=follow)
 
     def press(self, button_id: str, *, follow: bool = True) -> requests.Response:
         """Press a button of the current page (the emulator's Pay, Decline or Cancel)."""
-        (form,) = [
-            form for form in parse_forms(self.page.text) if button_id in form.button_ids
-        ]
+        (form,) = [form for form in parse_forms(self.page.text) if button_id in form.button_ids]
         return self.submit(form, follow=follow)
 
     def click(self, link_text: str) -> requests.Response:
@@ -67,9 +59,7 @@ class Buyer:
         assert self.page.is_redirect, f"{self.page.status_code} is not a redirect"
         return self.open(urljoin(self.page.url, self.page.headers["Location"]))
 
-    def submit(
-        self, form, extra: dict | None = None, *, follow: bool = True
-    ) -> requests.Response:
+    def submit(self, form, extra: dict | None = None, *, follow: bool = True) -> requests.Response:
         self.page = self.http.request(
             form.method,
             urljoin(self.page.url, form.action),
@@ -103,6 +93,4 @@ def the_session() -> PaymentSession:
 
 def changes(session: PaymentSession) -> list[tuple[str, str, str]]:
     """The session's status log as (from, to, source)."""
-    return list(
-        session.status_changes.values_list("from_status", "to_status", "source")
-    )
+    return list(session.status_changes.values_list("from_status", "to_status", "source"))

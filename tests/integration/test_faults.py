@@ -39,9 +39,7 @@ def assert_kept_in_error(reason: str) -> None:
     ],
     ids=["500-gives-502", "503-gives-502", "429-gives-503"],
 )
-def test_khaime_error_reaches_the_buyer_as_an_error_page(
-    buyer, khaime_emulator, fail_status, page_status, reason
-):
+def test_khaime_error_reaches_the_buyer_as_an_error_page(buyer, khaime_emulator, fail_status, page_status, reason):
     khaime_emulator.configure(fail_rate=1, fail_status=fail_status)
 
     page = buyer.buy()
@@ -50,9 +48,7 @@ def test_khaime_error_reaches_the_buyer_as_an_error_page(
     assert_kept_in_error(reason)
 
 
-def test_error_page_does_not_blame_a_timeout_when_khaime_answered_with_an_error(
-    buyer, khaime_emulator
-):
+def test_error_page_does_not_blame_a_timeout_when_khaime_answered_with_an_error(buyer, khaime_emulator):
     khaime_emulator.configure(fail_rate=1, fail_status=500)
 
     page = buyer.buy()
@@ -61,9 +57,7 @@ def test_error_page_does_not_blame_a_timeout_when_khaime_answered_with_an_error(
     assert "did not answer in time" not in page.text
 
 
-def test_khaime_slower_than_the_timeout_reaches_the_buyer_as_an_error_page(
-    buyer, khaime_emulator, settings
-):
+def test_khaime_slower_than_the_timeout_reaches_the_buyer_as_an_error_page(buyer, khaime_emulator, settings):
     settings.KHAIME = {**settings.KHAIME, "TIMEOUT": (1, 0.25)}
     khaime_emulator.configure(latency_ms=800)
 

@@ -65,9 +65,7 @@ def test_buy_pay_and_return_completes_the_session_once(buyer, khaime_emulator):
         ("tokyo-tea-set", "\N{YEN SIGN}5,320", "one_time", ""),
     ],
 )
-def test_every_demo_product_can_be_bought(
-    buyer, khaime_emulator, product_slug, total_shown, payment_type, frequency
-):
+def test_every_demo_product_can_be_bought(buyer, khaime_emulator, product_slug, total_shown, payment_type, frequency):
     buyer.buy(product_slug)
 
     page = buyer.press("pay")
@@ -118,9 +116,7 @@ def test_webhook_before_the_buyer_returns_completes_once(buyer, khaime_emulator)
     assert completions(the_session()) == COMPLETED_BY_WEBHOOK
 
 
-def test_webhook_after_the_buyer_returned_changes_nothing_more(
-    buyer, khaime_emulator, webhook_gate
-):
+def test_webhook_after_the_buyer_returned_changes_nothing_more(buyer, khaime_emulator, webhook_gate):
     webhook_gate.hold()
     buyer.buy()
 
@@ -147,9 +143,7 @@ def test_return_without_paying_does_not_mark_paid(buyer, khaime_emulator):
     assert the_session().status == Status.PENDING
 
 
-def test_return_while_khaime_is_down_shows_processing_until_the_webhook(
-    buyer, khaime_emulator, webhook_gate
-):
+def test_return_while_khaime_is_down_shows_processing_until_the_webhook(buyer, khaime_emulator, webhook_gate):
     buyer.buy()
     # Faults hit the Partner API only; webhooks still go.
     khaime_emulator.configure(fail_rate=1, fail_status=500)

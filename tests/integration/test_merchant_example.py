@@ -15,9 +15,7 @@ from khaime_django.services import start_checkout
 
 @pytest.mark.django_db
 def test_buyer_pays_for_the_premium_plan(client, khaime_emulator):
-    Product.objects.create(
-        slug="premium-plan", name="Premium Plan", amount=5000, currency="USD"
-    )
+    Product.objects.create(slug="premium-plan", name="Premium Plan", amount=5000, currency="USD")
 
     # The buyer presses "Buy now" on the product page, goes to Khaime's checkout...
     product_page = client.get(reverse("shop:product", kwargs={"slug": "premium-plan"}))
@@ -37,9 +35,7 @@ def test_buyer_pays_for_the_premium_plan(client, khaime_emulator):
     assert session.status == Status.COMPLETED
 
 
-def test_webhook_completes_the_payment_when_the_buyer_never_returns(
-    live_server, khaime_emulator, settings
-):
+def test_webhook_completes_the_payment_when_the_buyer_never_returns(live_server, khaime_emulator, settings):
     # No request to build the return URLs from: name the site.
     settings.KHAIME = {**settings.KHAIME, "SITE_URL": live_server.url}
     session = start_checkout(

@@ -4,27 +4,28 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Product',
+            name="Product",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.SlugField(unique=True)),
-                ('name', models.CharField(max_length=120)),
-                ('description', models.TextField(blank=True)),
-                ('amount', models.PositiveIntegerField(help_text='Minor units: 5000 is $50.00, 5000 is ¥5,000.')),
-                ('currency', models.CharField(default='USD', max_length=3)),
-                ('subscription_frequency_key', models.CharField(blank=True, help_text='monthly, yearly, ...', max_length=32)),
-                ('position', models.PositiveSmallIntegerField(default=0)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("slug", models.SlugField(unique=True)),
+                ("name", models.CharField(max_length=120)),
+                ("description", models.TextField(blank=True)),
+                ("amount", models.PositiveIntegerField(help_text="Minor units: 5000 is $50.00, 5000 is ¥5,000.")),
+                ("currency", models.CharField(default="USD", max_length=3)),
+                (
+                    "subscription_frequency_key",
+                    models.CharField(blank=True, help_text="monthly, yearly, ...", max_length=32),
+                ),
+                ("position", models.PositiveSmallIntegerField(default=0)),
             ],
             options={
-                'ordering': ['position', 'name'],
+                "ordering": ["position", "name"],
             },
         ),
     ]

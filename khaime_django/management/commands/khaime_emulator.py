@@ -28,9 +28,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         khaime = getattr(settings, "KHAIME", None) or {}
-        emulator_options = options_from_args(
-            argparse.Namespace(**options), django_defaults(khaime)
-        )
+        emulator_options = options_from_args(argparse.Namespace(**options), django_defaults(khaime))
         status = serve(
             emulator_options,
             self.stdout,

@@ -16,9 +16,7 @@ from khaime_django.management.durations import describe, duration
 
 
 class Command(BaseCommand):
-    help = (
-        "Delete old processed webhook events (applied, ignored, duplicate) in batches."
-    )
+    help = "Delete old processed webhook events (applied, ignored, duplicate) in batches."
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -39,11 +37,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, older_than, include_failed, dry_run, **options):
-        count = services.prune_webhook_events(
-            older_than=older_than, include_failed=include_failed, dry_run=dry_run
-        )
+        count = services.prune_webhook_events(older_than=older_than, include_failed=include_failed, dry_run=dry_run)
         kept = "" if include_failed else "; error and unmatched events kept"
         verb = "would delete" if dry_run else "deleted"
-        self.stdout.write(
-            f"khaime_prune_events: {verb} {count} webhook events older than {describe(older_than)}{kept}"
-        )
+        self.stdout.write(f"khaime_prune_events: {verb} {count} webhook events older than {describe(older_than)}{kept}")

@@ -62,18 +62,12 @@ class Command(BaseCommand):
             def show(session, before, after):
                 if dry_run or verbosity >= 2:
                     verb = "would change" if dry_run else "changed"
-                    self.stdout.write(
-                        f"{session.reference} ({session.session_id}): {verb} {before} -> {after}"
-                    )
+                    self.stdout.write(f"{session.reference} ({session.session_id}): {verb} {before} -> {after}")
 
             try:
-                report = services.sync_sessions(
-                    budget=budget, grace=grace, dry_run=dry_run, on_change=show
-                )
+                report = services.sync_sessions(budget=budget, grace=grace, dry_run=dry_run, on_change=show)
             except KhaimeConfigurationError as error:
                 raise CommandError(f"{error} (--offline needs no API key)") from None
         self.stdout.write(report.summary())
         if report.unreachable:
-            raise CommandError(
-                "Khaime could not be reached (or refused the API key); nothing was synced."
-            )
+            raise CommandError("Khaime could not be reached (or refused the API key); nothing was synced.")
