@@ -141,10 +141,12 @@ def not_found_page() -> str:
 
 
 def _return_link(snapshot: dict) -> str:
+    # Only a buyer who leaves an unpaid, still payable checkout has cancelled; after a decline or
+    # an expiry the shop's success page (which asks the API) tells the buyer what happened.
     url = (
-        snapshot["success_url"]
-        if snapshot["status"] == "completed"
-        else snapshot["cancel_url"]
+        snapshot["cancel_url"]
+        if snapshot["status"] == "pending"
+        else snapshot["success_url"]
     )
     return f'<p><a href="{escape(url)}">Return to the shop</a></p>' if url else ""
 
