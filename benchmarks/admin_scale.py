@@ -19,11 +19,7 @@ from .harness import Context, Section, Summary, Table, Target, ms, skipped
 
 TITLE = "4. Admin changelist at scale"
 TARGET_MS = 200
-STATUS_MIX = (
-    ("completed",) * 12
-    + ("expired",) * 4
-    + ("pending", "pending", "cancelled", "failed")
-)
+STATUS_MIX = ("completed",) * 12 + ("expired",) * 4 + ("pending", "pending", "cancelled", "failed")
 EMAILS = 5000  # distinct buyers: one session each at 1,000 rows, 20 each at 100,000
 
 
@@ -43,17 +39,13 @@ def run(ctx: Context) -> Section:
 
     sizes = ctx.sizes
     empty_tables()
-    admin = get_user_model().objects.create_superuser(
-        "bench-admin", "admin@example.com", "x"
-    )
+    admin = get_user_model().objects.create_superuser("bench-admin", "admin@example.com", "x")
     client = Client()
     client.force_login(admin)
     url = "/admin/khaime_django/paymentsession/"
     now = timezone.now()
 
-    table = Table(
-        ["sessions", "view", "median ms", "p95 ms", "SQL queries", "SQL ms (sum)"]
-    )
+    table = Table(["sessions", "view", "median ms", "p95 ms", "SQL queries", "SQL ms (sum)"])
     loads = []
     medians: dict[tuple[int, str], float] = {}
     counts: dict[tuple[int, str], int] = {}
@@ -114,9 +106,7 @@ def run(ctx: Context) -> Section:
         ),
         tables=[table],
     )
-    section.notes.append(
-        _summary(largest["first page"], medians[(biggest, "first page")], biggest)
-    )
+    section.notes.append(_summary(largest["first page"], medians[(biggest, "first page")], biggest))
     section.notes.append(_sql_note(largest, biggest))
     worst = max(medians[(biggest, name)] for name in views)
     same = all(counts[(biggest, name)] == counts[(smallest, name)] for name in views)
@@ -130,11 +120,7 @@ def run(ctx: Context) -> Section:
         Target(
             f"admin query count at {biggest:,} vs {smallest:,}",
             "same",
-            "same"
-            if same
-            else ", ".join(
-                f"{n}: {counts[(smallest, n)]}→{counts[(biggest, n)]}" for n in views
-            ),
+            "same" if same else ", ".join(f"{n}: {counts[(smallest, n)]}→{counts[(biggest, n)]}" for n in views),
             same,
         ),
     ]
@@ -159,17 +145,11 @@ def _sql_note(counters: dict[str, QueryCounter], size: int) -> str:
     """Every query of the first page, then the costly ones of the other views."""
     lines = [f"SQL at {size:,} sessions (Django's debug timings, 1 ms resolution):", ""]
     for name, counter in counters.items():
-        shown = [
-            q
-            for q in counter.queries
-            if name == "first page" or float(q["time"]) >= 0.002
-        ]
+        shown = [q for q in counter.queries if name == "first page" or float(q["time"]) >= 0.002]
         if not shown:
             continue
         lines.append(f"- {name}:")
-        lines += [
-            f"  - {float(q['time']) * 1000:.0f} ms `{_short(q['sql'])}`" for q in shown
-        ]
+        lines += [f"  - {float(q['time']) * 1000:.0f} ms `{_short(q['sql'])}`" for q in shown]
     return "\n".join(lines)
 
 

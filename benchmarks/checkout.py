@@ -56,9 +56,7 @@ class Floor(Variant):
 
     def check(self, response: requests.Response) -> None:
         if response.status_code != 201:
-            raise AssertionError(
-                f"floor: emulator answered {response.status_code}: {response.text[:200]}"
-            )
+            raise AssertionError(f"floor: emulator answered {response.status_code}: {response.text[:200]}")
 
 
 class Naive(Variant):
@@ -100,9 +98,7 @@ class Ours(Variant):
 
     def check(self, response) -> None:
         if response.status_code != 303:
-            raise AssertionError(
-                f"khaime:checkout answered {response.status_code}: {response.content[:300]!r}"
-            )
+            raise AssertionError(f"khaime:checkout answered {response.status_code}: {response.content[:300]!r}")
 
 
 def _describe(samples) -> str:
@@ -136,19 +132,16 @@ def run(ctx: Context) -> Section:
             "ours/naive (95% CI)",
             "ours/floor (95% CI)",
             "naive/floor",
-            "ours − floor, ms",
-            "ours − naive, ms",
+            "ours - floor, ms",
+            "ours - naive, ms",
         ]
     )
     queries = {}
     for variant in (naive, ours):
-        samples = [
-            count_queries(lambda v=variant: v.check(v.run(v.prepare(0))))
-            for _ in range(sizes.query_samples)
-        ]
+        samples = [count_queries(lambda v=variant: v.check(v.run(v.prepare(0)))) for _ in range(sizes.query_samples)]
         queries[variant.name] = samples
     query_cell = {
-        "floor": "–",
+        "floor": "-",
         **{name: _describe(samples) for name, samples in queries.items()},
     }
     results = {}
@@ -168,9 +161,7 @@ def run(ctx: Context) -> Section:
         summaries = {name: Summary.of(values) for name, values in times.items()}
         for name in ("floor", "naive", "ours"):
             s = summaries[name]
-            timings.add(
-                f"{latency} ms", name, s.n, ms(s.median), ms(s.p95), query_cell[name]
-            )
+            timings.add(f"{latency} ms", name, s.n, ms(s.median), ms(s.p95), query_cell[name])
         on = ratio_of_medians(times["ours"], times["naive"], sizes.bootstrap_resamples)
         of = ratio_of_medians(times["ours"], times["floor"], sizes.bootstrap_resamples)
         nf = summaries["naive"].median / summaries["floor"].median
@@ -187,13 +178,9 @@ def run(ctx: Context) -> Section:
     ours_queries = queries["ours"][0].statements if queries["ours"] else []
     section.notes.append(
         "SQL per checkout, in order (ours): "
-        + (", ".join(f"`{q}`" for q in ours_queries) or "–")
+        + (", ".join(f"`{q}`" for q in ours_queries) or "-")
         + ". Naive: "
-        + (
-            ", ".join(f"`{q}`" for q in queries["naive"][0].statements)
-            if queries["naive"]
-            else "–"
-        )
+        + (", ".join(f"`{q}`" for q in queries["naive"][0].statements) if queries["naive"] else "-")
         + "."
     )
     statements = max((s.data_statements for s in queries["ours"]), default=0)

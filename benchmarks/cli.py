@@ -45,18 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output", type=Path, help="where to write the report")
     args = parser.parse_args(argv)
-    only = [name.strip() for name in args.only.split(",") if name.strip()] or list(
-        MEASUREMENTS
-    )
+    only = [name.strip() for name in args.only.split(",") if name.strip()] or list(MEASUREMENTS)
     unknown = set(only) - set(MEASUREMENTS)
     if unknown:
         parser.error(f"unknown measurement(s): {', '.join(sorted(unknown))}")
     sizes = QUICK if args.quick else FULL
     output = args.output or (QUICK_OUTPUT if args.quick else DEFAULT_OUTPUT)
     command = "python -m benchmarks" + (
-        "".join(
-            f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:])
-        )
+        "".join(f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:]))
     )
 
     database_url, postgres_problem = _choose_database()
@@ -124,15 +120,11 @@ def _run_one(name: str, ctx: Context) -> Section:
     module = importlib.import_module(MEASUREMENTS[name])
     try:
         return module.run(ctx)
-    except Exception:  # noqa: BLE001
+    except Exception:
         # One broken measurement must not cost the others' numbers; the report shows the error.
         traceback.print_exc()
         section = Section(getattr(module, "TITLE", name))
-        section.skipped = (
-            "the measurement failed:\n\n```\n"
-            + traceback.format_exc(limit=6).strip()
-            + "\n```"
-        )
+        section.skipped = "the measurement failed:\n\n```\n" + traceback.format_exc(limit=6).strip() + "\n```"
         return section
 
 
@@ -147,9 +139,7 @@ def _choose_database() -> tuple[str, str]:
     problem = postgres_problem(url)
     if not problem:
         return url, ""
-    fallback = "sqlite:///" + os.path.join(
-        tempfile.mkdtemp(prefix="khaime-bench-"), "bench.sqlite3"
-    )
+    fallback = "sqlite:///" + os.path.join(tempfile.mkdtemp(prefix="khaime-bench-"), "bench.sqlite3")
     print(
         f"\n[bench] PostgreSQL is not reachable at {url}:\n"
         f"[bench]   {problem}\n"

@@ -89,9 +89,7 @@ def vacuum_analyze(*models) -> None:
         return
     with connection.cursor() as cursor:
         for model in models:
-            cursor.execute(
-                f"VACUUM ANALYZE {connection.ops.quote_name(model._meta.db_table)}"
-            )
+            cursor.execute(f"VACUUM ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
 
 
 def insert_sessions(rows: Iterable[dict]) -> int:
@@ -220,11 +218,7 @@ class QueryCounter(CaptureQueriesContext):
     def data_statements(self) -> int:
         """Queries other than BEGIN/COMMIT/SAVEPOINT/RELEASE/ROLLBACK (which Django 4.2+ also logs
         and counts in assertNumQueries: each is a round trip too)."""
-        return sum(
-            1
-            for q in self.queries
-            if not q["sql"].lstrip().upper().startswith(TRANSACTION_CONTROL)
-        )
+        return sum(1 for q in self.queries if not q["sql"].lstrip().upper().startswith(TRANSACTION_CONTROL))
 
     def describe(self) -> str:
         """``"7 (3 + 4 tx)"``: all round trips, then statements + transaction control."""

@@ -22,9 +22,7 @@ class RemoteEmulator:
         self.base_url = ""
 
     def start(self) -> RemoteEmulator:
-        context = multiprocessing.get_context(
-            "spawn"
-        )  # nothing of Django or its connections is inherited
+        context = multiprocessing.get_context("spawn")  # nothing of Django or its connections is inherited
         self._conn, child = context.Pipe()
         self._process = context.Process(
             target=_serve,
@@ -93,7 +91,7 @@ def _serve(conn, options: dict) -> None:
         from khaime_django.emulator import Emulator
 
         emulator = Emulator(**options).start()
-    except Exception as error:  # noqa: BLE001 (report it; don't leave the parent waiting)
+    except Exception as error:
         conn.send((False, repr(error)))
         return
     conn.send((True, (emulator.api_base_url, emulator.base_url)))
@@ -109,5 +107,5 @@ def _serve(conn, options: dict) -> None:
             return
         try:
             conn.send((True, getattr(emulator, method)(*args, **kwargs)))
-        except Exception as error:  # noqa: BLE001 (the parent raises it)
+        except Exception as error:
             conn.send((False, repr(error)))

@@ -122,9 +122,7 @@ class Variant:
         pass
 
 
-def interleave(
-    variants: Sequence[Variant], rounds: int, warmup: int = 0
-) -> dict[str, list[float]]:
+def interleave(variants: Sequence[Variant], rounds: int, warmup: int = 0) -> dict[str, list[float]]:
     """Run the variants in turn, ``warmup + rounds`` times, rotating who goes first each round
     (A B C, B C A, C A B, ...) so neither the machine's drift nor position in the round favours
     one. Returns each variant's ``rounds`` timings in seconds, in round order (paired by index)."""
@@ -180,12 +178,10 @@ class Ratio:
     high: float
 
     def __str__(self) -> str:
-        return f"{self.value:.2f} ({self.low:.2f}–{self.high:.2f})"
+        return f"{self.value:.2f} ({self.low:.2f} to {self.high:.2f})"
 
 
-def ratio_of_medians(
-    a: Sequence[float], b: Sequence[float], resamples: int = 1000, seed: int = 5
-) -> Ratio:
+def ratio_of_medians(a: Sequence[float], b: Sequence[float], resamples: int = 1000, seed: int = 5) -> Ratio:
     """median(a) / median(b), with a 95% bootstrap interval that resamples whole rounds (the
     samples are paired: a[i] and b[i] ran in the same round)."""
     value = statistics.median(a) / statistics.median(b)
@@ -196,16 +192,13 @@ def ratio_of_medians(
     ratios = []
     for _ in range(resamples):
         picks = [rng.randrange(n) for _ in range(n)]
-        ratios.append(
-            statistics.median([a[i] for i in picks])
-            / statistics.median([b[i] for i in picks])
-        )
+        ratios.append(statistics.median([a[i] for i in picks]) / statistics.median([b[i] for i in picks]))
     return Ratio(value, percentile(ratios, 2.5), percentile(ratios, 97.5))
 
 
 def ms(seconds: float) -> str:
     if math.isnan(seconds):
-        return "–"
+        return "-"
     return f"{seconds * 1000:.2f}" if seconds < 0.1 else f"{seconds * 1000:.0f}"
 
 
@@ -267,7 +260,7 @@ def skipped(title: str, why: str, targets: Sequence[tuple[str, str]] = ()) -> Se
     return Section(
         title,
         skipped=why,
-        targets=[Target(what, target, "–", None) for what, target in targets],
+        targets=[Target(what, target, "-", None) for what, target in targets],
     )
 
 

@@ -15,9 +15,7 @@ from .harness import Context, Section, Table, Target
 from .peak_rss import peak_rss_kb
 
 TITLE = "6. Memory"
-GROWTH_LIMIT_MB = (
-    5.0  # "no growth beyond the connection pool": a pool is a few sockets and buffers
-)
+GROWTH_LIMIT_MB = 5.0  # "no growth beyond the connection pool": a pool is a few sockets and buffers
 
 
 def run(ctx: Context) -> Section:
@@ -49,9 +47,7 @@ def run(ctx: Context) -> Section:
             f"{(b - a) * 1024 / (second - first):.2f}",
         )
     empty_tables()
-    section = Section(
-        TITLE, method=METHOD.format(first=first, second=second), tables=[table]
-    )
+    section = Section(TITLE, method=METHOD.format(first=first, second=second), tables=[table])
     section.targets = [
         Target(
             f"memory growth {first:,}→{second:,} checkouts (ours)",
@@ -75,9 +71,7 @@ def _measure(ctx: Context, variant: str, first: int, second: int) -> dict[int, d
     )
     if proc.returncode != 0:
         raise RuntimeError(f"memory child ({variant}) failed:\n{proc.stderr[-2000:]}")
-    points = [
-        json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")
-    ]
+    points = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     return {point["checkouts"]: point for point in points}
 
 
@@ -117,8 +111,9 @@ def _current_rss_kb() -> int:
 METHOD = """
 A fresh process per integration (`python -m benchmarks.memory`, Django set up as in the
 benchmark) makes checkouts through `django.test.Client` against the emulator and reports its peak
-RSS (`VmHWM`; not `ru_maxrss`, which a child inherits from its parent) after the first checkout, after {first:,} and after {second:,}. `DEBUG=False`,
-as in production (with `DEBUG=True` Django keeps the last 9,000 queries in memory).
+RSS (`VmHWM`; not `ru_maxrss`, which a child inherits from its parent) after the first checkout,
+after {first:,} and after {second:,}. `DEBUG=False`, as in production (with `DEBUG=True` Django
+keeps the last 9,000 queries in memory).
 """
 
 

@@ -8,10 +8,7 @@ from datetime import UTC, datetime
 
 from .harness import Context, Section, Table
 
-EMULATOR_NOTE = (
-    "the offline emulator (`khaime_django.emulator`) in a separate process on 127.0.0.1; "
-    "never the real API"
-)
+EMULATOR_NOTE = "the offline emulator (`khaime_django.emulator`) in a separate process on 127.0.0.1; never the real API"
 
 
 def render(

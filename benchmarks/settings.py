@@ -20,22 +20,14 @@ ROOT_URLCONF = "benchmarks.urls"
 # template loader on.
 DEBUG = False
 ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
-DATABASES = {
-    "default": environ.Env.db_url_config(
-        os.environ.get("BENCH_DATABASE_URL", DEFAULT_BENCH_DATABASE_URL)
-    )
-}
-PASSWORD_HASHERS = [
-    "django.contrib.auth.hashers.MD5PasswordHasher"
-]  # only the admin user is created
+DATABASES = {"default": environ.Env.db_url_config(os.environ.get("BENCH_DATABASE_URL", DEFAULT_BENCH_DATABASE_URL))}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # only the admin user is created
 
 # Never the real Khaime: the runner points this at the emulator it starts on loopback (and
 # refuses anything else); until then it points at a closed loopback port.
 KHAIME = {
     "API_KEY": "pk_sandbox_bench_0123456789",
-    "API_BASE_URL": os.environ.get(
-        "BENCH_KHAIME_API_BASE_URL", "http://127.0.0.1:9/api/v1/partner"
-    ),
+    "API_BASE_URL": os.environ.get("BENCH_KHAIME_API_BASE_URL", "http://127.0.0.1:9/api/v1/partner"),
     "WEBHOOK_SECRETS": ["whsec_bench_secret"],
 }
 

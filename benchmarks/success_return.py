@@ -80,9 +80,7 @@ class ReturnPage(Variant):
 
     def check(self, response) -> None:
         if response.status_code != 200 or self.expect not in response.content:
-            raise AssertionError(
-                f"{self.name}: {response.status_code}, {self.expect!r} not on the page"
-            )
+            raise AssertionError(f"{self.name}: {response.status_code}, {self.expect!r} not on the page")
 
 
 def run(ctx: Context) -> Section:
@@ -108,18 +106,11 @@ def run(ctx: Context) -> Section:
         [s.session_id for s in paid],
     )
     paid_page = ReturnPage("ours: paid", paid, b"Payment received")
-    waiting_page = ReturnPage(
-        "ours: still pending", waiting, b"Processing your payment"
-    )
+    waiting_page = ReturnPage("ours: still pending", waiting, b"Processing your payment")
     # Query counts on sessions the timed loop does not use.
-    q_paid = [
-        count_queries(lambda s=s: paid_page.check(paid_page.run(s.get_absolute_url())))
-        for s in paid[-samples:]
-    ]
+    q_paid = [count_queries(lambda s=s: paid_page.check(paid_page.run(s.get_absolute_url()))) for s in paid[-samples:]]
     q_wait = [
-        count_queries(
-            lambda s=s: waiting_page.check(waiting_page.run(s.get_absolute_url()))
-        )
+        count_queries(lambda s=s: waiting_page.check(waiting_page.run(s.get_absolute_url())))
         for s in waiting[-samples:]
     ]
     times = interleave([floor, paid_page, waiting_page], rounds, warmup=warmup)
@@ -135,19 +126,13 @@ def run(ctx: Context) -> Section:
         ]
     )
     queries = {
-        "floor": "–",
+        "floor": "-",
         paid_page.name: _counts(q_paid),
         waiting_page.name: _counts(q_wait),
     }
     for name, values in times.items():
         s = Summary.of(values)
-        ratio = (
-            "–"
-            if name == "floor"
-            else str(
-                ratio_of_medians(values, times["floor"], sizes.bootstrap_resamples)
-            )
-        )
+        ratio = "-" if name == "floor" else str(ratio_of_medians(values, times["floor"], sizes.bootstrap_resamples))
         table.add(name, s.n, ms(s.median), ms(s.p95), queries[name], ratio)
     section = Section(TITLE, method=METHOD, tables=[table])
     section.notes.append(

@@ -30,9 +30,7 @@ def run(ctx: Context) -> Section:
     from django.core.management import get_commands
 
     if "khaime_sync" not in get_commands():
-        return skipped(
-            TITLE, "`manage.py khaime_sync` is not in this tree yet.", targets
-        )
+        return skipped(TITLE, "`manage.py khaime_sync` is not in this tree yet.", targets)
 
     from django.utils import timezone
 
@@ -41,9 +39,7 @@ def run(ctx: Context) -> Section:
     from .db import empty_tables, insert_sessions, session_rows, vacuum_analyze
 
     empty_tables()
-    baseline = _run_command(
-        ctx, timeout=120
-    )  # nothing to expire: Django's own start-up and footprint
+    baseline = _run_command(ctx, timeout=120)  # nothing to expire: Django's own start-up and footprint
     now = timezone.now()
     fresh = n // FRESH_SHARE
     loaded = time.perf_counter()
@@ -56,18 +52,14 @@ def run(ctx: Context) -> Section:
             expires_in=lambda i: timedelta(minutes=30),
         )
     )
-    insert_sessions(
-        session_rows(fresh, start=n, now=now, age=lambda i: timedelta(minutes=1))
-    )
+    insert_sessions(session_rows(fresh, start=n, now=now, age=lambda i: timedelta(minutes=1)))
     vacuum_analyze(PaymentSession)
     loaded = time.perf_counter() - loaded
     result = _run_command(ctx, timeout=ctx.sizes.sync_timeout_s)
 
     expired = PaymentSession.objects.filter(status="expired").count()
     logged = StatusChange.objects.filter(to_status="expired", source="sync").count()
-    untouched = PaymentSession.objects.filter(
-        status="pending", created_at__gte=now - timedelta(minutes=2)
-    ).count()
+    untouched = PaymentSession.objects.filter(status="pending", created_at__gte=now - timedelta(minutes=2)).count()
     ok = expired == n and logged == n and untouched == fresh
     check = (
         "yes"
@@ -91,7 +83,7 @@ def run(ctx: Context) -> Section:
         f"{baseline['wall']:.2f}",
         f"{baseline['rss_mb']:.1f}",
         baseline["exit"],
-        "–",
+        "-",
     )
     table.add(
         f"{n:,} stale + {fresh:,} fresh",
@@ -101,13 +93,9 @@ def run(ctx: Context) -> Section:
         result["exit"],
         check,
     )
-    section = Section(
-        TITLE, method=METHOD.format(n=n, fresh=fresh, loaded=loaded), tables=[table]
-    )
+    section = Section(TITLE, method=METHOD.format(n=n, fresh=fresh, loaded=loaded), tables=[table])
     if result["output"]:
-        section.notes.append(
-            f"The command said: `{result['output'].strip().splitlines()[-1][:300]}`"
-        )
+        section.notes.append(f"The command said: `{result['output'].strip().splitlines()[-1][:300]}`")
     empty_tables()
     section.targets = [
         Target(
@@ -155,9 +143,7 @@ def _run_command(ctx: Context, timeout: float) -> dict:
     wall = time.perf_counter() - started
     peak = parse(errors)
     if exit_code not in (0, "killed"):
-        raise RuntimeError(
-            f"khaime_sync --offline exited {exit_code}:\n{errors[-2000:]}"
-        )
+        raise RuntimeError(f"khaime_sync --offline exited {exit_code}:\n{errors[-2000:]}")
     return {
         "wall": wall,
         "rss_mb": peak / 1024 if peak else float("nan"),

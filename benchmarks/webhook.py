@@ -75,7 +75,7 @@ def run(ctx: Context) -> Section:
                 ms(f.median),
                 ms(f.p99),
                 "200 noop",
-                "–",
+                "-",
             )
         else:
             latencies, answers, wall = _concurrent(ctx, url, deliveries, concurrency)
@@ -96,9 +96,7 @@ def run(ctx: Context) -> Section:
     section = Section(TITLE, method=METHOD.format(n=n, clients=clients), tables=[table])
     section.notes.append(sql_note)
     seq = rates["sequential"]
-    section.targets = [
-        Target(targets[0][0], targets[0][1], f"{seq:.0f} events/s", seq >= TARGET_PER_S)
-    ]
+    section.targets = [Target(targets[0][0], targets[0][1], f"{seq:.0f} events/s", seq >= TARGET_PER_S)]
     return section
 
 
@@ -158,11 +156,7 @@ def _prepare(n: int) -> tuple[list[int], list[Delivery]]:
             )
         )
     insert_sessions(rows)
-    pks = list(
-        PaymentSession.objects.filter(
-            reference__in=[r["reference"] for r in rows]
-        ).values_list("pk", flat=True)
-    )
+    pks = list(PaymentSession.objects.filter(reference__in=[r["reference"] for r in rows]).values_list("pk", flat=True))
 
     rng = random.Random(3)
     stream = list(deliveries)
@@ -170,9 +164,7 @@ def _prepare(n: int) -> tuple[list[int], list[Delivery]]:
     duplicates = rng.sample(stream, int(n * DUPLICATE_SHARE))
     for k, original in enumerate(duplicates):
         at = stream.index(original)
-        stream.insert(
-            at + 1 if k % 2 == 0 else rng.randrange(at + 1, len(stream) + 1), original
-        )
+        stream.insert(at + 1 if k % 2 == 0 else rng.randrange(at + 1, len(stream) + 1), original)
     return pks, stream
 
 
@@ -224,10 +216,7 @@ def _concurrent(ctx: Context, url: str, deliveries: list[Delivery], clients: int
     results = context.Queue()
     shares = [deliveries[k::clients] for k in range(clients)]
     workers = [
-        context.Process(
-            target=_worker, args=(ctx.env, url, share, barrier, results), daemon=True
-        )
-        for share in shares
+        context.Process(target=_worker, args=(ctx.env, url, share, barrier, results), daemon=True) for share in shares
     ]
     for worker in workers:
         worker.start()
@@ -275,7 +264,7 @@ def _worker(env: dict, url: str, share: list[Delivery], barrier, results) -> Non
                 "ended": time.monotonic(),
             }
         )
-    except Exception:  # noqa: BLE001 (the parent raises it)
+    except Exception:
         import traceback
 
         results.put({"error": traceback.format_exc()})
@@ -290,9 +279,7 @@ def _sql_per_delivery(url: str) -> str:
     empty_tables()
     _, deliveries = _prepare(1)
     client = Client()
-    first, again = (
-        count_queries(lambda: _post(client, url, deliveries[0])) for _ in range(2)
-    )
+    first, again = (count_queries(lambda: _post(client, url, deliveries[0])) for _ in range(2))
     return (
         f"SQL per new event: {first.describe()} — "
         + ", ".join(f"`{q}`" for q in first.statements)
@@ -309,9 +296,7 @@ def _verify(session_pks: list[int], n: int) -> str:
     from khaime_django.models import PaymentSession, StatusChange, WebhookEvent
 
     problems = []
-    completed = PaymentSession.objects.filter(
-        pk__in=session_pks, status="completed"
-    ).count()
+    completed = PaymentSession.objects.filter(pk__in=session_pks, status="completed").count()
     if completed != n:
         problems.append(f"{n - completed} not completed")
     per_session = (

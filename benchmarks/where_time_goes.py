@@ -50,10 +50,12 @@ class Stopwatch:
     def __init__(self):
         self.http = self.db = 0.0
         self.round_trips = 0
+        self.commits = 0
 
     def reset(self) -> None:
         self.http = self.db = 0.0
         self.round_trips = 0
+        self.commits = 0
 
     def __enter__(self) -> Self:
         import requests
@@ -81,10 +83,9 @@ class Stopwatch:
             finally:
                 watch.db += time.perf_counter() - started
                 watch.round_trips += 1
+                watch.commits += 1
 
-        connection._commit = (
-            commit  # instance attribute: this connection only, until __exit__
-        )
+        connection._commit = commit  # instance attribute: this connection only, until __exit__
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -104,14 +105,10 @@ class Stopwatch:
             self.round_trips += 1
 
 
-def attribute(
-    contestants: dict[str, Callable[[int], None]], rounds: int
-) -> dict[str, dict]:
+def attribute(contestants: dict[str, Callable[[int], None]], rounds: int) -> dict[str, dict]:
     """Interleaved runs of each contestant under the stopwatch: per-request medians (seconds)
     of the total, HTTP to Khaime, database, the Python rest, and the round-trip count."""
-    parts: dict[str, list[tuple[float, float, float, int]]] = {
-        name: [] for name in contestants
-    }
+    parts: dict[str, list[tuple[float, float, float, int, int]]] = {name: [] for name in contestants}
     with Stopwatch() as watch:
         for r in range(rounds):
             for name, run_one in contestants.items():
@@ -119,17 +116,22 @@ def attribute(
                 started = time.perf_counter()
                 run_one(r)
                 total = time.perf_counter() - started
-                parts[name].append((total, watch.http, watch.db, watch.round_trips))
-    return {
-        name: {
-            "total": statistics.median([t for t, _, _, _ in rows]),
-            "http": statistics.median([h for _, h, _, _ in rows]),
-            "db": statistics.median([d for _, _, d, _ in rows]),
-            "python": statistics.median([t - h - d for t, h, d, _ in rows]),
-            "trips": round(statistics.median([n for *_, n in rows])),
+                parts[name].append((total, watch.http, watch.db, watch.round_trips, watch.commits))
+
+    def median(index: int) -> float:
+        return statistics.median(row[index] for row in rows)
+
+    medians = {}
+    for name, rows in parts.items():
+        medians[name] = {
+            "total": median(0),
+            "http": median(1),
+            "db": median(2),
+            "python": statistics.median(t - h - d for t, h, d, *_ in rows),
+            "trips": round(median(3)),
+            "commits": round(median(4)),
         }
-        for name, rows in parts.items()
-    }
+    return medians
 
 
 def attribution_table(medians: dict[str, dict]) -> Table:
@@ -147,7 +149,7 @@ def attribution_table(medians: dict[str, dict]) -> Table:
         table.add(
             name,
             f"{m['total'] * 1000:.2f}",
-            f"{m['http'] * 1000:.2f}" if m["http"] else "–",
+            f"{m['http'] * 1000:.2f}" if m["http"] else "-",
             f"{m['db'] * 1000:.2f}",
             f"{m['python'] * 1000:.2f}",
             m["trips"],
@@ -161,8 +163,9 @@ def checkout_summary(naive: dict, ours: dict) -> str:
 
     return (
         f"**Checkout:** ours takes {diff('total')} against naive: {diff('db')} in the database "
-        f"({ours['trips']} round trips against {naive['trips']}: the row is committed before "
-        f"Khaime is called, then the answer and the status log in a second transaction), "
+        f"({ours['trips']} round trips, {_commits(ours)}, against naive's {naive['trips']}, "
+        f"an INSERT that commits by itself: ours commits the row before calling Khaime, then "
+        f"the answer and the status log in a second transaction), "
         f"{diff('python')} of Python (the ORM building an INSERT and an UPDATE of a 30-column "
         f"model and the log INSERT, the signed token, validation, the purchase key), and "
         f"{diff('http')} in the Khaime call (ours pools connections, but the emulator answers "
@@ -171,10 +174,15 @@ def checkout_summary(naive: dict, ours: dict) -> str:
     )
 
 
+def _commits(m: dict) -> str:
+    return f"{m['commits']} of them COMMIT" if m["commits"] != 1 else "1 of them COMMIT"
+
+
 def return_summary(m: dict) -> str:
     return (
         f"**Success return (paid):** {m['total'] * 1000:.2f} ms: {m['http'] * 1000:.2f} ms asking "
-        f"Khaime, {m['db'] * 1000:.2f} ms in {m['trips']} database round trips, "
+        f"Khaime, {m['db'] * 1000:.2f} ms in {m['trips']} database round trips "
+        f"({_commits(m)}), "
         f"{m['python'] * 1000:.2f} ms of Python (request cycle, the ORM, rendering the page with "
         f"its money formatting)."
     )
@@ -183,8 +191,8 @@ def return_summary(m: dict) -> str:
 def webhook_summary(m: dict) -> str:
     return (
         f"**Webhook:** a new `payment.succeeded` costs {m['total'] * 1000:.2f} ms: "
-        f"{m['db'] * 1000:.2f} ms in {m['trips']} database round trips (two transactions: the "
-        f"inbox row commits on its own, then the apply) and {m['python'] * 1000:.2f} ms of "
+        f"{m['db'] * 1000:.2f} ms in {m['trips']} database round trips ({_commits(m)}) and "
+        f"{m['python'] * 1000:.2f} ms of "
         f"Python (request cycle, signature and parsing, the ORM): one process at this rate "
         f"applies about {1 / m['total']:.0f} events/s."
     )
@@ -200,17 +208,12 @@ def run(ctx: Context) -> Section:
             contestant.check(contestant.run(contestant.prepare(r)))
 
     def checkout(contestant):
-        forms = [
-            contestant.prepare(r) for r in range(count)
-        ]  # signed before the clock starts
+        # Signed before the clock starts.
+        forms = [contestant.prepare(r) for r in range(count)]
         return lambda r: contestant.check(contestant.run(forms[r]))
 
-    medians = attribute(
-        {"checkout: naive": checkout(naive), "checkout: ours": checkout(ours)}, count
-    )
-    summaries = [
-        checkout_summary(medians["checkout: naive"], medians["checkout: ours"])
-    ]
+    medians = attribute({"checkout: naive": checkout(naive), "checkout: ours": checkout(ours)}, count)
+    summaries = [checkout_summary(medians["checkout: naive"], medians["checkout: ours"])]
     returns = _return_attribution(ctx, count)
     medians.update(returns)
     summaries.append(return_summary(returns["success return: paid"]))
@@ -261,20 +264,12 @@ def _webhook_attribution(ctx: Context, count: int) -> dict[str, dict] | None:
     empty_tables()
     _, deliveries = webhook._prepare(count + 10)
     client = Client()
-    fresh = [
-        d
-        for i, d in enumerate(deliveries)
-        if d.event_id not in {x.event_id for x in deliveries[:i]}
-    ]
+    fresh = [d for i, d in enumerate(deliveries) if d.event_id not in {x.event_id for x in deliveries[:i]}]
     for delivery in fresh[:10]:
         webhook._post(client, url, delivery)
     events = iter(fresh[10:])
     return attribute(
-        {
-            "webhook: new payment.succeeded": lambda r: webhook._post(
-                client, url, next(events)
-            )
-        },
+        {"webhook: new payment.succeeded": lambda r: webhook._post(client, url, next(events))},
         min(count, len(fresh) - 10),
     )
 
@@ -283,9 +278,7 @@ def _profile(section: Section, ours: Ours, count: int) -> None:
     try:
         from pyinstrument import Profiler
     except ImportError:
-        section.notes.append(
-            "pyinstrument is not installed (`pip install pyinstrument`): no profile."
-        )
+        section.notes.append("pyinstrument is not installed (`pip install pyinstrument`): no profile.")
         return
     forms = [ours.prepare(r) for r in range(count)]
     profiler = Profiler(interval=0.0005)
@@ -304,7 +297,7 @@ def _profile(section: Section, ours: Ours, count: int) -> None:
         table.add(
             label,
             f"{seconds / count * 1000:.2f}",
-            f"{seconds / total:.0%}" if total else "–",
+            f"{seconds / total:.0%}" if total else "-",
         )
     table.add("**total, under the profiler**", f"{total / count * 1000:.2f}", "100%")
     tree = profiler.output_text(
@@ -341,11 +334,7 @@ def _trim(text: str, limit: int = 80) -> str:
         "To view",
         "Program:",
     )
-    body = [
-        line
-        for line in text.splitlines()
-        if line.strip() and not any(b in line for b in banner)
-    ]
+    body = [line for line in text.splitlines() if line.strip() and not any(b in line for b in banner)]
     return "\n".join(body[:limit])
 
 

@@ -22,6 +22,4 @@ def test_success_return_benchmark_produces_its_table(khaime_emulator):
         "ours: still pending",
     ]
     assert all(row[1] == str(SMOKE.return_rounds) for row in section.tables[0].rows)
-    assert section.targets and section.targets[0].what.startswith(
-        "SQL per success return"
-    )
+    assert section.targets and section.targets[0].what.startswith("SQL per success return")

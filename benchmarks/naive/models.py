@@ -10,3 +10,6 @@ class NaiveOrder(models.Model):
     email = models.EmailField()
     status = models.CharField(max_length=16, default="pending")
     created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.session_id} {self.amount} {self.currency} ({self.status})"

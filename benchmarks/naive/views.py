@@ -8,9 +8,7 @@ from django.shortcuts import redirect
 from .models import NaiveOrder
 
 # The price list a hand-written integration keeps in code (the form sends only a product slug).
-PRODUCTS = {
-    "premium": {"amount": 5000, "currency": "USD", "product_name": "Premium Plan"}
-}
+PRODUCTS = {"premium": {"amount": 5000, "currency": "USD", "product_name": "Premium Plan"}}
 
 
 def naive_checkout(request):
