@@ -195,7 +195,7 @@ class KhaimeClient:
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.backoff_max, self.backoff_base * (2**attempt))
-        return random.uniform(0, ceiling)
+        return random.uniform(0, ceiling)  # noqa: S311 - retry jitter, not a secret
 
 
 def _redact(error: KhaimeError, secret: str) -> None:

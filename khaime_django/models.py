@@ -133,6 +133,9 @@ class PaymentSession(models.Model):
     def __str__(self) -> str:
         return f"{self.product_name or self.product_id} {self.display_total} ({self.get_status_display()})"
 
+    def get_absolute_url(self) -> str:
+        return reverse("khaime:success", kwargs={"reference": self.reference})
+
     @property
     def display_amount(self) -> str:
         return format_money(self.amount, self.currency)
@@ -167,9 +170,6 @@ class PaymentSession(models.Model):
     @property
     def is_expired_locally(self) -> bool:
         return self.expires_at is not None and self.expires_at <= timezone.now()
-
-    def get_absolute_url(self) -> str:
-        return reverse("khaime:success", kwargs={"reference": self.reference})
 
 
 class StatusChange(models.Model):

@@ -134,10 +134,11 @@ def transition_many(
     changing is waited for, then re-checked by PostgreSQL against the query's conditions, so a
     session completed meanwhile drops out instead of being overwritten. Locked rows cannot
     change before our UPDATE, so the UPDATE changes exactly them, and the log rows (written
-    just before it, see _log_changes) carry each one's real from_status. (SQLite has no row locks but lets one writer at a time
-    hold the whole database.) Rows are locked in primary-key order, so concurrent batches
-    cannot deadlock. Signals go out after the commit, as for :func:`transition`; the full
-    sessions are loaded for them only when a receiver is connected.
+    just before it, see _log_changes) carry each one's real from_status. (SQLite has no row
+    locks but lets one writer at a time hold the whole database.) Rows are locked in
+    primary-key order, so concurrent batches cannot deadlock. Signals go out after the commit,
+    as for :func:`transition`; the full sessions are loaded for them only when a receiver is
+    connected.
     """
     allowed = ALLOWED_FROM.get(to_status)
     if allowed is None:

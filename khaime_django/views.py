@@ -12,7 +12,6 @@ from django.views import View
 from django.views.decorators.cache import never_cache
 
 from . import services
-from .conf import khaime_settings
 from .exceptions import KhaimeError, KhaimeRateLimitError, KhaimeRequestInvalid
 from .forms import CheckoutForm
 from .models import PaymentSession, Source, Status

@@ -93,5 +93,5 @@ def test_khaime_not_a_dict_is_an_error(settings):
 
 def test_manage_py_check_reports_khaime_errors(settings):
     settings.KHAIME = {**settings.KHAIME, "API_KEY": ""}
-    with pytest.raises(SystemCheckError, match="khaime.E001"):
+    with pytest.raises(SystemCheckError, match=r"khaime\.E001"):
         call_command("check", tags=["khaime"])

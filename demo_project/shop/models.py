@@ -21,12 +21,12 @@ class Product(models.Model):
     def __str__(self):
         return self.name
 
+    def get_absolute_url(self):
+        return reverse("shop:product", kwargs={"slug": self.slug})
+
     @property
     def price(self):
         return format_money(self.amount, self.currency)
-
-    def get_absolute_url(self):
-        return reverse("shop:product", kwargs={"slug": self.slug})
 
     @property
     def checkout_metadata(self):
