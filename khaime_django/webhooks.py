@@ -176,7 +176,19 @@ def parse_event(body: bytes, *, api_version_header: str = "") -> KhaimeEvent:
         payload = json.loads(body)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise WebhookPayloadError("the body is not JSON") from None
-    return KhaimeEvent.from_payload(payload, api_version_header=api_version_header)
+    return KhaimeEvent.from_payload(_without_nul(payload), api_version_header=api_version_header)
+
+
+def _without_nul(value: Any) -> Any:
+    """JSON allows "\u0000" in strings; PostgreSQL's jsonb does not. Storing it would fail every
+    delivery of a signed, valid event with a 500, so it is stored as U+FFFD instead."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    return value
 
 
 def _dig(data: Mapping[str, Any], path: tuple[str, ...]) -> Any:

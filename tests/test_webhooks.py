@@ -650,3 +650,15 @@ def test_apply_refuses_to_run_outside_the_transaction_that_locked_the_event(
     )
     with pytest.raises(TransactionManagementError):
         services.apply_webhook_event(record)
+
+
+def test_event_with_a_nul_character_is_stored_and_applied(deliver, make_session):
+    # JSON allows \u0000; PostgreSQL's jsonb refuses it, which would 500 every delivery.
+    session = make_session(Status.PENDING)
+    payload = payment_event("payment.succeeded", session, customer={"email": "a@b.co", "name": "Ada\u0000"})
+    response = deliver(payload)
+    assert response.status_code == 200
+    event = WebhookEvent.objects.get()
+    assert event.payload["data"]["customer"]["name"] == "Ada\ufffd"
+    session.refresh_from_db()
+    assert session.status == Status.COMPLETED
