@@ -22,7 +22,7 @@ from .models import WebhookOutcome
 logger = logging.getLogger(__name__)
 
 #: This delivery's outcome -> the HTTP status Khaime gets.
-STATUS_FOR_OUTCOME = {
+STATUS_FOR_OUTCOME: dict[str, int] = {
     WebhookOutcome.APPLIED: 200,
     WebhookOutcome.DUPLICATE: 200,  # already processed: anything but 2xx makes Khaime send it again
     WebhookOutcome.IGNORED: 200,  # Khaime adds event types without notice; refusing them helps nobody
@@ -40,7 +40,7 @@ class WebhookBodyTooLarge(WebhookError):
 # event's row lock, which holds back concurrent deliveries, is released as soon as the apply ends.
 @method_decorator([csrf_exempt, transaction.non_atomic_requests], name="dispatch")
 class WebhookView(View):
-    """``POST`` from Khaime, signed with ``X-Khaime-Signature``; see docs/webhooks.md."""
+    """``POST`` from Khaime, signed with ``X-Khaime-Signature``; see the README, "Webhooks"."""
 
     http_method_names = ["post"]
 
