@@ -218,7 +218,10 @@ def run(ctx: Context) -> Section:
 METHOD = """
 Each round runs *floor*, *naive* and *ours* once, rotating which goes first; the first rounds are
 warm-up and not counted. *floor* is a pooled `requests.Session().post()` of the same
-create-session body straight to the emulator. *naive* (`benchmarks/naive/`) and *ours*
+create-session body straight to the emulator. *naive* (`benchmarks/naive/`: `requests.post`, a
+new connection each time, then a row in its own small `NaiveOrder` model, then a redirect; its
+own model because a hand-written integration stores only what it needs, without PaymentSession's
+constraints and indexes, which are part of what ours costs) and *ours*
 (`POST khaime:checkout`, fresh signed token) both go through Django's full request cycle with
 `django.test.Client` (middleware, URL resolution, view, response), in this process, with a new
 buyer email every time so no pending session is reused. The emulator runs in its own process
