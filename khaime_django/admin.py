@@ -159,6 +159,7 @@ class PaymentSessionAdmin(admin.ModelAdmin):
         rows = []
         for key, value in details.items():
             label = key.replace("_", " ")
+            shown: object
             if isinstance(value, bool):
                 shown = _("yes") if value else _("no")
             elif isinstance(value, int):

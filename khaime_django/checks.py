@@ -6,7 +6,7 @@ import re
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.checks import Error, Tags, Warning, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from .conf import khaime_settings
 
@@ -15,7 +15,7 @@ KEY_PATTERN = re.compile(r"^pk_(sandbox|live)_[A-Za-z0-9_\-]+$")
 
 @register(Tags.security, "khaime")
 def check_khaime_settings(app_configs=None, **kwargs):
-    messages = []
+    messages: list[CheckMessage] = []
     raw = getattr(settings, "KHAIME", None)
     if raw is not None and not isinstance(raw, dict):
         return [Error("settings.KHAIME must be a dict.", id="khaime.E000")]

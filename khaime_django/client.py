@@ -70,6 +70,7 @@ class KhaimeClient:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self._sleep = sleep
+        self._api_key = api_key  # only to scrub it from Khaime's error messages
         self._http = requests.Session()
         self._http.headers.update(
             {
@@ -180,7 +181,7 @@ class KhaimeClient:
         except KhaimeError as error:
             # Khaime's own words go into logs, last_error and admin messages: if it ever echoes
             # the key back ("Invalid API key pk_live_..."), it must not travel on from here.
-            _redact(error, self._http.headers.get("X-API-Key", ""))
+            _redact(error, self._api_key)
             raise
 
     @staticmethod
@@ -191,7 +192,7 @@ class KhaimeClient:
             return error.transient
         # A POST may have created a session even if we never saw the answer: only retry when the
         # connection was never established.
-        return isinstance(error, KhaimeConnectionError) and getattr(error, "never_sent", False)
+        return isinstance(error, KhaimeConnectionError) and error.never_sent
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.backoff_max, self.backoff_base * (2**attempt))

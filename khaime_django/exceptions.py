@@ -61,6 +61,8 @@ class KhaimeConnectionError(KhaimeError):
     """Khaime could not be reached (DNS, refused, reset)."""
 
     transient = True
+    # True when the request provably never reached Khaime, so even a POST may be retried.
+    never_sent = False
 
 
 class KhaimeTimeoutError(KhaimeConnectionError):

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from django.db import IntegrityError, transaction
@@ -148,7 +148,9 @@ def start_checkout(
 
 
 def _session_fields(data: Mapping[str, Any], session: PaymentSession) -> dict[str, Any]:
-    fee_details = data.get("fee_details") if isinstance(data.get("fee_details"), dict) else {}
+    fee_details = data.get("fee_details")
+    if not isinstance(fee_details, dict):
+        fee_details = {}
     total = data.get("amount", fee_details.get("total_amount"))
     return {
         "session_id": data["session_id"],
@@ -475,7 +477,7 @@ def _apply_event(record: WebhookEvent, *, source: str, on_receiver_errors) -> tu
 def match_session(event: KhaimeEvent) -> PaymentSession | None:
     """The session an event is about: by ``data.metadata.reference`` (ours, sent at creation),
     then by Khaime's session id."""
-    lookups = [{"reference": event.reference}] if event.reference is not None else []
+    lookups: list[dict[str, Any]] = [{"reference": event.reference}] if event.reference is not None else []
     lookups += [{"session_id": session_id} for session_id in event.session_ids]
     for lookup in lookups:
         try:  # get(), not first(): both keys are unique, and first() would add an ORDER BY
@@ -622,7 +624,8 @@ def sync_sessions(
     for session in due[: max(budget, 0)].iterator(chunk_size=100):
         report.requests += 1
         try:
-            data = client.get_session(session.session_id)
+            # The query took only sessions with a session_id.
+            data = client.get_session(cast(str, session.session_id))
         except KhaimeRateLimitError:
             report.stopped = "Khaime rate limit (429)"
             break
@@ -643,7 +646,7 @@ def sync_sessions(
         report.checked += 1
         before = session.status
         if dry_run:
-            target = _REMOTE_STATUS.get(data.get("status"))
+            target = _REMOTE_STATUS.get(data.get("status", ""))
             if target is not None and can_transition(before, target):
                 report.changed[target] += 1
                 if on_change:

@@ -16,6 +16,7 @@ from typing import Any
 from django.db import connection, models, transaction
 from django.db.models import Q, QuerySet, Value
 from django.db.models.expressions import RawSQL
+from django.dispatch import Signal
 from django.utils import timezone
 
 from . import signals
@@ -39,7 +40,7 @@ ALLOWED_FROM: dict[str, frozenset[str]] = {
     Status.DISPUTED: frozenset({Status.COMPLETED}),
 }
 
-SIGNAL_FOR_STATUS = {
+SIGNAL_FOR_STATUS: dict[str, Signal] = {
     Status.PENDING: signals.payment_session_created,
     Status.COMPLETED: signals.payment_completed,
     Status.FAILED: signals.payment_failed,

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -200,7 +200,7 @@ def _dig(data: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -6,6 +6,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from email.message import Message
 from http import HTTPStatus
 
 from .sessions import UnknownSession
@@ -15,7 +16,7 @@ from .sessions import UnknownSession
 class Request:
     method: str
     path: str
-    headers: dict  # an email.message.Message in practice: case-insensitive .get()
+    headers: Message  # http.server's headers: case-insensitive .get()
     body: bytes
     mode: str | None = None  # "sandbox" / "live", set once the API key was accepted
 

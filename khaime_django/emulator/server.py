@@ -99,7 +99,8 @@ class Emulator:
             return
         server.shutdown()
         server.server_close()
-        thread.join()
+        if thread is not None:
+            thread.join()
         self._dispatcher.stop()
         self._server = self._thread = None
 

@@ -13,6 +13,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypeGuard, cast
 from urllib.parse import urlsplit
 
 from .money import transaction_fee
@@ -120,12 +121,13 @@ def parse_session_request(body: dict) -> SessionRequest:
 
     if details:
         raise InvalidSessionRequest(details)
+    # No details: amount, currency and customer passed the checks above.
     return SessionRequest(
-        amount=amount,
-        currency=currency,
+        amount=cast(int, amount),
+        currency=cast(str, currency),
         product_id=product_id,
         product_name=product_name,
-        customer=customer,
+        customer=cast(dict, customer),
         metadata=metadata,
         success_url=body.get("success_url"),
         cancel_url=body.get("cancel_url"),
@@ -133,7 +135,7 @@ def parse_session_request(body: dict) -> SessionRequest:
     )
 
 
-def _is_int(value) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

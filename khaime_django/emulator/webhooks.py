@@ -232,7 +232,7 @@ class WebhookDispatcher:
         heapq.heappush(self._queue, (due, self._sequence, delivery))
 
     def _release_held(self, now: float) -> None:
-        if self._held and now >= self._release_at:
+        if self._held and self._release_at is not None and now >= self._release_at:
             self._random.shuffle(self._held)
             for delivery in self._held:
                 self._schedule(delivery, now)
