@@ -41,6 +41,8 @@ def postgres_problem(url: str) -> str:
 def safe_label(url: str) -> str:
     """The URL without a password, for the report."""
     parts = urlsplit(url)
+    if parts.scheme.startswith("sqlite"):
+        return url
     if parts.password:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         parts = parts._replace(netloc=netloc)
