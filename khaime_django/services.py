@@ -5,6 +5,7 @@ transitions.py, HTTP to Khaime lives in client.py.
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
 import json
 import logging
 import time
@@ -18,7 +19,7 @@ from functools import partial
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.db.transaction import TransactionManagementError
 from django.http import HttpRequest
@@ -174,7 +175,10 @@ def _insert_or_reuse(purchase_key: str, **values: Any) -> PaymentSession:
     misses = 0
     while True:
         try:
-            with transaction.atomic():
+            # Inside a caller's transaction (ATOMIC_REQUESTS) the INSERT needs a savepoint, or the
+            # IntegrityError would poison it; in autocommit a lone INSERT is its own transaction and
+            # wrapping it would only add a BEGIN/COMMIT round trip to every checkout.
+            with transaction.atomic() if connection.in_atomic_block else nullcontext():
                 return PaymentSession.objects.create(purchase_key=purchase_key, **values)
         except IntegrityError:
             existing = PaymentSession.objects.filter(purchase_key=purchase_key, status__in=OPEN_STATUSES).first()

@@ -556,10 +556,10 @@ def test_missing_api_key_fails_before_a_row_exists(client, khaime_api, buy_token
 
 
 @pytest.mark.usefixtures("transactional_db")
-def test_checkout_costs_three_statements_in_two_transactions(client, seed_create, buy_token, django_assert_num_queries):
-    # INSERT the row (created) before calling Khaime, so nothing is lost if Khaime fails; then one
-    # transaction for the status change: UPDATE with Khaime's answer (pending) and INSERT its log.
-    with django_assert_num_queries(3 + 2 * 2) as captured:
+def test_checkout_costs_three_statements_one_transaction(client, seed_create, buy_token, django_assert_num_queries):
+    # INSERT the row (created, autocommitted) before calling Khaime, so nothing is lost if Khaime
+    # fails; then one transaction for the status change: UPDATE with Khaime's answer and its log.
+    with django_assert_num_queries(3 + 2) as captured:
         response = checkout(client, buy_token)
     assert response.status_code == 303
     assert sql_statements(captured) == ["INSERT", "UPDATE", "INSERT"]
@@ -568,10 +568,21 @@ def test_checkout_costs_three_statements_in_two_transactions(client, seed_create
 @pytest.mark.usefixtures("transactional_db")
 def test_reused_checkout_costs_two_statements(client, seed_create, buy_token, django_assert_num_queries):
     checkout(client, buy_token)
-    # The INSERT hits the one-open-session constraint (rolled back), then a SELECT finds the open session.
-    with django_assert_num_queries(2 + 2) as captured:
+    # The INSERT hits the one-open-session constraint, then a SELECT finds the open session.
+    with django_assert_num_queries(2) as captured:
         checkout(client, buy_token)
     assert sql_statements(captured) == ["INSERT", "SELECT"]
+
+
+@pytest.mark.usefixtures("transactional_db")
+def test_double_submit_is_reused_inside_atomic_requests(seed_create, buy_token, monkeypatch):
+    # With ATOMIC_REQUESTS the constraint violation must not poison the request's transaction.
+    monkeypatch.setitem(connection.settings_dict, "ATOMIC_REQUESTS", True)
+    client = Client()
+    first = checkout(client, buy_token)
+    second = checkout(client, buy_token)
+    assert first["Location"] == second["Location"] == SEED["payment_url"]
+    assert PaymentSession.objects.count() == 1
 
 
 # -- the service API for merchants with their own pricing -----------------------------------------
