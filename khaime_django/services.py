@@ -5,7 +5,6 @@ transitions.py, HTTP to Khaime lives in client.py.
 from __future__ import annotations
 
 import hashlib
-from contextlib import nullcontext
 import json
 import logging
 import time
@@ -13,6 +12,7 @@ import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
