@@ -41,6 +41,39 @@ class StatusChangeInline(admin.TabularInline):
         return False
 
 
+class PaymentTypeFilter(admin.SimpleListFilter):
+    """Khaime's documented payment types. A field filter would list them with a whole-table
+    SELECT DISTINCT on every page load (a third of the changelist's time at 100,000 rows)."""
+
+    title = _("payment type")
+    parameter_name = "payment_type__exact"
+
+    def lookups(self, request, model_admin):
+        return (("one_time", _("One-time")), ("subscription", _("Subscription")))
+
+    def queryset(self, request, queryset):
+        return queryset.filter(payment_type=self.value()) if self.value() else queryset
+
+
+class CurrencyFilter(admin.SimpleListFilter):
+    """The currencies of the latest sessions (an indexed read of 1,000 rows) rather than a
+    whole-table SELECT DISTINCT; any other code still filters through ?currency__exact=XYZ."""
+
+    title = _("currency")
+    parameter_name = "currency__exact"
+    recent = 1000
+
+    def lookups(self, request, model_admin):
+        recent = model_admin.get_queryset(request).order_by("-created_at").values_list("currency", flat=True)
+        codes = set(recent[: self.recent])
+        if self.value():
+            codes.add(self.value())
+        return [(code, code) for code in sorted(codes)]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(currency=self.value().upper()) if self.value() else queryset
+
+
 @admin.register(PaymentSession)
 class PaymentSessionAdmin(admin.ModelAdmin):
     list_display = (
@@ -54,10 +87,11 @@ class PaymentSessionAdmin(admin.ModelAdmin):
         "expires_at",
         "needs_review",
     )
-    list_filter = ("status", "mode", "payment_type", "currency", "needs_review", "created_at")
+    list_filter = ("status", "mode", PaymentTypeFilter, CurrencyFilter, "needs_review", "created_at")
     search_fields = ("session_id", "customer_email", "product_name")
     search_help_text = _("Reference, Khaime session id (sess_…), email, or product name.")
-    date_hierarchy = "created_at"
+    # No date_hierarchy: its year links cost a whole-table SELECT DISTINCT per page load; the
+    # created_at filter (today, past 7 days, this month, this year) answers the same questions.
     ordering = ("-created_at",)
     # The exact count of a filtered 100,000-row table is a second full scan on every page load.
     show_full_result_count = False
