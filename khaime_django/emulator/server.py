@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -98,6 +99,7 @@ class Emulator:
         if server is None:
             return
         server.shutdown()
+        server.close_idle_connections()
         server.server_close()
         if thread is not None:
             thread.join()
@@ -264,15 +266,60 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address, emulator: Emulator):
         self.emulator = emulator
+        self.closing = False
+        # Kept-alive connections and whether each is answering a request right now.
+        self.connections: dict[socket.socket, bool] = {}
+        self.connections_lock = threading.Lock()
         super().__init__(address, _RequestHandler)
+
+    def close_idle_connections(self) -> None:
+        """After shutdown(): hang up on kept-alive connections waiting for their next request
+        (one mid-request gets its answer, then is closed by _dispatch)."""
+        self.closing = True
+        with self.connections_lock:
+            idle = [sock for sock, busy in self.connections.items() if not busy]
+        for sock in idle:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already gone
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
     server_version = "KhaimeEmulator/1.0"
+    # Keep-alive, like Khaime's own servers: a client's pooled connection is reused instead of a
+    # new TCP connection per call. Every answer carries a Content-Length, which HTTP/1.1 needs.
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; without TCP_NODELAY, Nagle's algorithm holds the
+    # body back until the client's delayed ACK (~40 ms) on a reused connection.
+    disable_nagle_algorithm = True
+    # An idle kept-alive connection gives its thread back after this many seconds.
+    timeout = 30
     server: _Server
 
+    def setup(self) -> None:
+        super().setup()
+        with self.server.connections_lock:
+            self.server.connections[self.connection] = False
+
+    def finish(self) -> None:
+        with self.server.connections_lock:
+            self.server.connections.pop(self.connection, None)
+        super().finish()
+
+    def _busy(self, busy: bool) -> None:
+        with self.server.connections_lock:
+            if self.connection in self.server.connections:
+                self.server.connections[self.connection] = busy
+
     def do_GET(self):
-        self._dispatch()
+        self._busy(True)
+        try:
+            self._dispatch()
+        finally:
+            if self.server.closing:
+                self.close_connection = True
+            self._busy(False)
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 

@@ -135,3 +135,27 @@ def test_request_in_flight_at_stop_is_still_answered(http):
         emu.stop()
 
         assert answer.result().status_code == 201
+
+
+def test_connections_are_kept_alive_for_pooled_clients():
+    import http.client
+    from urllib.parse import urlsplit
+
+    with Emulator() as emu:
+        parts = urlsplit(emu.base_url)
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+        for _ in range(2):  # the second request rides the same TCP connection
+            connection.request("GET", "/api/v1/partner/account", headers={"X-API-Key": "pk_sandbox_x"})
+            response = connection.getresponse()
+            assert response.status == 200
+            assert not response.will_close  # HTTP/1.1 keep-alive: the server keeps the socket open
+            response.read()
+        connection.close()
+
+
+def test_stop_hangs_up_on_idle_kept_alive_connections(http):
+    with Emulator() as emu:
+        url = f"{emu.api_base_url}/account"
+        assert http.get(url, headers={"X-API-Key": "pk_sandbox_x"}, timeout=5).status_code == 200
+    with pytest.raises(requests.ConnectionError):
+        http.get(url, headers={"X-API-Key": "pk_sandbox_x"}, timeout=5)
