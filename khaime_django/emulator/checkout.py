@@ -55,9 +55,7 @@ _router = Router(
         ("POST", r"/(?P<session_id>[^/]+)/cancel", cancel),
     ],
     not_found=lambda message: html(404, not_found_page()),
-    not_allowed=lambda allowed: html(
-        405, _page("Method not allowed", "Method not allowed", "")
-    ),
+    not_allowed=lambda allowed: html(405, _page("Method not allowed", "Method not allowed", "")),
 )
 
 _STYLE = """
@@ -115,9 +113,7 @@ def checkout_page(snapshot: dict) -> str:
             f'<p class="muted">Paying as {escape(snapshot["customer"].get("email", ""))}</p>'
         )
     else:
-        body = f"<table>{table}</table>" + _message(
-            status, _MESSAGES[status], _return_link(snapshot)
-        )
+        body = f"<table>{table}</table>" + _message(status, _MESSAGES[status], _return_link(snapshot))
     return _page(f"Pay for {title}", title, body, snapshot["mode"])
 
 
@@ -143,11 +139,7 @@ def not_found_page() -> str:
 def _return_link(snapshot: dict) -> str:
     # Only a buyer who leaves an unpaid, still payable checkout has cancelled; after a decline or
     # an expiry the shop's success page (which asks the API) tells the buyer what happened.
-    url = (
-        snapshot["cancel_url"]
-        if snapshot["status"] == "pending"
-        else snapshot["success_url"]
-    )
+    url = snapshot["cancel_url"] if snapshot["status"] == "pending" else snapshot["success_url"]
     return f'<p><a href="{escape(url)}">Return to the shop</a></p>' if url else ""
 
 
