@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint typecheck venv clean
+.PHONY: demo test bench lint typecheck matrix wheel-check venv clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,22 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# The tox matrix (tox.ini): Python 3.11 + Django 5.2 and Python 3.13 + Django 6.x, on SQLite and
+# PostgreSQL (DATABASE_URL for it: TOX_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/test).
+# The interpreters come from pyenv when it has them. A missing one is skipped with a message, but
+# with CI=true it fails the run. TOX_ENVS=a,b runs only those environments.
+PYENV_ROOT ?= $(shell pyenv root 2>/dev/null)
+empty :=
+MATRIX_PATH := $(subst $(empty) $(empty),:,$(strip $(wildcard $(PYENV_ROOT)/versions/3.11.*/bin $(PYENV_ROOT)/versions/3.13.*/bin)))
+
+matrix: $(STAMP)
+	PATH="$(MATRIX_PATH)$(if $(MATRIX_PATH),:)$$PATH" $(BIN)/tox run \
+		--skip-missing-interpreters $(if $(filter true,$(CI)),false,true) $(if $(TOX_ENVS),-e $(TOX_ENVS))
+
+# The built wheel installed in a new `django-admin startproject` project (.ci/wheel-check).
+wheel-check:
+	bash .ci/wheel-check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .tox .coverage htmlcov build dist *.egg-info
