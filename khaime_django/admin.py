@@ -71,7 +71,8 @@ class CurrencyFilter(admin.SimpleListFilter):
         return [(code, code) for code in sorted(codes)]
 
     def queryset(self, request, queryset):
-        return queryset.filter(currency=self.value().upper()) if self.value() else queryset
+        value = self.value()
+        return queryset.filter(currency=value.upper()) if value else queryset
 
 
 @admin.register(PaymentSession)

@@ -69,7 +69,7 @@ class Emulator:
         self._rate_second = 0
         self._rate_count = 0
         self._dispatcher = WebhookDispatcher(self._config.seed)
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
         self._base_url: str | None = None
         self._thread: threading.Thread | None = None
 
