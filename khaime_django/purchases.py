@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from django.core import signing
+from django.utils.translation import gettext_lazy as _
 
 from .conf import khaime_settings
 from .exceptions import KhaimeRequestInvalid
@@ -22,7 +23,8 @@ _SCALARS = (str, int, float, bool, type(None))
 
 
 class InvalidPurchase(Exception):
-    """The buy-button token is missing, tampered with, expired or foreign."""
+    """The buy-button token is missing, tampered with, expired or foreign. The message is shown
+    to the buyer (checkout_invalid.html), so it is translatable."""
 
 
 @dataclass(frozen=True)
@@ -57,17 +59,17 @@ class Purchase:
     @classmethod
     def from_token(cls, token: str) -> Purchase:
         if not token:
-            raise InvalidPurchase("The purchase token is missing.")
+            raise InvalidPurchase(_("The purchase token is missing."))
         try:
             data = signing.loads(token, salt=SALT, max_age=khaime_settings.TOKEN_MAX_AGE)
         except signing.SignatureExpired as error:
-            raise InvalidPurchase("This buy button has expired; reload the page.") from error
+            raise InvalidPurchase(_("This buy button has expired; reload the page.")) from error
         except signing.BadSignature as error:
-            raise InvalidPurchase("The purchase token is not valid.") from error
+            raise InvalidPurchase(_("The purchase token is not valid.")) from error
         try:
             return cls(**data)
         except (TypeError, KhaimeRequestInvalid) as error:
-            raise InvalidPurchase("The purchase token is not valid.") from error
+            raise InvalidPurchase(_("The purchase token is not valid.")) from error
 
     def checkout_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``services.start_checkout``."""
