@@ -366,21 +366,21 @@ def record_webhook_event(event: KhaimeEvent) -> WebhookEvent:
     The unique ``event_id``, not a read-then-write, decides which of two concurrent deliveries
     inserts. The other one's INSERT waits for that transaction to end, fails, and then reads the
     row with the outcome it committed, so it answers "duplicate" instead of applying again.
+    The INSERT comes first because most deliveries are new: they then cost one statement, not a
+    locking SELECT as well; only a redelivery pays for the failed INSERT.
     """
     try:
+        with transaction.atomic():  # a savepoint: a failed INSERT must not poison the transaction
+            return WebhookEvent.objects.create(
+                event_id=event.event_id,
+                event_type=event.event_type,
+                api_version=event.api_version,
+                is_live=event.is_live,
+                payload=event.payload,
+            )
+    except IntegrityError:
+        # The row exists and its inserter has committed (or our INSERT would still be waiting).
         record = WebhookEvent.objects.select_for_update().get(event_id=event.event_id)
-    except WebhookEvent.DoesNotExist:
-        try:
-            with transaction.atomic():  # a savepoint, so losing the insert race is recoverable here
-                return WebhookEvent.objects.create(
-                    event_id=event.event_id,
-                    event_type=event.event_type,
-                    api_version=event.api_version,
-                    is_live=event.is_live,
-                    payload=event.payload,
-                )
-        except IntegrityError:
-            record = WebhookEvent.objects.select_for_update().get(event_id=event.event_id)
     WebhookEvent.objects.filter(pk=record.pk).update(deliveries=F("deliveries") + 1)
     record.deliveries += 1
     return record
