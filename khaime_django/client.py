@@ -18,12 +18,15 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from . import __version__
@@ -361,3 +364,17 @@ def get_client() -> KhaimeClient:
                 )
                 _clients[config] = client
     return client
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """An aware datetime from one of Khaime's ISO-8601 timestamps ("2026-01-16T22:00:00.000Z"),
+    or None for a missing or unreadable one (Khaime's schemas are not fully documented)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = parse_datetime(value)
+    except ValueError:
+        return None
+    if parsed is not None and timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed, UTC)
+    return parsed

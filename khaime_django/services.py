@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import partial
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -25,10 +25,9 @@ from django.db.transaction import TransactionManagementError
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from . import signals
-from .client import KhaimeClient, get_client, validate_session_request
+from .client import KhaimeClient, get_client, parse_timestamp, validate_session_request
 from .conf import khaime_settings
 from .exceptions import (
     KhaimeAuthenticationError,
@@ -161,7 +160,7 @@ def _session_fields(data: Mapping[str, Any], session: PaymentSession) -> dict[st
         "payment_type": str(data.get("payment_type") or ""),
         "fee_details": fee_details,
         "total_amount": total if isinstance(total, int) and not isinstance(total, bool) else None,
-        "expires_at": _parse_time(data.get("expires_at")),
+        "expires_at": parse_timestamp(data.get("expires_at")),
     }
 
 
@@ -250,18 +249,6 @@ def _check_payment_url(url: str) -> None:
     )
 
 
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = parse_datetime(value)
-    except ValueError:
-        return None
-    if parsed is not None and timezone.is_naive(parsed):
-        parsed = timezone.make_aware(parsed, UTC)
-    return parsed
-
-
 def refresh_session(
     session: PaymentSession,
     *,
@@ -312,7 +299,7 @@ def apply_khaime_status(session: PaymentSession, data: Mapping[str, Any], *, sou
             Status.COMPLETED,
             source=source,
             detail=detail,
-            completed_at=_parse_time(data.get("completed_at")) or now,
+            completed_at=parse_timestamp(data.get("completed_at")) or now,
             last_checked_at=now,
         )
     elif remote == "failed":

@@ -20,12 +20,10 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeGuard
 
-from django.utils import timezone
-from django.utils.dateparse import parse_datetime
-
+from .client import parse_timestamp
 from .exceptions import WebhookPayloadError, WebhookSignatureError
 
 #: Django's names for Khaime's headers (request.META keys).
@@ -163,7 +161,7 @@ class KhaimeEvent:
     @property
     def paid_at(self) -> datetime | None:
         for value in (self.data.get("paid_at"), self.payload.get("occurred_at")):
-            parsed = _parse_time(value)
+            parsed = parse_timestamp(value)
             if parsed is not None:
                 return parsed
         return None
@@ -202,15 +200,3 @@ def _dig(data: Mapping[str, Any], path: tuple[str, ...]) -> Any:
 
 def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = parse_datetime(value)
-    except ValueError:
-        return None
-    if parsed is not None and timezone.is_naive(parsed):
-        parsed = timezone.make_aware(parsed, UTC)
-    return parsed
