@@ -21,6 +21,8 @@ from .exceptions import KhaimeError
 from .models import PaymentSession, Source, StatusChange, WebhookEvent, WebhookOutcome
 from .money import format_money
 
+#: The only PaymentSession fields an operator edits in admin: clearing a review flag.
+REVIEW_FIELDS = ("needs_review", "review_reason")
 #: Sessions the "Refresh status from Khaime" action checks at most per run.
 REFRESH_ACTION_LIMIT = 50
 SHORT_REFERENCE = re.compile(r"^[0-9a-fA-F]{8}$")
@@ -135,33 +137,12 @@ class PaymentSessionAdmin(admin.ModelAdmin):
         (_("Return URLs"), {"classes": ("collapse",), "fields": ("success_url", "cancel_url")}),
         (_("Timestamps"), {"fields": ("created_at", "updated_at")}),
     )
-    readonly_fields = (
-        "reference",
-        "status",
-        "last_error",
-        "product_name",
-        "product_id",
-        "requested",
-        "total",
-        "fees",
-        "subscription_frequency_key",
-        "metadata",
-        "customer_email",
-        "customer",
-        "user",
-        "session_id",
-        "stripe_session_id",
-        "mode",
-        "payment_type",
-        "payment_url",
-        "expires_at",
-        "completed_at",
-        "cancelled_at",
-        "last_checked_at",
-        "success_url",
-        "cancel_url",
-        "created_at",
-        "updated_at",
+    # Everything shown is read-only but the review flag an operator clears.
+    readonly_fields = tuple(
+        name
+        for _title, options in fieldsets
+        for name in options["fields"]
+        if isinstance(name, str) and name not in REVIEW_FIELDS  # (the fieldsets are flat)
     )
 
     def has_add_permission(self, request):
