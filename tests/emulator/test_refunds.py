@@ -4,6 +4,7 @@ faults a merchant's refund code must survive (fail, hang, answer timeout, droppe
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 import requests
@@ -243,3 +244,23 @@ def test_refunds_are_in_the_truth_with_their_payment(emulator, paid, refund, fas
     assert sorted(r["amount"] for r in truth["refunds"]) == [20, 1000]
     assert truth["sessions"][0]["transaction_id"] == paid
     assert truth["events"][0]["event_type"] == "payment.succeeded"
+
+
+def test_concurrent_refunds_never_exceed_the_payment(api, emulator, paid):
+    emulator.next_refund("hang")  # the first stays in flight: it must still count
+    barrier = threading.Barrier(10)
+    statuses: list[int] = []
+
+    def refund_1000() -> None:
+        barrier.wait()
+        response = api.request("POST", "/refunds", json={"transaction_id": paid, "amount": 1000})
+        statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=refund_1000) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(statuses) == [200] * 5 + [422] * 5
+    assert sum(refund["amount"] for refund in emulator.refunds()) == 5000
