@@ -17,7 +17,6 @@ from .sessions import Session
 from .timestamps import iso_millis, iso_seconds
 
 SUBSCRIPTION_STATUSES = ("pending", "active", "due", "cancelled", "paused", "expired")
-REFUND_STATUSES = ("processing", "completed", "failed")
 # Refunds that hold part of the payment: one in flight may still complete.
 _HOLDING_REFUND_STATUSES = frozenset({"processing", "completed"})
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from .actions import subscription_action
 from .core import StateCore, UnknownSubscription
 from .events import make_event
-from .records import Payment, Subscription, new_id, one_period_after
+from .records import SUBSCRIPTION_STATUSES, Payment, Subscription, new_id, one_period_after
 from .sessions import TransitionNotAllowed
 from .timestamps import utcnow
 
@@ -61,6 +61,8 @@ class SubscriptionActions(StateCore):
     ) -> dict:
         """``data`` of ``GET /subscriptions``: one page of the ``mode``'s subscriptions."""
         details = {}
+        if status is not None and status not in SUBSCRIPTION_STATUSES:
+            details["status"] = f"must be one of {', '.join(SUBSCRIPTION_STATUSES)}"
         if not 1 <= limit <= 100:
             details["limit"] = "must be between 1 and 100"
         if offset < 0:

@@ -193,6 +193,7 @@ def test_list_pages_and_sorts(api, subscribe):
 @pytest.mark.parametrize(
     ("query", "field"),
     [
+        ("status=lapsed", "status"),
         ("limit=0", "limit"),
         ("limit=101", "limit"),
         ("offset=-1", "offset"),
