@@ -108,9 +108,9 @@ def _prepare(n: int) -> tuple[list[int], list[Delivery]]:
     from django.utils import timezone
 
     from khaime_django.emulator import EmulatorConfig, khaime_sign
-    from khaime_django.emulator.sessions import Session, SessionRequest
     from khaime_django.emulator.events import API_VERSION, make_event
     from khaime_django.emulator.records import Payment
+    from khaime_django.emulator.sessions import Session, SessionRequest
     from khaime_django.models import PaymentSession
 
     from .db import insert_sessions, session_rows
