@@ -7,7 +7,9 @@ import pytest
 from khaime_django.emulator import Emulator, InvalidConfig
 
 
-@pytest.mark.parametrize("host", ["evil.example", "evil.example:8765", "127.0.0.1.evil.example", "10.0.0.5:80", ""])
+@pytest.mark.parametrize(
+    "host", ["evil.example", "evil.example:8765", "127.0.0.1.evil.example", "127.0.0.1@evil.example", "10.0.0.5:80", ""]
+)
 def test_a_request_not_addressed_to_a_loopback_host_is_refused(control, host):
     response = control("GET", "/sessions", headers={"Host": host})
 

@@ -264,3 +264,14 @@ def test_concurrent_refunds_never_exceed_the_payment(api, emulator, paid):
 
     assert sorted(statuses) == [200] * 5 + [422] * 5
     assert sum(refund["amount"] for refund in emulator.refunds()) == 5000
+
+
+def test_reset_drops_a_refund_still_waiting_to_complete(wired_emulator, paid, refund, control):
+    control("POST", "/config", json={"refund_delay": 0.2})
+    refund(paid)
+
+    wired_emulator.reset()
+
+    with pytest.raises(TimeoutError):
+        wired_emulator.wait_for_deliveries(1, timeout=0.5)
+    assert wired_emulator.events() == []
