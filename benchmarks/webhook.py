@@ -108,8 +108,9 @@ def _prepare(n: int) -> tuple[list[int], list[Delivery]]:
     from django.utils import timezone
 
     from khaime_django.emulator import EmulatorConfig, khaime_sign
+    from khaime_django.emulator.events import API_VERSION, make_event
+    from khaime_django.emulator.records import Payment
     from khaime_django.emulator.sessions import Session, SessionRequest
-    from khaime_django.emulator.webhooks import API_VERSION, payment_event
     from khaime_django.models import PaymentSession
 
     from .db import insert_sessions, session_rows
@@ -138,7 +139,8 @@ def _prepare(n: int) -> tuple[list[int], list[Delivery]]:
             now=now,
         )
         remote.complete(now)
-        event = payment_event(remote, "payment.succeeded", "succeeded", now)
+        payment = Payment(str(remote.transaction_id), remote, now)
+        event = make_event("payment.succeeded", payment.event_data(), is_live=False, occurred_at=now)
         row.update(
             session_id=remote.session_id,
             total_amount=remote.total_amount,

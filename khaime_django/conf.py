@@ -14,8 +14,9 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from .defaults import EMULATOR_WEBHOOK_URL, LOOPBACK_HOSTS
+
 DEFAULT_API_BASE_URL = "https://api.khaime.com/api/v1/partner"
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 DEFAULTS: dict[str, object] = {
     # Partner API key: pk_sandbox_... (test) or pk_live_... (production).
@@ -44,7 +45,7 @@ DEFAULTS: dict[str, object] = {
     # Extra origins the checkout may redirect buyers to besides https URLs (say, an emulator).
     "ALLOWED_PAYMENT_ORIGINS": [],
     # Where `manage.py khaime_emulator` delivers webhooks by default.
-    "EMULATOR_WEBHOOK_URL": "http://127.0.0.1:8000/payments/webhook/",
+    "EMULATOR_WEBHOOK_URL": EMULATOR_WEBHOOK_URL,
 }
 
 

@@ -8,15 +8,19 @@ Standard library only: it is imported by pytest in every project that installs k
 """
 
 from .config import EmulatorConfig, InvalidConfig
+from .events import khaime_sign
+from .refund_actions import REFUND_FAULTS, RefundRefused
 from .server import Emulator
-from .sessions import TransitionNotAllowed, UnknownSession
-from .webhooks import khaime_sign
+from .sessions import TransitionNotAllowed, UnknownRecord, UnknownSession
 
 __all__ = [
+    "REFUND_FAULTS",
     "Emulator",
     "EmulatorConfig",
     "InvalidConfig",
+    "RefundRefused",
     "TransitionNotAllowed",
+    "UnknownRecord",
     "UnknownSession",
     "khaime_sign",
 ]

@@ -1,21 +1,26 @@
 """Command-line front end shared by ``python -m khaime_django.emulator`` and
-``manage.py khaime_emulator``: the options, the banner, and serving until Ctrl-C or SIGTERM."""
+``manage.py khaime_emulator``: the options, the banner, and serving until Ctrl-C or SIGTERM.
+
+Nothing here knows Django: ``manage.py khaime_emulator`` turns the ``KHAIME`` settings into
+defaults for these options itself.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from ..defaults import EMULATOR_PORT
 from .config import WEBHOOK_ORDERS, InvalidConfig
 from .server import Emulator
 
-DEFAULT_PORT = 8765
-DEFAULT_DJANGO_WEBHOOK_URL = "http://127.0.0.1:8000/payments/webhook/"
+DEFAULT_PORT = EMULATOR_PORT
 
 # Options that map one-to-one onto Emulator keywords (flag --a-b -> keyword a_b).
 _VALUE_OPTIONS = (
@@ -32,21 +37,34 @@ _VALUE_OPTIONS = (
     "webhook_attempts",
     "webhook_retry_delay",
     "webhook_timeout",
+    "webhook_workers",
+    "refund_delay",
+    "refund_answer_delay",
     "seed",
 )
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the emulator's options; an option left out stays None and takes its default later."""
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    port_default: str = str(DEFAULT_PORT),
+    webhook_url_default: str = "none: events are only recorded",
+) -> None:
+    """Add the emulator's options; an option left out stays None and takes its default later.
+    The two defaults are worded by the caller, which decides them."""
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument(
         "--port",
         type=int,
-        help=f"port to listen on, 0 for any free port (default {DEFAULT_PORT})",
+        help=f"port to listen on, 0 for any free port (default: {port_default})",
     )
     parser.add_argument(
         "--webhook-url",
-        help="where to POST signed webhooks (none: events are only recorded)",
+        help=f"where to POST signed webhooks, loopback only (default: {webhook_url_default})",
+    )
+    parser.add_argument(
+        "--allow-remote-webhooks",
+        action="store_true",
+        help="let --webhook-url point at another machine (the control API can never change this)",
     )
     parser.add_argument("--webhook-secret", help="secret that signs webhooks (whsec_...)")
     parser.add_argument(
@@ -99,6 +117,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="seconds per attempt (default 10)",
     )
+    parser.add_argument(
+        "--webhook-workers",
+        type=int,
+        metavar="N",
+        help="webhook sender threads delivering concurrently (default 4)",
+    )
+    parser.add_argument(
+        "--refund-delay",
+        type=float,
+        metavar="S",
+        help="seconds from POST /refunds to refund.completed (default 0.5)",
+    )
+    parser.add_argument(
+        "--refund-answer-delay",
+        type=float,
+        metavar="S",
+        help="how long the 'timeout' refund fault holds the answer back (default 15)",
+    )
     parser.add_argument("--seed", type=int, help="seed for fail_rate draws and shuffled delivery")
 
 
@@ -110,33 +146,9 @@ def options_from_args(args: argparse.Namespace, defaults: Mapping | None = None)
         options["customer_pays_fees"] = False
     if args.duplicate_webhooks:
         options["duplicate_webhooks"] = True
+    if args.allow_remote_webhooks:
+        options["allow_remote_webhooks"] = True
     return options
-
-
-def django_defaults(khaime: Mapping) -> dict:
-    """Defaults for ``manage.py khaime_emulator`` taken from the ``KHAIME`` settings dict."""
-    defaults = {
-        "port": port_from_api_base_url(khaime.get("API_BASE_URL")),
-        "webhook_url": khaime.get("EMULATOR_WEBHOOK_URL") or DEFAULT_DJANGO_WEBHOOK_URL,
-    }
-    secrets = khaime.get("WEBHOOK_SECRETS") or []
-    if isinstance(secrets, str):
-        secrets = [secrets]
-    if secrets:
-        defaults["webhook_secret"] = secrets[0]
-    return defaults
-
-
-def port_from_api_base_url(url: str | None) -> int:
-    """The port of a local API base URL (the emulator is meant to answer there), else 8765."""
-    parts = urlsplit(url or "")
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if parts.hostname in ("127.0.0.1", "localhost") and port:
-        return port
-    return DEFAULT_PORT
 
 
 def serve(options: Mapping, out, expected_api_base_url: str | None = None) -> int:
@@ -174,15 +186,47 @@ def _banner(emulator: Emulator, expected_api_base_url: str | None) -> list[str]:
     lines = [
         f"Khaime emulator listening on {emulator.base_url}",
         f"  Partner API:  {emulator.api_base_url}",
-        f"  Control API:  {emulator.base_url}/_emulator/",
+        f"  Control API:  {emulator.base_url}/_emulator/ (loopback only)",
         f"  Webhooks:     {config.webhook_url or 'not delivered (no --webhook-url); see /_emulator/events'}",
-        f"  Signed with:  {config.webhook_secret}",
+        f"  Senders:      {config.webhook_workers} threads, {config.webhook_attempts} attempts "
+        f"{config.webhook_retry_delay:g} s apart",
     ]
     if expected_api_base_url is not None and expected_api_base_url.rstrip("/") != emulator.api_base_url:
         lines.append(f"  Note: settings.KHAIME['API_BASE_URL'] is {expected_api_base_url!r}, not this emulator.")
-    lines.append("Point the app at it with:")
-    lines.append(f"KHAIME_API_BASE_URL={emulator.api_base_url}")
+    lines += [
+        "Point the Django project at it with these settings (any pk_sandbox_ key works offline):",
+        "KHAIME = {",
+        '    "API_KEY": "pk_sandbox_emulator",',
+        f'    "API_BASE_URL": "{emulator.api_base_url}",',
+        f'    "WEBHOOK_SECRETS": ["{config.webhook_secret}"],',
+    ]
+    if config.webhook_url:
+        lines.append(f'    "EMULATOR_WEBHOOK_URL": "{config.webhook_url}",')
+    lines.append("}")
+    lines += _unanswered_webhook_url_warning(config.webhook_url)
     return lines
+
+
+def _unanswered_webhook_url_warning(url: str | None, timeout: float = 1.0) -> list[str]:
+    """A loud warning when nothing accepts connections where webhooks are to go."""
+    if not url:
+        return []
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return []
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+    bar = "!" * 78
+    return [
+        bar,
+        f"WARNING: nothing answers at {url} ({reason}).",
+        "Signed webhooks will fail there: start the Django site first, or set",
+        "KHAIME['EMULATOR_WEBHOOK_URL'] (or --webhook-url) to the URL of your runserver's",
+        "khaime:webhook view, e.g. http://127.0.0.1:8001/payments/webhook/ for runserver 8001.",
+        bar,
+    ]
 
 
 def _log_requests_to_stderr() -> logging.Handler:

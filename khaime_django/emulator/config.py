@@ -11,10 +11,17 @@ import dataclasses
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from ..defaults import EMULATOR_WEBHOOK_SECRET, LOOPBACK_HOSTS
+
 WEBHOOK_ORDERS = ("in-order", "shuffled")
 
-# Options that decide which socket the server binds; they cannot change while it is serving.
-BINDING_OPTIONS = frozenset({"host", "port"})
+# Options fixed while the server runs: the socket it binds and its pool of webhook senders.
+BINDING_OPTIONS = frozenset({"host", "port", "webhook_workers"})
+
+# Options the control API may neither read nor change (over HTTP, anyone on the machine could
+# aim the emulator's webhooks at another host, or read the secret that signs them).
+SECRET_OPTIONS = frozenset({"webhook_secret"})
+STARTUP_ONLY_OPTIONS = frozenset({"allow_remote_webhooks"})
 
 
 class InvalidConfig(ValueError):
@@ -30,7 +37,8 @@ class EmulatorConfig:
     host: str = "127.0.0.1"
     port: int = 0
     webhook_url: str | None = None
-    webhook_secret: str = "whsec_emulator"
+    allow_remote_webhooks: bool = False
+    webhook_secret: str = EMULATOR_WEBHOOK_SECRET
     session_ttl: float = 1800
     customer_pays_fees: bool = True
     fee_bps: int = 600
@@ -44,6 +52,9 @@ class EmulatorConfig:
     webhook_attempts: int = 3
     webhook_retry_delay: float = 2.0
     webhook_timeout: float = 10.0
+    webhook_workers: int = 4
+    refund_delay: float = 0.5
+    refund_answer_delay: float = 15.0
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -59,6 +70,10 @@ class EmulatorConfig:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def public_dict(self) -> dict:
+        """The options as the control API shows them: never the webhook secret."""
+        return {name: value for name, value in self.as_dict().items() if name not in SECRET_OPTIONS}
 
 
 def option_names() -> tuple[str, ...]:
@@ -83,6 +98,12 @@ def _problems(config: EmulatorConfig) -> dict[str, str]:
         parts = urlsplit(config.webhook_url) if isinstance(config.webhook_url, str) else None
         if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
             problems["webhook_url"] = "must be an absolute http(s) URL or None"
+        elif parts.hostname not in LOOPBACK_HOSTS and config.allow_remote_webhooks is not True:
+            problems["webhook_url"] = (
+                "must be on loopback (127.0.0.1, localhost, ::1) unless allow_remote_webhooks is on"
+            )
+    if not isinstance(config.allow_remote_webhooks, bool):
+        problems["allow_remote_webhooks"] = "must be true or false"
     if not isinstance(config.webhook_secret, str) or not config.webhook_secret:
         problems["webhook_secret"] = "must be a non-empty string"
     if not _is_number(config.session_ttl) or config.session_ttl < 0:
@@ -113,6 +134,12 @@ def _problems(config: EmulatorConfig) -> dict[str, str]:
         problems["webhook_retry_delay"] = "must be a number of seconds >= 0"
     if not _is_number(config.webhook_timeout) or config.webhook_timeout <= 0:
         problems["webhook_timeout"] = "must be a number of seconds > 0"
+    if not _is_int(config.webhook_workers) or not 1 <= config.webhook_workers <= 64:
+        problems["webhook_workers"] = "must be an integer between 1 and 64"
+    if not _is_number(config.refund_delay) or config.refund_delay < 0:
+        problems["refund_delay"] = "must be a number of seconds >= 0"
+    if not _is_number(config.refund_answer_delay) or config.refund_answer_delay < 0:
+        problems["refund_answer_delay"] = "must be a number of seconds >= 0"
     if config.seed is not None and not _is_int(config.seed):
         problems["seed"] = "must be an integer or None"
     return problems

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import time
 
-from .routing import Request, Response, Router, failure, success
+from ..defaults import PARTNER_API_PATH
+from .refund_actions import RefundRefused
+from .routing import BadRequest, Request, Response, Router, failure, success
 from .sessions import InvalidSessionRequest, parse_session_request
+from .subscription_actions import InvalidListQuery
 
-PREFIX = "/api/v1/partner"
+PREFIX = PARTNER_API_PATH
 MERCHANT_ID = 1042
 KEY_MODES = {"pk_sandbox_": "sandbox", "pk_live_": "live"}
 
@@ -53,11 +56,58 @@ def account(emulator, request: Request) -> Response:
     return success({"merchant_id": MERCHANT_ID, "baseline_currency": "USD"})
 
 
+def list_subscriptions(emulator, request: Request) -> Response:
+    query = request.query
+    try:
+        page = emulator.list_subscriptions(
+            mode=request.mode,
+            status=query.get("status") or None,
+            product_id=_int_param(query, "product_id", None),
+            limit=_int_param(query, "limit", 10),
+            offset=_int_param(query, "offset", 0),
+            sort_by=query.get("sort_by") or "created_at",
+            sort_order=query.get("sort_order") or "desc",
+        )
+    except InvalidListQuery as exc:
+        return failure(422, "Validation failed", exc.details)
+    return success(page)
+
+
+def retrieve_subscription(emulator, request: Request, subscription_id: str) -> Response:
+    return success(emulator.subscription(subscription_id, mode=request.mode))
+
+
+def create_refund(emulator, request: Request) -> Response:
+    try:
+        data, answer_fault = emulator.create_refund(request.json_object(), request.mode)
+    except RefundRefused as exc:
+        return failure(exc.status, str(exc), exc.details)
+    response = success(data)
+    if answer_fault == "timeout":
+        response.delay = emulator.config.refund_answer_delay
+    elif answer_fault == "drop":
+        response.drop = True
+    return response
+
+
+def _int_param(query: dict[str, str], name: str, default: int | None) -> int | None:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer") from None
+
+
 _router = Router(
     PREFIX,
     [
         ("POST", r"/payments/sessions", create_session),
         ("GET", r"/payments/sessions/(?P<session_id>[^/]+)", retrieve_session),
         ("GET", r"/account", account),
+        ("GET", r"/subscriptions", list_subscriptions),
+        ("GET", r"/subscriptions/(?P<subscription_id>[^/]+)", retrieve_subscription),
+        ("POST", r"/refunds", create_refund),
     ],
 )

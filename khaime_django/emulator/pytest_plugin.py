@@ -23,7 +23,7 @@ TEST_API_KEY = "pk_sandbox_emulator_test_key"
 @pytest.fixture(scope="session")
 def khaime_emulator_server():
     """The session-wide emulator behind ``khaime_emulator``; use that fixture instead."""
-    emulator = Emulator(webhook_retry_delay=0.05, webhook_timeout=5.0)
+    emulator = Emulator(webhook_retry_delay=0.05, webhook_timeout=5.0, refund_delay=0.05)
     emulator.start()
     yield emulator
     emulator.stop()
@@ -32,6 +32,10 @@ def khaime_emulator_server():
 @pytest.fixture
 def khaime_emulator(request, khaime_emulator_server):
     """A running, freshly reset ``Emulator``; Django's ``KHAIME`` settings point at it.
+
+    Every scenario is a method of it: ``complete(session_id)``, ``renew_subscription(id)``,
+    ``next_refund("hang")``, ``dashboard_refund(transaction_id)``, ``truth()``... (see
+    docs/emulator.md for the full list).
 
     With pytest-django, ``settings.KHAIME`` gets the emulator's API base URL, a sandbox key and
     its webhook secret. When the test also uses ``live_server``, webhooks go to that server's

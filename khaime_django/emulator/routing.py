@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 from http import HTTPStatus
 
-from .sessions import UnknownSession
+from .sessions import UnknownRecord
 
 
 @dataclass
@@ -19,6 +19,7 @@ class Request:
     headers: Message  # http.server's headers: case-insensitive .get()
     body: bytes
     mode: str | None = None  # "sandbox" / "live", set once the API key was accepted
+    query: dict[str, str] = field(default_factory=dict)  # the last value of each parameter
 
     def json_object(self) -> dict:
         """The body as a JSON object, or ``BadRequest``."""
@@ -41,6 +42,8 @@ class Response:
     body: bytes = b""
     content_type: str = "application/json"
     headers: dict = field(default_factory=dict)
+    delay: float = 0.0  # seconds to hold the answer back (a simulated slow answer)
+    drop: bool = False  # hang up without answering (a simulated dropped connection)
 
 
 def success(data, status: int = 200) -> Response:
@@ -110,8 +113,8 @@ class Router:
             return handler(emulator, request, **params)
         except BadRequest as exc:
             return failure(400, str(exc))
-        except UnknownSession:
-            return self._not_found("Session not found")
+        except UnknownRecord as exc:
+            return self._not_found(f"{exc.kind.capitalize()} not found")
 
     def resolve(self, method: str, path: str) -> tuple[Handler | None, dict, list[str]]:
         """``(handler, path parameters, [])`` on a match, else ``(None, {}, methods allowed)``."""

@@ -2,8 +2,8 @@
 
 Statuses are Khaime's: ``pending`` -> ``completed`` | ``failed`` | ``expired``. A pending session
 past ``expires_at`` reads as ``expired`` without anything having to run at that moment. Refunds
-and disputes happen to the payment of a completed session; the session itself stays
-``completed`` (Khaime documents no other session status) and the change is announced by webhook.
+and disputes happen to the payment a completed session made (``records.Payment``); the session
+itself stays ``completed`` (Khaime documents no other session status).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeGuard, cast
 from urllib.parse import urlsplit
@@ -21,6 +21,7 @@ from .timestamps import iso_millis
 
 SCALAR_TYPES = (str, int, float, bool, type(None))
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+FREQUENCIES = ("daily", "weekly", "monthly", "quarterly", "yearly")
 
 
 class InvalidSessionRequest(ValueError):
@@ -31,21 +32,35 @@ class InvalidSessionRequest(ValueError):
         super().__init__("Validation failed")
 
 
-class UnknownSession(KeyError):
-    def __init__(self, session_id: str):
-        self.session_id = session_id
-        super().__init__(session_id)
+class UnknownRecord(KeyError):
+    """No session, payment, subscription, refund or event has this id; answered with 404."""
+
+    kind = "record"
+
+    def __init__(self, record_id: str):
+        self.record_id = record_id
+        super().__init__(record_id)
 
     def __str__(self) -> str:
-        return f"No session {self.session_id!r}"
+        return f"No {self.kind} {self.record_id!r}"
+
+
+class UnknownSession(UnknownRecord):
+    kind = "session"
+
+    @property
+    def session_id(self) -> str:
+        return self.record_id
 
 
 class TransitionNotAllowed(ValueError):
-    def __init__(self, session_id: str, action: str, status: str, reason: str | None = None):
-        self.session_id = session_id
+    """The action does not apply to the record in its current status; answered with 409."""
+
+    def __init__(self, record_id: str, action: str, status: str, reason: str | None = None, kind: str = "session"):
+        self.record_id = self.session_id = record_id
         self.action = action
         self.status = status
-        super().__init__(reason or f"Cannot {action} a session that is {status}")
+        super().__init__(reason or f"Cannot {action} a {kind} that is {status}")
 
 
 @dataclass(frozen=True)
@@ -116,8 +131,8 @@ def parse_session_request(body: dict) -> SessionRequest:
             details[name] = "must be an absolute http(s) URL"
 
     frequency = body.get("subscription_frequency_key")
-    if frequency is not None and not isinstance(frequency, str):
-        details["subscription_frequency_key"] = "must be a string"
+    if frequency is not None and frequency not in FREQUENCIES:
+        details["subscription_frequency_key"] = f"must be one of {', '.join(FREQUENCIES)}"
 
     if details:
         raise InvalidSessionRequest(details)
@@ -157,12 +172,10 @@ class Session:
     payment_url: str
     created_at: datetime
     expires_at: datetime
-    payment_id: str = field(default_factory=lambda: f"pay_{uuid.uuid4().hex}")
     state: str = "pending"
     completed_at: datetime | None = None
     failed_at: datetime | None = None
-    refunded_at: datetime | None = None
-    disputed_at: datetime | None = None
+    transaction_id: str | None = None  # of the payment made when it completed
 
     @classmethod
     def create(cls, request: SessionRequest, *, mode: str, base_url: str, config, now: datetime) -> Session:
@@ -200,6 +213,7 @@ class Session:
     def complete(self, now: datetime) -> None:
         self._require_pending("complete", now)
         self.state, self.completed_at = "completed", now
+        self.transaction_id = f"txn_{uuid.uuid4().hex}"
 
     def fail(self, now: datetime) -> None:
         self._require_pending("fail", now)
@@ -209,29 +223,10 @@ class Session:
         self._require_pending("expire", now)
         self.state, self.expires_at = "expired", now
 
-    def refund(self, now: datetime) -> None:
-        self._require_completed("refund", "refunded", self.refunded_at)
-        self.refunded_at = now
-
-    def dispute(self, now: datetime) -> None:
-        self._require_completed("dispute", "disputed", self.disputed_at)
-        self.disputed_at = now
-
     def _require_pending(self, action: str, now: datetime) -> None:
         status = self.status(now)
         if status != "pending":
             raise TransitionNotAllowed(self.session_id, action, status)
-
-    def _require_completed(self, action: str, done: str, done_at: datetime | None) -> None:
-        if self.state != "completed":
-            raise TransitionNotAllowed(self.session_id, action, self.state)
-        if done_at is not None:
-            raise TransitionNotAllowed(
-                self.session_id,
-                action,
-                self.state,
-                f"The session's payment is already {done}",
-            )
 
     # --- views of a session ---
 
@@ -277,7 +272,7 @@ class Session:
         return {
             **self.created_response(),
             **self.retrieved_response(now),
-            "payment_id": self.payment_id,
+            "transaction_id": self.transaction_id,
             "product_id": request.product_id,
             "product_name": request.product_name,
             "product_title": request.product_title,  # what the buyer and webhooks see
@@ -287,6 +282,4 @@ class Session:
             "cancel_url": request.cancel_url,
             "subscription_frequency_key": request.subscription_frequency_key,
             "failed_at": iso_millis(self.failed_at),
-            "refunded_at": iso_millis(self.refunded_at),
-            "disputed_at": iso_millis(self.disputed_at),
         }

@@ -1,109 +1,40 @@
-"""Webhook events: their payload, their signature, and their delivery.
+"""Webhook delivery: a small pool of sender threads, Khaime's retry rules, and the faults.
 
-Every event is serialised to bytes once, signed once, and those exact bytes go out on every
-attempt and every duplicate, as Khaime's verification page requires of receivers.
-
-Delivery runs on one background thread, never on the buyer's request. Each queued *delivery*
-(one copy of one event to one URL) makes up to ``webhook_attempts`` attempts,
-``webhook_retry_delay`` seconds apart; any 2xx ends it. Retries are re-scheduled rather than
-slept on, so a failing receiver does not hold back other events (as with real retries, a retried
-event can therefore land after a later one). A delivery is *finished* when it succeeded or used
-its last attempt; ``wait_for_finished`` counts those.
+Delivery never runs on the buyer's request. ``webhook_workers`` threads (a real provider sends
+concurrently too) take due deliveries from one queue. Each *delivery* (one copy of one event to
+one URL) makes up to ``webhook_attempts`` attempts, ``webhook_retry_delay`` seconds apart; any 2xx
+ends it. Retries are re-scheduled rather than slept on, so a failing receiver does not hold back
+other events (as with real retries, a retried event can therefore land after a later one). A
+delivery is *finished* when it succeeded or used its last attempt; ``wait_for_finished`` counts
+those.
 
 ``webhook_order="shuffled"``: a new delivery is held back for ``SHUFFLE_WINDOW`` seconds counted
 from the first held one; when the window closes, everything held is released in a random order
 (drawn from ``seed``). Events produced together, e.g. by a test that completes five sessions in a
 row, therefore arrive out of order, and an event produced alone arrives ``SHUFFLE_WINDOW`` late.
+
+What the receiver answered is not kept beyond its status code: the emulator must not become a
+way to read the answers of whatever a webhook URL points at.
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import heapq
-import hmac
 import http.client
-import json
 import logging
 import random
 import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from dataclasses import dataclass
-from datetime import datetime
 
-from .timestamps import iso_millis, iso_seconds, utcnow
+from .events import API_VERSION, Event, khaime_sign
+from .timestamps import iso_millis, utcnow
 
-API_VERSION = "2026-03-27"
-BUSINESS_ID = "1042"
 SHUFFLE_WINDOW = 0.3
-RESPONSE_BODY_LIMIT = 500
 
 logger = logging.getLogger("khaime_django.emulator")
-
-
-def khaime_sign(body: bytes, secret: str) -> str:
-    """``X-Khaime-Signature`` for ``body``: lowercase hex HMAC-SHA256 keyed with the whole secret."""
-    if isinstance(body, str):
-        body = body.encode("utf-8")
-    return hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
-
-
-@dataclass(frozen=True)
-class Event:
-    event_id: str
-    event_type: str
-    body: bytes
-
-    def envelope(self) -> dict:
-        return json.loads(self.body)
-
-
-def payment_event(session, event_type: str, status: str, occurred_at: datetime) -> Event:
-    """A 2026-03-27 ``payment.*`` event about ``session``'s payment."""
-    currency = session.currency
-    total = session.total_amount
-    fee = session.transaction_fee
-
-    def money(amount: int) -> dict:
-        return {"amount": amount, "currency": currency}
-
-    request = session.request
-    envelope = {
-        "api_version": API_VERSION,
-        "event_id": f"evt_{uuid.uuid4()}",
-        "event_type": event_type,
-        "occurred_at": iso_seconds(occurred_at),
-        "is_live": session.mode == "live",
-        "business_id": BUSINESS_ID,
-        "data": {
-            "object": "payment",
-            "id": session.payment_id,
-            "session_id": session.session_id,
-            "status": status,
-            "payment_type": request.payment_type,
-            "gateway": "stripe",
-            # The buyer paid `total`; that is the merchant's gross, and Khaime keeps `fee` of it.
-            "amounts": {
-                "customer_paid": money(total),
-                "merchant_gross": money(total),
-                "merchant_net": money(total - fee),
-                "fees": money(fee),
-            },
-            "customer": copy.deepcopy(request.customer),
-            "product": {
-                "id": request.product_id,
-                "title": request.product_title,
-                "type": "digital",
-            },
-            "metadata": copy.deepcopy(request.metadata),
-            "paid_at": iso_seconds(session.completed_at),
-        },
-    }
-    body = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    return Event(envelope["event_id"], event_type, body)
 
 
 @dataclass
@@ -151,25 +82,30 @@ class WebhookDispatcher:
         self._attempts: list[dict] = []
         self._finished = 0
         self._random = random.Random(seed)
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._stopping = False
-        self._timeout_in_flight = 0.0
+        self._longest_timeout = 0.0
 
     # --- lifecycle ---
 
-    def start(self) -> None:
+    def start(self, workers: int) -> None:
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="khaime-emulator-webhooks", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"khaime-emulator-webhooks-{number}", daemon=True)
+            for number in range(1, workers + 1)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
+        """Stop the senders; an attempt in flight may take up to its timeout to give up."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-            wait = self._timeout_in_flight + 1
-        if self._thread is not None:
-            self._thread.join(wait)
-            self._thread = None
+        deadline = time.monotonic() + self._longest_timeout + 1
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._threads = []
 
     def reset(self, seed: int | None) -> None:
         """Drop everything queued or recorded; an attempt in flight is not recorded."""
@@ -193,6 +129,7 @@ class WebhookDispatcher:
         signature = khaime_sign(event.body, config.webhook_secret)
         copies = 2 if config.duplicate_webhooks else 1
         with self._cond:
+            self._longest_timeout = max(self._longest_timeout, config.webhook_timeout)
             now = time.monotonic()
             for _ in range(copies):
                 self._sequence += 1
@@ -246,9 +183,7 @@ class WebhookDispatcher:
                 now = time.monotonic()
                 self._release_held(now)
                 if self._queue and self._queue[0][0] <= now:
-                    delivery = heapq.heappop(self._queue)[2]
-                    self._timeout_in_flight = delivery.timeout
-                    return delivery
+                    return heapq.heappop(self._queue)[2]
                 wake_times = [self._queue[0][0]] if self._queue else []
                 if self._release_at is not None:
                     wake_times.append(self._release_at)
@@ -260,7 +195,7 @@ class WebhookDispatcher:
             delivery.attempt += 1
             sent_at = utcnow()
             started = time.monotonic()
-            status_code, response_body, error = _post(delivery)
+            status_code, error = _post(delivery)
             succeeded = status_code is not None and 200 <= status_code < 300
             record = {
                 "delivery_id": delivery.delivery_id,
@@ -269,7 +204,6 @@ class WebhookDispatcher:
                 "url": delivery.url,
                 "attempt": delivery.attempt,
                 "status_code": status_code,
-                "response_body": response_body,
                 "error": error,
                 "succeeded": succeeded,
                 "sent_at": iso_millis(sent_at),
@@ -285,7 +219,6 @@ class WebhookDispatcher:
                 status_code if status_code is not None else error,
             )
             with self._cond:
-                self._timeout_in_flight = 0.0
                 if delivery.generation != self._generation:
                     continue  # reset() happened while this attempt was in flight
                 self._attempts.append(record)
@@ -296,8 +229,8 @@ class WebhookDispatcher:
                     self._schedule(delivery, time.monotonic() + delivery.retry_delay)
 
 
-def _post(delivery: _Delivery) -> tuple[int | None, str, str | None]:
-    """POST the event; answer (status code or None, truncated response body, transport error)."""
+def _post(delivery: _Delivery) -> tuple[int | None, str | None]:
+    """POST the event; answer (status code or None, transport error). The body is not read."""
     request = urllib.request.Request(
         delivery.url,
         data=delivery.event.body,
@@ -306,19 +239,11 @@ def _post(delivery: _Delivery) -> tuple[int | None, str, str | None]:
     )
     try:
         with _opener.open(request, timeout=delivery.timeout) as response:
-            return response.status, _text(response.read(RESPONSE_BODY_LIMIT)), None
+            return response.status, None
     except urllib.error.HTTPError as exc:
-        with exc:
-            try:
-                body = exc.read(RESPONSE_BODY_LIMIT)
-            except (OSError, http.client.HTTPException):
-                body = b""  # the status is the answer; a body cut short changes nothing
-            return exc.code, _text(body), None
+        exc.close()
+        return exc.code, None
     except urllib.error.URLError as exc:
-        return None, "", str(exc.reason)
+        return None, str(exc.reason)
     except (OSError, http.client.HTTPException) as exc:
-        return None, "", str(exc) or type(exc).__name__
-
-
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", errors="replace")
+        return None, str(exc) or type(exc).__name__

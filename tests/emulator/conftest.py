@@ -60,6 +60,18 @@ def http():
     session.close()
 
 
+@pytest.fixture
+def control(emulator, http):
+    """Calls the control API as a local tool would: POSTs are JSON (``{}`` when no body is given)."""
+
+    def call(method: str, path: str, **kwargs):
+        if method == "POST" and "json" not in kwargs and "data" not in kwargs:
+            kwargs["json"] = {}
+        return http.request(method, f"{emulator.base_url}/_emulator{path}", timeout=5, **kwargs)
+
+    return call
+
+
 class PartnerApi:
     """Calls the emulator's Partner API the way a merchant's client would."""
 

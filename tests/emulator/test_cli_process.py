@@ -48,7 +48,7 @@ class EmulatorProcess:
                 return line
 
     def api_base_url(self) -> str:
-        return self.wait_for_line("KHAIME_API_BASE_URL=").split("=", 1)[1]
+        return self.wait_for_line('    "API_BASE_URL": ').split('"')[3]
 
     def stop(self, signum: int = signal.SIGTERM) -> tuple[int, str]:
         self.process.send_signal(signum)

@@ -159,3 +159,35 @@ def test_stop_hangs_up_on_idle_kept_alive_connections(http):
         assert http.get(url, headers={"X-API-Key": "pk_sandbox_x"}, timeout=5).status_code == 200
     with pytest.raises(requests.ConnectionError):
         http.get(url, headers={"X-API-Key": "pk_sandbox_x"}, timeout=5)
+
+
+def test_truth_lists_what_khaime_holds_for_a_ledger_check(api, emulator):
+    one_time = emulator.complete(api.create_session()["session_id"])
+    member = emulator.complete(api.create_session(subscription_frequency_key="weekly")["session_id"])
+    emulator.renew_subscription(member["subscription_id"])
+    emulator.dashboard_refund(one_time["transaction_id"], amount=100)
+
+    truth = emulator.truth()
+
+    assert {session["status"] for session in truth["sessions"]} == {"completed"}
+    assert len(truth["payments"]) == 3
+    assert [s["id"] for s in truth["subscriptions"]] == [member["subscription_id"]]
+    assert len(truth["subscriptions"][0]["payment_history"]) == 2
+    assert [(r["amount"], r["status"], r["source"]) for r in truth["refunds"]] == [(100, "completed", "dashboard")]
+    assert [e["event_type"] for e in truth["events"]] == [
+        "payment.succeeded",
+        "subscription.created",
+        "payment.succeeded",
+        "subscription.renewed",
+        "payment.succeeded",
+        "refund.completed",
+    ]
+
+
+def test_every_control_action_is_a_python_method():
+    from khaime_django.emulator import Emulator
+    from khaime_django.emulator.actions import SESSION_ACTIONS, SUBSCRIPTION_ACTIONS
+
+    for method in (*SESSION_ACTIONS.values(), *SUBSCRIPTION_ACTIONS.values()):
+        assert getattr(Emulator, method.__name__) is method
+    assert set(SUBSCRIPTION_ACTIONS) == {"renew", "fail_payment", "cancel", "expire", "pause", "resume"}

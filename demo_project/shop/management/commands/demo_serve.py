@@ -20,7 +20,7 @@ class Command(BaseCommand):
         site = f"http://{addrport}"
         if khaime_settings.api_is_loopback:
             from khaime_django.emulator import Emulator
-            from khaime_django.emulator.cli import django_defaults
+            from khaime_django.management.commands.khaime_emulator import django_defaults
 
             config = django_defaults(settings.KHAIME)
             config["webhook_url"] = f"{site}/payments/webhook/"
