@@ -22,7 +22,7 @@ CANCEL = "https://shop.example/payments/sessions/0/cancel/"
         "127.1.2.3",
         "::1",
         "[::1]",
-        "0.0.0.0",
+        "0.0.0.0",  # noqa: S104 - a host name under test; nothing binds to it
         "::",
         "",
         None,
