@@ -75,7 +75,8 @@ def run(readme: str, project: Path, venv: Path, wheel: str) -> None:
                 file.write(("\n" if block.action == "append" else "") + block.code)
             continue
         script = re.sub(r"^(pip install .*)\bkhaime-django\b", rf"\g<1>{wheel}", block.code, flags=re.MULTILINE)
-        result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=project, env=env, check=False)
+        # The README is ours, and running it as written is the point.
+        result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=project, env=env, check=False)  # noqa: S603, S607
         if result.returncode:
             raise SystemExit(f"readme-check: {where} failed (exit {result.returncode}):\n{block.code}")
 

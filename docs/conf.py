@@ -13,7 +13,7 @@ sys.path.insert(0, str(ROOT))
 # autodoc imports the models: a minimal Django, independent of the demo's settings.
 if not settings.configured:
     settings.configure(
-        SECRET_KEY="docs-build-only",
+        SECRET_KEY="docs-build-only",  # noqa: S106 - nothing is signed while building docs
         INSTALLED_APPS=["django.contrib.auth", "django.contrib.contenttypes", "khaime_django"],
         DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
         ROOT_URLCONF="khaime_django.urls",
@@ -25,7 +25,7 @@ import khaime_django  # noqa: E402 - after django.setup()
 
 project = "khaime-django"
 author = "khaime-django contributors"
-copyright = "khaime-django contributors"  # noqa: A001 - Sphinx's name for it
+copyright = "khaime-django contributors"
 release = khaime_django.__version__
 version = release
 
@@ -41,6 +41,3 @@ html_title = f"khaime-django {release}"
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-autodoc_default_options = {"members": True, "undoc-members": False}
-# Django's model fields and forward references autodoc cannot resolve are not errors of ours.
-nitpicky = False
