@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint typecheck matrix wheel-check venv clean
+.PHONY: demo test bench lint typecheck docs matrix wheel-check venv clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The documentation site (docs/: Sphinx, MyST-Parser, Furo), every warning an error.
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
+
 # The tox matrix (tox.ini): Python 3.11 + Django 5.2 and Python 3.13 + Django 6.x, on SQLite and
 # PostgreSQL (DATABASE_URL for it: TOX_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/test).
 # The interpreters come from pyenv when it has them. A missing one is skipped with a message, but
@@ -52,4 +56,4 @@ wheel-check:
 	bash .ci/wheel-check
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .tox .coverage htmlcov build dist *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .tox .coverage htmlcov build dist *.egg-info docs/_build

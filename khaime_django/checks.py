@@ -1,16 +1,26 @@
-"""System checks (`manage.py check`) for the KHAIME settings."""
+"""System checks (`manage.py check`) for the KHAIME settings, the URLs and the site's origin.
+
+Every id here is documented with its fix in ``docs/troubleshooting.md`` (a test keeps it so).
+"""
 
 from __future__ import annotations
 
+import difflib
 import re
+import uuid
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.urls import NoReverseMatch, reverse
 
-from .conf import khaime_settings
+from .conf import DEFAULT_API_BASE_URL, DEFAULTS, khaime_settings
 
 KEY_PATTERN = re.compile(r"^pk_(sandbox|live)_[A-Za-z0-9_\-]+$")
+KEY_HINT = (
+    "Create a key in the Khaime dashboard (Settings > API & Integrations). Offline with the emulator any "
+    "pk_sandbox_... string works, e.g. 'pk_sandbox_local'."
+)
 
 
 @register(Tags.security, "khaime")
@@ -21,11 +31,14 @@ def check_khaime_settings(app_configs=None, **kwargs):
         return [Error("settings.KHAIME must be a dict.", id="khaime.E000")]
     key = khaime_settings.API_KEY
     if not key:
+        # A warning, not an error: migrate, makemigrations and collectstatic run without a key
+        # (a container build, a first `migrate`); only paying needs one. `check --deploy` makes
+        # it the error khaime.E001.
         messages.append(
-            Error(
-                "KHAIME['API_KEY'] is not set.",
-                hint="Create a key in the Khaime dashboard (Settings > API & Integrations); pk_sandbox_... for tests.",
-                id="khaime.E001",
+            Warning(
+                "KHAIME['API_KEY'] is not set: every checkout will fail until it is.",
+                hint=KEY_HINT,
+                id="khaime.W004",
             )
         )
     elif not KEY_PATTERN.match(str(key)):
@@ -58,7 +71,7 @@ def check_khaime_settings(app_configs=None, **kwargs):
         messages.append(
             Warning(
                 "KHAIME['WEBHOOK_SECRETS'] is empty: the webhook endpoint refuses every event.",
-                hint="Copy the whsec_... secret from the Khaime dashboard (Settings > API).",
+                hint="Set the webhook URL and copy its whsec_... secret in the Khaime dashboard (Settings > API).",
                 id="khaime.W002",
             )
         )
@@ -79,6 +92,113 @@ def check_khaime_settings(app_configs=None, **kwargs):
     retries = khaime_settings.MAX_RETRIES
     if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 10:
         messages.append(Error("KHAIME['MAX_RETRIES'] must be an integer from 0 to 10.", id="khaime.E006"))
-    for name in khaime_settings.unknown_keys():
-        messages.append(Warning(f"Unknown KHAIME setting {name!r} is ignored.", id="khaime.W003"))
+    messages.extend(_unknown_settings())
+    messages.extend(_site_url_checks())
     return messages
+
+
+def closest_setting(name: str) -> str | None:
+    """The known KHAIME setting ``name`` was probably meant to be, or ``None``."""
+    known = {known.upper(): known for known in DEFAULTS}
+    matches = difflib.get_close_matches(str(name).upper(), list(known), n=1, cutoff=0.6)
+    return known[matches[0]] if matches else None
+
+
+def _unknown_settings() -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    configured = set(khaime_settings._user_settings())
+    for name in khaime_settings.unknown_keys():
+        meant = closest_setting(name)
+        if meant == "API_BASE_URL" and "API_BASE_URL" not in configured:
+            # The one misspelling that changes where money goes: without API_BASE_URL the app
+            # talks to the real Khaime API, not the emulator or sandbox host that was meant.
+            messages.append(
+                Error(
+                    f"Unknown KHAIME setting {name!r}: did you mean 'API_BASE_URL'? Without it, "
+                    f"khaime-django talks to the live Khaime API ({DEFAULT_API_BASE_URL}).",
+                    hint=f"Rename KHAIME[{name!r}] to KHAIME['API_BASE_URL'].",
+                    id="khaime.E008",
+                )
+            )
+            continue
+        suggestion = f" Did you mean {meant!r}?" if meant else ""
+        messages.append(
+            Warning(
+                f"Unknown KHAIME setting {name!r} is ignored.{suggestion}",
+                hint=f"Known settings: {', '.join(sorted(DEFAULTS))}.",
+                id="khaime.W003",
+            )
+        )
+    return messages
+
+
+def _site_url_checks() -> list[CheckMessage]:
+    """Without SITE_URL the return URLs come from the request: in production (DEBUG off) or with
+    ALLOWED_HOSTS=["*"] that is whatever Host and scheme reached Django."""
+    if khaime_settings.SITE_URL:
+        return []
+    messages: list[CheckMessage] = []
+    if not settings.DEBUG:
+        messages.append(
+            Warning(
+                "DEBUG is False and KHAIME['SITE_URL'] is not set: Khaime's success and cancel URLs are "
+                "built from each request's Host and scheme.",
+                hint=(
+                    "Set KHAIME['SITE_URL'] = 'https://shop.example'. Behind a TLS proxy, also set "
+                    "SECURE_PROXY_SSL_HEADER (and USE_X_FORWARDED_HOST if the proxy rewrites Host), or "
+                    "buyers are sent back to http:// or 127.0.0.1."
+                ),
+                id="khaime.W005",
+            )
+        )
+    if "*" in (settings.ALLOWED_HOSTS or []):
+        messages.append(
+            Warning(
+                "ALLOWED_HOSTS contains '*' and KHAIME['SITE_URL'] is not set: any Host header a client "
+                "sends becomes the address Khaime returns the buyer to.",
+                hint="Set KHAIME['SITE_URL'] = 'https://shop.example', or list your hosts in ALLOWED_HOSTS.",
+                id="khaime.W006",
+            )
+        )
+    return messages
+
+
+@register(Tags.security, "khaime", deploy=True)
+def check_khaime_deploy(app_configs=None, **kwargs):
+    """``manage.py check --deploy``: a site that takes payments needs its key."""
+    if khaime_settings.API_KEY:
+        return []
+    return [Error("KHAIME['API_KEY'] is not set.", hint=KEY_HINT, id="khaime.E001")]
+
+
+URL_NAMES = {
+    "khaime:checkout": {},
+    "khaime:success": {"reference": uuid.UUID(int=0)},
+    "khaime:cancel": {"reference": uuid.UUID(int=0)},
+    "khaime:webhook": {},
+}
+
+
+@register(Tags.urls, "khaime")
+def check_khaime_urls(app_configs=None, **kwargs):
+    """The buy button, the checkout and Khaime's webhooks need the app's URLs under the ``khaime``
+    namespace; without them ``check`` would pass and the product page would fail with
+    NoReverseMatch."""
+    missing = []
+    for name, kwargs_ in URL_NAMES.items():
+        try:
+            reverse(name, kwargs=kwargs_ or None)
+        except NoReverseMatch:
+            missing.append(name)
+    if not missing:
+        return []
+    return [
+        Error(
+            f"The khaime_django URLs are not installed: {', '.join(missing)} cannot be reversed.",
+            hint=(
+                f'Add path("payments/", include("khaime_django.urls")) to urlpatterns in '
+                f"{settings.ROOT_URLCONF} (the app's URL names live in the 'khaime' namespace)."
+            ),
+            id="khaime.E007",
+        )
+    ]

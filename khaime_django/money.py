@@ -29,7 +29,8 @@ def exponent(currency: str) -> int:
 
 
 def to_major(amount: int, currency: str) -> Decimal:
-    return Decimal(amount).scaleb(-exponent(currency))
+    """``to_major(5320, "USD") == Decimal("53.20")``; a non-integer amount raises ``TypeError``."""
+    return Decimal(require_minor_units(amount)).scaleb(-exponent(currency))
 
 
 @lru_cache(maxsize=32)
@@ -40,10 +41,29 @@ def _locale(language: str | None) -> Locale:
         return Locale.parse("en_US")
 
 
+def require_minor_units(amount: object) -> int:
+    """Return ``amount`` if it is an integer in the currency's minor unit, else raise ``TypeError``.
+
+    ``50.00`` or ``Decimal("50.00")`` is almost always a major-unit amount (fifty dollars) that
+    would be shown as $0.50: it is refused, never rounded or guessed at. ``bool`` is refused too.
+    """
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise TypeError(
+            f"Money amounts are integers in the currency's smallest unit (5000 for $50.00), "
+            f"not {type(amount).__name__} {amount!r}."
+        )
+    return amount
+
+
 def format_money(amount: int | None, currency: str | None) -> str:
-    """``format_money(5320, "USD") == "$53.20"``; ``format_money(5000, "JPY") == "¥5,000"``."""
+    """``format_money(5320, "USD") == "$53.20"``; ``format_money(5000, "JPY") == "¥5,000"``.
+
+    ``None`` (or no currency) formats as ``""``; any other non-integer amount raises ``TypeError``
+    (see :func:`require_minor_units`).
+    """
     if amount is None or not currency:
         return ""
+    require_minor_units(amount)
     currency = currency.upper()
     if not is_currency(currency):
         return f"{amount} {currency}"

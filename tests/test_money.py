@@ -67,3 +67,11 @@ def test_khaime_money_filter_formats_minor_units():
         Context({"amount": 5320})
     )
     assert html == "$53.20 ¥5,000"
+
+
+@pytest.mark.parametrize("amount", [50.00, 50.5, Decimal("50.00"), Decimal(5000), "5000", True, [5000]])
+def test_a_non_integer_amount_is_refused_not_shown_as_a_wrong_price(amount):
+    with pytest.raises(TypeError, match="integers in the currency's smallest unit"):
+        format_money(amount, "USD")
+    with pytest.raises(TypeError):
+        to_major(amount, "USD")
