@@ -18,15 +18,12 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from . import __version__
@@ -131,6 +128,11 @@ class KhaimeClient:
         _require_fields(data, GET_SESSION_FIELDS)
         return data
 
+    def longest_call(self) -> float:
+        """The longest one call can take, retries and waits included (seconds)."""
+        connect, read = self.timeout
+        return (connect + read) * (self.max_retries + 1) + self._longest_wait() * self.max_retries + 1
+
     def close(self) -> None:
         self._http.close()
 
@@ -196,6 +198,9 @@ class KhaimeClient:
         # A POST may have created a session even if we never saw the answer: only retry when the
         # connection was never established.
         return isinstance(error, KhaimeConnectionError) and error.never_sent
+
+    def _longest_wait(self) -> float:
+        return float(self.backoff_max)
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.backoff_max, self.backoff_base * (2**attempt))
@@ -338,13 +343,14 @@ _clients: dict[tuple, KhaimeClient] = {}
 _clients_lock = threading.Lock()
 
 
-def get_client() -> KhaimeClient:
-    """The shared client for the current settings (one connection pool per configuration)."""
+def get_client(*, max_retries: int | None = None) -> KhaimeClient:
+    """The shared client for the current settings (one connection pool per configuration).
+    ``max_retries`` overrides ``KHAIME["MAX_RETRIES"]`` (khaime_sync asks with 0)."""
     config = (
         khaime_settings.API_KEY,
         khaime_settings.API_BASE_URL,
         tuple(khaime_settings.TIMEOUT),
-        khaime_settings.MAX_RETRIES,
+        int(khaime_settings.MAX_RETRIES) if max_retries is None else max_retries,
         khaime_settings.BACKOFF_BASE,
         khaime_settings.BACKOFF_MAX,
     )
@@ -364,17 +370,3 @@ def get_client() -> KhaimeClient:
                 )
                 _clients[config] = client
     return client
-
-
-def parse_timestamp(value: Any) -> datetime | None:
-    """An aware datetime from one of Khaime's ISO-8601 timestamps ("2026-01-16T22:00:00.000Z"),
-    or None for a missing or unreadable one (Khaime's schemas are not fully documented)."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = parse_datetime(value)
-    except ValueError:
-        return None
-    if parsed is not None and timezone.is_naive(parsed):
-        parsed = timezone.make_aware(parsed, UTC)
-    return parsed

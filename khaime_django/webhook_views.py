@@ -56,11 +56,8 @@ class WebhookView(View):
             return HttpResponse(f"Invalid event: {error}.", status=400, content_type="text/plain")
         # One transaction, one commit per delivery: the inbox row, the status change and the
         # outcome commit together. A failing apply is rolled back to a savepoint inside it, so
-        # its error still commits with the row (services.apply_webhook_event).
-        with transaction.atomic():
-            record = services.record_webhook_event(event)
-            outcome = services.apply_webhook_event(record)
-        return self.answer(outcome)
+        # its error still commits with the row (services.inbox.apply_webhook_event).
+        return self.answer(services.handle_webhook_event(event))
 
     def verify(self, request: HttpRequest) -> webhooks.KhaimeEvent:
         """The event, once the body is within the limit and signed with one of our secrets."""

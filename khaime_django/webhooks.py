@@ -23,16 +23,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeGuard
 
-from .client import parse_timestamp
 from .exceptions import WebhookPayloadError, WebhookSignatureError
+from .timestamps import parse_timestamp
 
 #: Django's names for Khaime's headers (request.META keys).
 SIGNATURE_HEADER = "HTTP_X_KHAIME_SIGNATURE"
 API_VERSION_HEADER = "HTTP_X_KHAIME_API_VERSION"
 EVENT_ID_HEADER = "HTTP_X_KHAIME_EVENT_ID"
-
-#: The first payload version with ``api_version``, ``business_id`` and ``data.amounts``.
-AMOUNTS_API_VERSION = "2026-03-27"
 
 # Column widths of WebhookEvent; a longer value is a malformed event, not our failure.
 _MAX_EVENT_ID = 255
