@@ -6,7 +6,8 @@
   is retried on connection errors, timeouts, 429 and 5xx. Khaime documents no idempotency key,
   so a POST is retried only where Khaime cannot have acted: the connection was never made, or
   Khaime answered 429.
-- Requests are validated before they are sent; responses are validated before they are trusted.
+- Requests arrive validated (a ``SessionRequest`` cannot be invalid); responses are validated
+  before they are trusted.
 - Every failure is a typed ``KhaimeError`` (see exceptions.py). The API key never appears in a
   log record, an exception or a repr.
 """
@@ -18,12 +19,9 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
-from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from . import __version__
@@ -35,17 +33,16 @@ from .exceptions import (
     KhaimeError,
     KhaimeNotFoundError,
     KhaimeRateLimitError,
-    KhaimeRequestInvalid,
+    KhaimeRequestInvalidError,
     KhaimeResponseError,
     KhaimeServerError,
     KhaimeTimeoutError,
     KhaimeValidationError,
 )
-from .money import is_currency
+from .session_request import SessionRequest
 
 logger = logging.getLogger(__name__)
 
-SCALAR_TYPES = (str, int, float, bool, type(None))
 CREATE_SESSION_FIELDS = ("session_id", "payment_url", "status")
 GET_SESSION_FIELDS = ("session_id", "status")
 
@@ -85,45 +82,16 @@ class KhaimeClient:
 
     # -- the API ------------------------------------------------------------------------------
 
-    def create_session(
-        self,
-        *,
-        amount: int,
-        currency: str,
-        customer: Mapping[str, Any],
-        success_url: str,
-        cancel_url: str,
-        product_id: int | None = None,
-        product_name: str | None = None,
-        subscription_frequency_key: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> dict:
+    def create_session(self, request: SessionRequest) -> dict:
         """``POST /payments/sessions``; returns Khaime's ``data`` (session_id, payment_url, ...)."""
-        body: dict[str, Any] = {
-            "amount": amount,
-            "currency": currency.upper() if isinstance(currency, str) else currency,
-            # Copy mappings only: anything else is left for validate_session_request to refuse with details.
-            "customer": dict(customer) if isinstance(customer, Mapping) else customer,
-            "success_url": success_url,
-            "cancel_url": cancel_url,
-        }
-        if product_id is not None:
-            body["product_id"] = product_id
-        if product_name:
-            body["product_name"] = product_name
-        if subscription_frequency_key:
-            body["subscription_frequency_key"] = subscription_frequency_key
-        if metadata:
-            body["metadata"] = dict(metadata) if isinstance(metadata, Mapping) else metadata
-        validate_session_request(body)
-        data = self._request("POST", "/payments/sessions", json=body)
+        data = self._request("POST", "/payments/sessions", json=request.to_body())
         _require_fields(data, CREATE_SESSION_FIELDS)
         return data
 
     def get_session(self, session_id: str, *, timeout: tuple[float, float] | None = None) -> dict:
         """``GET /payments/sessions/{session_id}``; returns Khaime's ``data`` (status, ...)."""
         if not session_id:
-            raise KhaimeRequestInvalid("A session id is required.", details={"session_id": "required"})
+            raise KhaimeRequestInvalidError("A session id is required.", details={"session_id": "required"})
         data = self._request("GET", f"/payments/sessions/{quote(session_id, safe='')}", timeout=timeout)
         _require_fields(data, GET_SESSION_FIELDS)
         return data
@@ -304,39 +272,6 @@ def _require_fields(data: dict, fields: tuple[str, ...]) -> None:
         raise KhaimeResponseError(
             "Khaime's answer lacks " + ", ".join(missing) + ".", details={field: "missing" for field in missing}
         )
-
-
-def validate_session_request(body: Mapping[str, Any]) -> None:
-    """Refuse, before sending, what Khaime would refuse; ``details`` names each bad field."""
-    errors: dict[str, str] = {}
-    amount = body.get("amount")
-    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
-        errors["amount"] = "must be a positive integer in the currency's smallest unit"
-    if not is_currency(body.get("currency")):
-        errors["currency"] = "must be an ISO 4217 currency code"
-    product_id = body.get("product_id")
-    if product_id is not None and (not isinstance(product_id, int) or isinstance(product_id, bool) or product_id <= 0):
-        errors["product_id"] = "must be a positive integer (a Khaime catalogue id)"
-    if product_id is None and not body.get("product_name"):
-        errors["product_name"] = "product_id or product_name is required"
-    customer = body.get("customer") or {}
-    try:
-        validate_email((customer.get("email") if isinstance(customer, Mapping) else "") or "")
-    except ValidationError:
-        errors["customer.email"] = "a valid email address is required"
-    metadata = body.get("metadata") or {}
-    if not isinstance(metadata, Mapping):
-        errors["metadata"] = "must be an object"
-    else:
-        for key, value in metadata.items():
-            if not isinstance(key, str) or not isinstance(value, SCALAR_TYPES):
-                errors[f"metadata.{key}"] = "values must be scalar (no nested objects or lists)"
-    for field in ("success_url", "cancel_url"):
-        parts = urlsplit(str(body.get(field) or ""))
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            errors[field] = "must be an absolute http(s) URL"
-    if errors:
-        raise KhaimeRequestInvalid("The payment session request is invalid.", details=errors)
 
 
 _clients: dict[tuple, KhaimeClient] = {}

@@ -18,10 +18,12 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 
-from ..client import KhaimeClient, get_client, validate_session_request
+from ..client import KhaimeClient, get_client
 from ..conf import khaime_settings
-from ..exceptions import KhaimeConfigurationError, KhaimeError, KhaimeRequestInvalid, KhaimeUnsafeRedirect
+from ..exceptions import KhaimeConfigurationError, KhaimeError, KhaimeRequestInvalidError, KhaimeUnsafeRedirectError
 from ..models import PaymentSession, Source
+from ..purchases import Purchase
+from ..session_request import SessionRequest
 from ..statuses import AWAITING_STATUSES, OPEN_STATUSES, Status
 from ..timestamps import parse_timestamp
 from ..transitions import transition
@@ -60,44 +62,43 @@ def start_checkout(
     metadata = dict(metadata or {})
     clash = RESERVED_METADATA_KEYS.intersection(metadata)
     if clash:
-        raise KhaimeRequestInvalid(
+        raise KhaimeRequestInvalidError(
             "metadata uses a reserved key.", details={f"metadata.{key}": "reserved by khaime-django" for key in clash}
         )
     customer = {**(customer or {}), "email": (customer_email or "").strip().lower()}
+    price = Purchase(
+        amount=amount,
+        currency=currency,
+        product_name=product_name or "",
+        product_id=product_id,
+        subscription_frequency_key=subscription_frequency_key or "",
+        metadata=metadata,
+    )
     reference = uuid.uuid4()
-    success_url = _absolute_url(request, reverse("khaime:success", kwargs={"reference": reference}))
-    cancel_url = _absolute_url(request, reverse("khaime:cancel", kwargs={"reference": reference}))
-    khaime_request: dict[str, Any] = {
-        "amount": amount,
-        "currency": currency.upper() if isinstance(currency, str) else currency,
-        "customer": customer,
-        "success_url": success_url,
-        "cancel_url": cancel_url,
-        "product_id": product_id,
-        "product_name": product_name or None,
-        "subscription_frequency_key": subscription_frequency_key or None,
-        "metadata": {**metadata, "reference": str(reference)},
-    }
     # Refuse a bad request before a row exists: it is a programming error, not a payment attempt.
-    validate_session_request(khaime_request)
+    khaime_request = price.session_request(
+        customer=customer,
+        success_url=_absolute_url(request, reverse("khaime:success", kwargs={"reference": reference})),
+        cancel_url=_absolute_url(request, reverse("khaime:cancel", kwargs={"reference": reference})),
+        reference=str(reference),
+    )
 
     # A missing API key must fail before a row exists, not leave it stuck in `created`.
     client = client or get_client()
-    purchase_key = _purchase_key(user, khaime_request)
     session = _insert_or_reuse(
-        purchase_key,
+        _purchase_key(user, khaime_request),
         client,
         reference=reference,
-        amount=amount,
-        currency=khaime_request["currency"],
-        product_id=product_id,
-        product_name=product_name or "",
+        amount=khaime_request.amount,
+        currency=khaime_request.currency,
+        product_id=khaime_request.product_id,
+        product_name=khaime_request.product_name or "",
         customer_email=customer["email"],
         customer=customer,
         metadata=metadata,
-        subscription_frequency_key=subscription_frequency_key or "",
-        success_url=success_url,
-        cancel_url=cancel_url,
+        subscription_frequency_key=khaime_request.subscription_frequency_key or "",
+        success_url=khaime_request.success_url,
+        cancel_url=khaime_request.cancel_url,
         mode=khaime_settings.mode,
         user=user,
     )
@@ -105,7 +106,7 @@ def start_checkout(
         return session  # reused: the buyer continues with the session Khaime already has
 
     try:
-        data = client.create_session(**khaime_request)
+        data = client.create_session(khaime_request)
         _check_payment_url(data["payment_url"])
     except KhaimeError as error:
         logger.error("Khaime refused or failed to create payment session %s: %s", session.reference, error)
@@ -192,13 +193,13 @@ def _insert_or_reuse(purchase_key: str, client: KhaimeClient, **values: Any) -> 
         time.sleep(_WAIT_STEP)
 
 
-def _purchase_key(user, khaime_request: Mapping[str, Any]) -> str:
-    buyer = f"user:{user.pk}" if user is not None else f"email:{khaime_request['customer']['email']}"
+def _purchase_key(user, khaime_request: SessionRequest) -> str:
+    buyer = f"user:{user.pk}" if user is not None else f"email:{khaime_request.customer['email']}"
     price = {
-        key: khaime_request[key]
+        key: getattr(khaime_request, key)
         for key in ("amount", "currency", "product_id", "product_name", "subscription_frequency_key")
     }
-    price["metadata"] = {k: v for k, v in khaime_request["metadata"].items() if k not in RESERVED_METADATA_KEYS}
+    price["metadata"] = {k: v for k, v in khaime_request.metadata.items() if k not in RESERVED_METADATA_KEYS}
     blob = json.dumps([buyer, price], sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -221,6 +222,6 @@ def _check_payment_url(url: str) -> None:
         return
     if origin in khaime_settings.allowed_payment_origins():
         return
-    raise KhaimeUnsafeRedirect(
+    raise KhaimeUnsafeRedirectError(
         "Khaime's payment_url is not an https URL; the buyer was not sent there.", details={"payment_url": url[:200]}
     )
