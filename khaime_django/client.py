@@ -5,7 +5,14 @@
 - Bounded retries with capped exponential backoff and full jitter. GET is safe to repeat, so it
   is retried on connection errors, timeouts, 429 and 5xx. Khaime documents no idempotency key,
   so a POST is retried only where Khaime cannot have acted: the connection was never made, or
-  Khaime answered 429.
+  Khaime answered 429. A 429 waits at least ``MIN_RATE_LIMIT_DELAY`` and honours ``Retry-After``
+  up to ``MAX_RETRY_AFTER``; a longer one is raised at once.
+- Our own retry loop, not urllib3's ``Retry``: ``Retry`` decides per method from one
+  ``allowed_methods`` list, so it cannot retry a POST on 429 while refusing it on 5xx and read
+  errors without a second ``Retry`` per request; it sleeps inside urllib3, where the wait is
+  neither logged with Khaime's reason nor injectable in tests; and after the last attempt it
+  hands back a response or a ``MaxRetryError`` instead of the typed error of that attempt. The
+  loop below is two short methods (``_request``, ``_retry_delay``).
 - Requests arrive validated (a ``SessionRequest`` cannot be invalid); responses are validated
   before they are trusted.
 - Every failure is a typed ``KhaimeError`` (see exceptions.py). The API key never appears in a
@@ -19,6 +26,8 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -42,6 +51,11 @@ from .exceptions import (
 from .session_request import SessionRequest
 
 logger = logging.getLogger(__name__)
+
+#: A 429 is retried after at least this long, whatever Retry-After says.
+MIN_RATE_LIMIT_DELAY = 0.5
+#: A 429 whose Retry-After asks for longer than this is raised at once, not waited out.
+MAX_RETRY_AFTER = 10.0
 
 CREATE_SESSION_FIELDS = ("session_id", "payment_url", "status")
 GET_SESSION_FIELDS = ("session_id", "status")
@@ -113,9 +127,9 @@ class KhaimeClient:
             try:
                 return self._send_once(method, url, json=json, timeout=timeout or self.timeout)
             except KhaimeError as error:
-                if attempt >= self.max_retries or not self._may_retry(method, error):
+                delay = self._retry_delay(method, error, attempt)
+                if delay is None:
                     raise
-                delay = self._backoff(attempt)
                 logger.warning(
                     "Khaime %s %s failed (%s); retry %d of %d in %.2fs",
                     method,
@@ -151,11 +165,27 @@ class KhaimeClient:
         )
         try:
             return _parse_response(response)
+        except KhaimeRateLimitError as error:
+            error.retry_after = _retry_after(response.headers.get("Retry-After"))
+            _redact(error, self._api_key)
+            raise
         except KhaimeError as error:
             # Khaime's own words go into logs, last_error and admin messages: if it ever echoes
             # the key back ("Invalid API key pk_live_..."), it must not travel on from here.
             _redact(error, self._api_key)
             raise
+
+    def _retry_delay(self, method: str, error: KhaimeError, attempt: int) -> float | None:
+        """Seconds to wait before retrying after ``error``, or None to raise it now."""
+        if attempt >= self.max_retries or not self._may_retry(method, error):
+            return None
+        delay = self._backoff(attempt)
+        if isinstance(error, KhaimeRateLimitError):
+            wanted = max(error.retry_after or 0.0, MIN_RATE_LIMIT_DELAY)
+            if wanted > MAX_RETRY_AFTER:
+                return None  # an hourly quota: no request should hold a buyer that long
+            delay = max(delay, wanted)
+        return delay
 
     @staticmethod
     def _may_retry(method: str, error: KhaimeError) -> bool:
@@ -168,11 +198,27 @@ class KhaimeClient:
         return isinstance(error, KhaimeConnectionError) and error.never_sent
 
     def _longest_wait(self) -> float:
-        return float(self.backoff_max)
+        return max(float(self.backoff_max), MAX_RETRY_AFTER)
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.backoff_max, self.backoff_base * (2**attempt))
         return random.uniform(0, ceiling)  # noqa: S311 - retry jitter, not a secret
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), None if unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 def _redact(error: KhaimeError, secret: str) -> None:

@@ -49,6 +49,8 @@ class KhaimeRateLimitError(KhaimeError):
     """429: over Khaime's 1,000 requests an hour (or 50 a second) for this key."""
 
     transient = True
+    #: Seconds Khaime's ``Retry-After`` header asked us to wait, when it sent one.
+    retry_after: float | None = None
 
 
 class KhaimeServerError(KhaimeError):

@@ -587,3 +587,58 @@ def test_close_closes_the_pooled_session(khaime, monkeypatch):
     monkeypatch.setattr(khaime._http, "close", lambda: closed.append(True))
     khaime.close()
     assert closed == [True]
+
+
+# -- Retry-After ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("header", "waited"), [(None, 0.5), ("0", 0.5), ("2", 2.0), ("7", 7.0)])
+def test_rate_limit_waits_for_retry_after_with_a_minimum(khaime, khaime_api, sleeps, header, waited):
+    headers = {"Retry-After": header} if header is not None else {}
+    khaime_api.get(SESSION_URL, json={"success": False, "error": "slow down"}, status=429, headers=headers)
+    khaime_api.get(SESSION_URL, json=GET_OK)
+    assert khaime.get_session("sess_1")["status"] == "pending"
+    assert sleeps == [waited]
+
+
+def test_rate_limit_with_an_http_date_retry_after_waits_until_then(khaime, khaime_api, sleeps):
+    from datetime import UTC, datetime, timedelta
+    from email.utils import format_datetime
+
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=4), usegmt=True)
+    khaime_api.get(
+        SESSION_URL, json={"success": False, "error": "slow down"}, status=429, headers={"Retry-After": when}
+    )
+    khaime_api.get(SESSION_URL, json=GET_OK)
+    khaime.get_session("sess_1")
+    assert 2 < sleeps[0] <= 4
+
+
+def test_rate_limit_asking_for_longer_than_a_request_can_wait_is_raised_at_once(khaime, khaime_api, sleeps):
+    khaime_api.post(
+        SESSIONS_URL, json={"success": False, "error": "quota"}, status=429, headers={"Retry-After": "3600"}
+    )
+    with pytest.raises(KhaimeRateLimitError) as caught:
+        khaime.create_session(REQUEST)
+    assert caught.value.retry_after == 3600
+    assert len(khaime_api.calls) == 1
+    assert sleeps == []
+
+
+def test_unreadable_retry_after_falls_back_to_the_minimum(khaime, khaime_api, sleeps):
+    khaime_api.get(SESSION_URL, json={"success": False, "error": "x"}, status=429, headers={"Retry-After": "soon"})
+    khaime_api.get(SESSION_URL, json=GET_OK)
+    khaime.get_session("sess_1")
+    assert sleeps == [0.5]
+
+
+def test_longest_call_follows_the_clients_own_policy():
+    khaime = KhaimeClient(API_KEY, API_BASE, timeout=(1, 2), max_retries=2, backoff_max=5)
+    assert khaime.longest_call() == 3 * 3 + client_module.MAX_RETRY_AFTER * 2 + 1
+    assert KhaimeClient(API_KEY, API_BASE, timeout=(1, 2), max_retries=0).longest_call() == 4
+
+
+def test_get_client_max_retries_override_is_a_separate_shared_client():
+    assert get_client(max_retries=0).max_retries == 0
+    assert get_client(max_retries=0) is get_client(max_retries=0)
+    assert get_client() is not get_client(max_retries=0)
