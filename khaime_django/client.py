@@ -304,7 +304,7 @@ def _parse_response(response: requests.Response) -> dict:
 
 
 def _error_message(payload: dict) -> str:
-    # Khaime puts the reason in `error`, some endpoints in `message` (khaime-api.md, §1).
+    # Khaime puts the reason in `error`, some endpoints in `message` (docs/khaime-api.md).
     for key in ("error", "message"):
         value = payload.get(key)
         if isinstance(value, str) and value:

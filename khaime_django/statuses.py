@@ -42,7 +42,7 @@ FINAL_STATUSES = (
     Status.ERROR,
 )
 
-#: to_status -> the statuses it may be reached from (DESIGN.md, "Status machine").
+#: to_status -> the statuses it may be reached from (each edge is tested in tests/test_transitions.py).
 ALLOWED_FROM: dict[str, frozenset[str]] = {
     Status.PENDING: frozenset({Status.CREATED}),
     Status.ERROR: frozenset({Status.CREATED}),

@@ -1,11 +1,12 @@
 """Khaime webhooks: signature verification and event parsing. No database, no HTTP here:
-the view (webhook_views.py) reads the request, services.py records and applies the event.
+the view (webhook_views.py) reads the request, services.inbox records and applies the event.
+The Khaime facts used here are in docs/khaime-api.md, "Webhooks".
 
 Khaime signs the exact raw body: ``X-Khaime-Signature`` is the lowercase hex HMAC-SHA256 of the
-body bytes, keyed with the whole ``whsec_...`` secret (khaime-api.md §5.4). There is no timestamp
-to check; replays are harmless because ``event_id`` is de-duplicated by a unique constraint.
+body bytes, keyed with the whole ``whsec_...`` secret. There is no timestamp to check; replays
+are harmless because ``event_id`` is de-duplicated by a unique constraint.
 
-Two payload versions exist (§5.8). From ``2026-03-27`` the envelope always has ``api_version``
+Two payload versions exist. From ``2026-03-27`` the envelope always has ``api_version``
 and ``business_id``, and a payment's ``data.amounts.customer_paid`` is a MoneyAmount
 (``{"amount": 5320, "currency": "USD"}``). Before that there is no ``api_version`` and the amount
 is flat (``data.amount`` / ``data.currency``). Khaime has not published the full ``data`` schema,
@@ -36,7 +37,7 @@ _MAX_EVENT_ID = 255
 _MAX_EVENT_TYPE = 64
 _MAX_API_VERSION = 32
 
-# Where a payment event may carry Khaime's session id (khaime-api.md §5.7 leaves the key open).
+# Where a payment event may carry Khaime's session id (Khaime does not document the key).
 _SESSION_ID_PATHS = (
     ("session_id",),
     ("payment_session_id",),
@@ -131,7 +132,7 @@ class KhaimeEvent:
             value = _dig(self.data, path)
             if isinstance(value, str) and value and value not in found:
                 found.append(value)
-        # `data.id` is the payment's id in the emulator, but a session id in some accounts (§5.7).
+        # `data.id` is the payment's id in the emulator, but a session id in some accounts.
         payment_id = self.data.get("id")
         if isinstance(payment_id, str) and payment_id.startswith("sess_") and payment_id not in found:
             found.append(payment_id)

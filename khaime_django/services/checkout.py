@@ -48,7 +48,6 @@ def start_checkout(
     subscription_frequency_key: str | None = None,
     customer: Mapping[str, Any] | None = None,
     user=None,
-    client: KhaimeClient | None = None,
 ) -> PaymentSession:
     """Create (or reuse) the buyer's payment session and return it; redirect the buyer to its
     ``payment_url``.
@@ -84,7 +83,7 @@ def start_checkout(
     )
 
     # A missing API key must fail before a row exists, not leave it stuck in `created`.
-    client = client or get_client()
+    client = get_client()
     session = _insert_or_reuse(
         _purchase_key(user, khaime_request),
         client,

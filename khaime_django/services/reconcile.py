@@ -13,7 +13,7 @@ from typing import Any, cast
 from django.db.models import Q
 from django.utils import timezone
 
-from ..client import KhaimeClient, get_client
+from ..client import get_client
 from ..conf import khaime_settings
 from ..exceptions import (
     KhaimeAuthenticationError,
@@ -37,12 +37,11 @@ def refresh_session(
     *,
     source: str = Source.RETURN,
     timeout: tuple[float, float] | None = None,
-    client: KhaimeClient | None = None,
 ) -> PaymentSession:
     """Ask Khaime for the session's status and apply it. Raises ``KhaimeError`` if Khaime can't say."""
     if not session.session_id:
         return session
-    data = (client or get_client()).get_session(session.session_id, timeout=timeout)
+    data = get_client().get_session(session.session_id, timeout=timeout)
     apply_khaime_status(session, data, source=source)
     return session
 
@@ -74,7 +73,7 @@ def remote_target(data: Mapping[str, Any]) -> str | None:
     return REMOTE_STATUS.get(data.get("status", ""))
 
 
-def apply_khaime_status(session: PaymentSession, data: Mapping[str, Any], *, source: str, detail: str = "") -> bool:
+def apply_khaime_status(session: PaymentSession, data: Mapping[str, Any], *, source: str) -> bool:
     """Apply what ``GET /payments/sessions/{id}`` said. Returns True when the status changed."""
     now = timezone.now()
     remote = data.get("status")
@@ -84,7 +83,7 @@ def apply_khaime_status(session: PaymentSession, data: Mapping[str, Any], *, sou
         fields: dict[str, Any] = {"last_checked_at": now}
         if target == Status.COMPLETED:
             fields["completed_at"] = parse_timestamp(data.get("completed_at")) or now
-        changed = transition(session, target, source=source, detail=detail or f"Khaime says {remote}", **fields)
+        changed = transition(session, target, source=source, detail=f"Khaime says {remote}", **fields)
     elif remote not in REMOTE_STATUS_UNCHANGED:
         logger.warning("Khaime reported unknown status %r for payment session %s", remote, session.reference)
     if not changed:
@@ -122,8 +121,6 @@ def sync_sessions(
     budget: int = 100,
     grace: timedelta | None = None,
     dry_run: bool = False,
-    client: KhaimeClient | None = None,
-    report: SyncReport | None = None,
     on_change: Callable[[PaymentSession, str, str], None] | None = None,
 ) -> SyncReport:
     """Ask Khaime about sessions still pending or cancelled ``grace`` after creation, newest
@@ -131,12 +128,12 @@ def sync_sessions(
     hour per key). Stops at the first 429. A session asked about within ``grace`` is skipped, so
     successive runs work through a backlog instead of re-asking about the newest ones.
 
-    ``client`` defaults to ``get_client(max_retries=0)``: one request per session, so the budget
+    The client is ``get_client(max_retries=0)``: one request per session, so the budget
     is exact, and a failure waits for the next run rather than spending more of the hour's quota.
     """
-    report = report or SyncReport(dry_run=dry_run)
+    report = SyncReport(dry_run=dry_run)
     grace = khaime_settings.SYNC_GRACE if grace is None else grace
-    client = client or get_client(max_retries=0)
+    client = get_client(max_retries=0)
     cutoff = timezone.now() - grace
     due = (
         PaymentSession.objects.filter(status__in=AWAITING_STATUSES, session_id__isnull=False, created_at__lte=cutoff)
