@@ -40,17 +40,33 @@ class Purchase:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        errors = price_errors(
-            amount=self.amount,
-            currency=self.currency,
-            product_id=self.product_id,
-            product_name=self.product_name,
-            metadata=self.metadata,
-        )
+        errors = price_errors(self)
         if errors:
             raise KhaimeRequestInvalidError("Invalid purchase.", details=errors)
         object.__setattr__(self, "currency", self.currency.upper())
         object.__setattr__(self, "metadata", dict(self.metadata))
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        amount: Any,
+        currency: Any,
+        product_name: str | None = None,
+        product_id: int | None = None,
+        subscription_frequency_key: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Purchase:
+        """A purchase from loosely given values (None for "not set"), as callers of
+        ``start_checkout`` and the ``khaime_buy_button`` tag pass them."""
+        return cls(
+            amount=amount,
+            currency=currency,
+            product_name=product_name or "",
+            product_id=product_id,
+            subscription_frequency_key=subscription_frequency_key or "",
+            metadata=metadata if metadata is not None else {},
+        )
 
     def sign(self) -> str:
         return signing.dumps(asdict(self), salt=SALT, compress=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
@@ -22,8 +22,25 @@ from .money import is_currency
 SCALAR_TYPES = (str, int, float, bool, type(None))
 
 
-def price_errors(*, amount: Any, currency: Any, product_id: Any, product_name: Any, metadata: Any) -> dict[str, str]:
-    """What is wrong with a price (the part of a request a buy button carries), by field."""
+class Price(Protocol):
+    """What a buy button carries: ``Purchase`` and ``SessionRequest`` both have these fields."""
+
+    @property
+    def amount(self) -> Any: ...
+    @property
+    def currency(self) -> Any: ...
+    @property
+    def product_id(self) -> Any: ...
+    @property
+    def product_name(self) -> Any: ...
+    @property
+    def metadata(self) -> Any: ...
+
+
+def price_errors(price: Price) -> dict[str, str]:
+    """What is wrong with ``price`` (the part of a request a buy button carries), by field."""
+    amount, currency, product_id = price.amount, price.currency, price.product_id
+    product_name, metadata = price.product_name, price.metadata
     errors: dict[str, str] = {}
     if not _positive_int(amount):
         errors["amount"] = "must be a positive integer in the currency's smallest unit (5000 for $50.00)"
@@ -70,13 +87,7 @@ class SessionRequest:
                 object.__setattr__(self, name, dict(value))
         object.__setattr__(self, "product_name", self.product_name or None)
         object.__setattr__(self, "subscription_frequency_key", self.subscription_frequency_key or None)
-        errors = price_errors(
-            amount=self.amount,
-            currency=self.currency,
-            product_id=self.product_id,
-            product_name=self.product_name,
-            metadata=self.metadata,
-        )
+        errors = price_errors(self)
         customer = self.customer
         try:
             validate_email((customer.get("email") if isinstance(customer, Mapping) else "") or "")

@@ -65,12 +65,12 @@ def start_checkout(
             "metadata uses a reserved key.", details={f"metadata.{key}": "reserved by khaime-django" for key in clash}
         )
     customer = {**(customer or {}), "email": (customer_email or "").strip().lower()}
-    price = Purchase(
+    price = Purchase.build(
         amount=amount,
         currency=currency,
-        product_name=product_name or "",
+        product_name=product_name,
         product_id=product_id,
-        subscription_frequency_key=subscription_frequency_key or "",
+        subscription_frequency_key=subscription_frequency_key,
         metadata=metadata,
     )
     reference = uuid.uuid4()

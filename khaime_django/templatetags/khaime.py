@@ -25,12 +25,12 @@ def khaime_buy_button(
 ):
     """A POST form to ``khaime:checkout`` carrying the signed price. Shows an email field unless
     the user is logged in with an email. A bad amount or currency raises here, at render time."""
-    purchase = Purchase(
+    purchase = Purchase.build(
         amount=amount,
         currency=currency,
-        product_name=product_name or "",
+        product_name=product_name,
         product_id=product_id,
-        subscription_frequency_key=subscription_frequency_key or "",
+        subscription_frequency_key=subscription_frequency_key,
         metadata=metadata or {},
     )
     user = context.get("user")
