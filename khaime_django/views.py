@@ -1,4 +1,4 @@
-"""Thin HTTP views: parse the request, call a service, render. Rules live in services.py."""
+"""Thin HTTP views: parse the request, call a service, render. Rules live in services/ and transitions.py."""
 
 from __future__ import annotations
 
