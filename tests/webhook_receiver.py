@@ -1,8 +1,9 @@
 """The one hand-written webhook endpoint the tests use: a loopback HTTP server (port 0) that
 records every POST and either answers it itself (with the statuses queued by ``answer_with``,
 200 once they run out) or forwards it byte for byte to ``forward_to`` and answers with that
-answer. ``hold()`` keeps deliveries waiting until ``release()`` (at most ``max_hold`` seconds),
-so a test decides when a webhook lands. No Django needed.
+answer. ``hold()`` keeps deliveries waiting until ``release()`` (at most ``max_hold`` seconds;
+a forwarded one held longer is answered 504), so a test decides when a webhook lands. No Django
+needed: tests/emulator/conftest.py can use it as its receiver too.
 """
 
 from __future__ import annotations
@@ -60,10 +61,12 @@ class WebhookReceiver:
             self.received.append({"headers": headers, "body": body})
             status = self._statuses.pop(0) if self._statuses else 200
             self._cond.notify_all()
-        if not self._gate.wait(self.max_hold):
-            return 504, "text/plain", b"held too long by the test's WebhookReceiver"
+        released = self._gate.wait(self.max_hold)
         if self.forward_to is None:
             return status, "application/json", b'{"received": true}'
+        if not released:
+            # Forwarding late would let the sender retry behind the test's back: fail it instead.
+            return 504, "text/plain", b"held too long by the test's WebhookReceiver"
         forwarded = {name: headers[name] for name in FORWARDED if name in headers}
         answer = self._http.post(self.forward_to, data=body, headers=forwarded, timeout=10)
         return answer.status_code, answer.headers.get("Content-Type", "text/plain"), answer.content
