@@ -29,8 +29,8 @@ PARTS: list[tuple[str, Callable | None]] = [
     ("buy-button token (Purchase.from_token)", lambda f: f.function == "from_token"),
     ("form validation (CheckoutForm.is_valid)", lambda f: f.function == "is_valid"),
     (
-        "validate_session_request (runs twice)",
-        lambda f: f.function == "validate_session_request",
+        "request validation (price_errors: Purchase and SessionRequest)",
+        lambda f: f.function == "price_errors",
     ),
     ("return URLs (_absolute_url)", lambda f: f.function == "_absolute_url"),
     ("purchase key (_purchase_key)", lambda f: f.function == "_purchase_key"),

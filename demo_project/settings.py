@@ -3,11 +3,11 @@
 With no KHAIME_API_KEY set, the demo talks to the offline emulator on 127.0.0.1:8765.
 """
 
-from pathlib import Path
-
 import environ
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+from demo_project.site import *  # noqa: F403 - apps, middleware, templates, URLs
+from demo_project.site import BASE_DIR
+
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env")
 
@@ -15,54 +15,7 @@ DEBUG = env.bool("DEBUG", default=True)
 SECRET_KEY = env("SECRET_KEY", default="demo-only-insecure-secret-key-change-me-in-production")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 
-INSTALLED_APPS = [
-    "django.contrib.admin",
-    "django.contrib.auth",
-    "django.contrib.contenttypes",
-    "django.contrib.sessions",
-    "django.contrib.messages",
-    "django.contrib.staticfiles",
-    "khaime_django",
-    "demo_project.shop",
-]
-
-MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
-]
-
-ROOT_URLCONF = "demo_project.urls"
-TEMPLATES = [
-    {
-        "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "demo_project" / "templates"],
-        "APP_DIRS": True,
-        "OPTIONS": {
-            "context_processors": [
-                "django.template.context_processors.request",
-                "django.contrib.auth.context_processors.auth",
-                "django.contrib.messages.context_processors.messages",
-                "demo_project.shop.context_processors.khaime_mode",
-            ]
-        },
-    }
-]
-WSGI_APPLICATION = "demo_project.wsgi.application"
-
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
-DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-
-LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
-USE_I18N = True
-USE_TZ = True
-STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
 
 EMULATOR_API_BASE_URL = "http://127.0.0.1:8765/api/v1/partner"
 _real_key = env("KHAIME_API_KEY", default="")

@@ -5,8 +5,16 @@
 - Bounded retries with capped exponential backoff and full jitter. GET is safe to repeat, so it
   is retried on connection errors, timeouts, 429 and 5xx. Khaime documents no idempotency key,
   so a POST is retried only where Khaime cannot have acted: the connection was never made, or
-  Khaime answered 429.
-- Requests are validated before they are sent; responses are validated before they are trusted.
+  Khaime answered 429. A 429 waits at least ``MIN_RATE_LIMIT_DELAY`` and honours ``Retry-After``
+  up to ``MAX_RETRY_AFTER``; a longer one is raised at once.
+- Our own retry loop, not urllib3's ``Retry``: ``Retry`` decides per method from one
+  ``allowed_methods`` list, so it cannot retry a POST on 429 while refusing it on 5xx and read
+  errors without a second ``Retry`` per request; it sleeps inside urllib3, where the wait is
+  neither logged with Khaime's reason nor injectable in tests; and after the last attempt it
+  hands back a response or a ``MaxRetryError`` instead of the typed error of that attempt. The
+  loop below is two short methods (``_request``, ``_retry_delay``).
+- Requests arrive validated (a ``SessionRequest`` cannot be invalid); responses are validated
+  before they are trusted.
 - Every failure is a typed ``KhaimeError`` (see exceptions.py). The API key never appears in a
   log record, an exception or a repr.
 """
@@ -19,14 +27,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from email.utils import parsedate_to_datetime
 from urllib.parse import quote, urlsplit
 
 import requests
-from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
-from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from . import __version__
@@ -38,17 +42,21 @@ from .exceptions import (
     KhaimeError,
     KhaimeNotFoundError,
     KhaimeRateLimitError,
-    KhaimeRequestInvalid,
+    KhaimeRequestInvalidError,
     KhaimeResponseError,
     KhaimeServerError,
     KhaimeTimeoutError,
     KhaimeValidationError,
 )
-from .money import is_currency
+from .session_request import SessionRequest
 
 logger = logging.getLogger(__name__)
 
-SCALAR_TYPES = (str, int, float, bool, type(None))
+#: A 429 is retried after at least this long, whatever Retry-After says.
+MIN_RATE_LIMIT_DELAY = 0.5
+#: A 429 whose Retry-After asks for longer than this is raised at once, not waited out.
+MAX_RETRY_AFTER = 10.0
+
 CREATE_SESSION_FIELDS = ("session_id", "payment_url", "status")
 GET_SESSION_FIELDS = ("session_id", "status")
 
@@ -88,48 +96,24 @@ class KhaimeClient:
 
     # -- the API ------------------------------------------------------------------------------
 
-    def create_session(
-        self,
-        *,
-        amount: int,
-        currency: str,
-        customer: Mapping[str, Any],
-        success_url: str,
-        cancel_url: str,
-        product_id: int | None = None,
-        product_name: str | None = None,
-        subscription_frequency_key: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> dict:
+    def create_session(self, request: SessionRequest) -> dict:
         """``POST /payments/sessions``; returns Khaime's ``data`` (session_id, payment_url, ...)."""
-        body: dict[str, Any] = {
-            "amount": amount,
-            "currency": currency.upper() if isinstance(currency, str) else currency,
-            # Copy mappings only: anything else is left for validate_session_request to refuse with details.
-            "customer": dict(customer) if isinstance(customer, Mapping) else customer,
-            "success_url": success_url,
-            "cancel_url": cancel_url,
-        }
-        if product_id is not None:
-            body["product_id"] = product_id
-        if product_name:
-            body["product_name"] = product_name
-        if subscription_frequency_key:
-            body["subscription_frequency_key"] = subscription_frequency_key
-        if metadata:
-            body["metadata"] = dict(metadata) if isinstance(metadata, Mapping) else metadata
-        validate_session_request(body)
-        data = self._request("POST", "/payments/sessions", json=body)
+        data = self._request("POST", "/payments/sessions", json=request.to_body())
         _require_fields(data, CREATE_SESSION_FIELDS)
         return data
 
     def get_session(self, session_id: str, *, timeout: tuple[float, float] | None = None) -> dict:
         """``GET /payments/sessions/{session_id}``; returns Khaime's ``data`` (status, ...)."""
         if not session_id:
-            raise KhaimeRequestInvalid("A session id is required.", details={"session_id": "required"})
+            raise KhaimeRequestInvalidError("A session id is required.", details={"session_id": "required"})
         data = self._request("GET", f"/payments/sessions/{quote(session_id, safe='')}", timeout=timeout)
         _require_fields(data, GET_SESSION_FIELDS)
         return data
+
+    def longest_call(self) -> float:
+        """The longest one call can take, retries and waits included (seconds)."""
+        connect, read = self.timeout
+        return (connect + read) * (self.max_retries + 1) + self._longest_wait() * self.max_retries + 1
 
     def close(self) -> None:
         self._http.close()
@@ -143,9 +127,9 @@ class KhaimeClient:
             try:
                 return self._send_once(method, url, json=json, timeout=timeout or self.timeout)
             except KhaimeError as error:
-                if attempt >= self.max_retries or not self._may_retry(method, error):
+                delay = self._retry_delay(method, error, attempt)
+                if delay is None:
                     raise
-                delay = self._backoff(attempt)
                 logger.warning(
                     "Khaime %s %s failed (%s); retry %d of %d in %.2fs",
                     method,
@@ -181,11 +165,27 @@ class KhaimeClient:
         )
         try:
             return _parse_response(response)
+        except KhaimeRateLimitError as error:
+            error.retry_after = _retry_after(response.headers.get("Retry-After"))
+            _redact(error, self._api_key)
+            raise
         except KhaimeError as error:
             # Khaime's own words go into logs, last_error and admin messages: if it ever echoes
             # the key back ("Invalid API key pk_live_..."), it must not travel on from here.
             _redact(error, self._api_key)
             raise
+
+    def _retry_delay(self, method: str, error: KhaimeError, attempt: int) -> float | None:
+        """Seconds to wait before retrying after ``error``, or None to raise it now."""
+        if attempt >= self.max_retries or not self._may_retry(method, error):
+            return None
+        delay = self._backoff(attempt)
+        if isinstance(error, KhaimeRateLimitError):
+            wanted = max(error.retry_after or 0.0, MIN_RATE_LIMIT_DELAY)
+            if wanted > MAX_RETRY_AFTER:
+                return None  # an hourly quota: no request should hold a buyer that long
+            delay = max(delay, wanted)
+        return delay
 
     @staticmethod
     def _may_retry(method: str, error: KhaimeError) -> bool:
@@ -197,9 +197,28 @@ class KhaimeClient:
         # connection was never established.
         return isinstance(error, KhaimeConnectionError) and error.never_sent
 
+    def _longest_wait(self) -> float:
+        return max(float(self.backoff_max), MAX_RETRY_AFTER)
+
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.backoff_max, self.backoff_base * (2**attempt))
         return random.uniform(0, ceiling)  # noqa: S311 - retry jitter, not a secret
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), None if unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 def _redact(error: KhaimeError, secret: str) -> None:
@@ -285,7 +304,7 @@ def _parse_response(response: requests.Response) -> dict:
 
 
 def _error_message(payload: dict) -> str:
-    # Khaime puts the reason in `error`, some endpoints in `message` (khaime-api.md, §1).
+    # Khaime puts the reason in `error`, some endpoints in `message` (docs/khaime-api.md).
     for key in ("error", "message"):
         value = payload.get(key)
         if isinstance(value, str) and value:
@@ -301,50 +320,18 @@ def _require_fields(data: dict, fields: tuple[str, ...]) -> None:
         )
 
 
-def validate_session_request(body: Mapping[str, Any]) -> None:
-    """Refuse, before sending, what Khaime would refuse; ``details`` names each bad field."""
-    errors: dict[str, str] = {}
-    amount = body.get("amount")
-    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
-        errors["amount"] = "must be a positive integer in the currency's smallest unit"
-    if not is_currency(body.get("currency")):
-        errors["currency"] = "must be an ISO 4217 currency code"
-    product_id = body.get("product_id")
-    if product_id is not None and (not isinstance(product_id, int) or isinstance(product_id, bool) or product_id <= 0):
-        errors["product_id"] = "must be a positive integer (a Khaime catalogue id)"
-    if product_id is None and not body.get("product_name"):
-        errors["product_name"] = "product_id or product_name is required"
-    customer = body.get("customer") or {}
-    try:
-        validate_email((customer.get("email") if isinstance(customer, Mapping) else "") or "")
-    except ValidationError:
-        errors["customer.email"] = "a valid email address is required"
-    metadata = body.get("metadata") or {}
-    if not isinstance(metadata, Mapping):
-        errors["metadata"] = "must be an object"
-    else:
-        for key, value in metadata.items():
-            if not isinstance(key, str) or not isinstance(value, SCALAR_TYPES):
-                errors[f"metadata.{key}"] = "values must be scalar (no nested objects or lists)"
-    for field in ("success_url", "cancel_url"):
-        parts = urlsplit(str(body.get(field) or ""))
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            errors[field] = "must be an absolute http(s) URL"
-    if errors:
-        raise KhaimeRequestInvalid("The payment session request is invalid.", details=errors)
-
-
 _clients: dict[tuple, KhaimeClient] = {}
 _clients_lock = threading.Lock()
 
 
-def get_client() -> KhaimeClient:
-    """The shared client for the current settings (one connection pool per configuration)."""
+def get_client(*, max_retries: int | None = None) -> KhaimeClient:
+    """The shared client for the current settings (one connection pool per configuration).
+    ``max_retries`` overrides ``KHAIME["MAX_RETRIES"]`` (khaime_sync asks with 0)."""
     config = (
         khaime_settings.API_KEY,
         khaime_settings.API_BASE_URL,
         tuple(khaime_settings.TIMEOUT),
-        khaime_settings.MAX_RETRIES,
+        int(khaime_settings.MAX_RETRIES) if max_retries is None else max_retries,
         khaime_settings.BACKOFF_BASE,
         khaime_settings.BACKOFF_MAX,
     )
@@ -364,17 +351,3 @@ def get_client() -> KhaimeClient:
                 )
                 _clients[config] = client
     return client
-
-
-def parse_timestamp(value: Any) -> datetime | None:
-    """An aware datetime from one of Khaime's ISO-8601 timestamps ("2026-01-16T22:00:00.000Z"),
-    or None for a missing or unreadable one (Khaime's schemas are not fully documented)."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = parse_datetime(value)
-    except ValueError:
-        return None
-    if parsed is not None and timezone.is_naive(parsed):
-        parsed = timezone.make_aware(parsed, UTC)
-    return parsed

@@ -37,7 +37,7 @@ class KhaimeValidationError(KhaimeError):
     """400/422 from Khaime, or a request we refused to send; ``details`` names the fields."""
 
 
-class KhaimeRequestInvalid(KhaimeValidationError):
+class KhaimeRequestInvalidError(KhaimeValidationError):
     """The request was refused before sending: it would not have passed Khaime's validation."""
 
 
@@ -49,6 +49,8 @@ class KhaimeRateLimitError(KhaimeError):
     """429: over Khaime's 1,000 requests an hour (or 50 a second) for this key."""
 
     transient = True
+    #: Seconds Khaime's ``Retry-After`` header asked us to wait, when it sent one.
+    retry_after: float | None = None
 
 
 class KhaimeServerError(KhaimeError):
@@ -77,7 +79,7 @@ class KhaimeConfigurationError(ImproperlyConfigured):
     """The ``KHAIME`` settings are missing or malformed."""
 
 
-class KhaimeUnsafeRedirect(KhaimeResponseError):
+class KhaimeUnsafeRedirectError(KhaimeResponseError):
     """Khaime's payment_url is neither https nor an allowed origin: the buyer is not sent there."""
 
 
@@ -91,3 +93,8 @@ class WebhookSignatureError(WebhookError):
 
 class WebhookPayloadError(WebhookError):
     """A verified body that is not a usable event (not JSON, not an object, no event_id/type)."""
+
+
+#: The names before 0.2; kept so code written against them keeps working.
+KhaimeRequestInvalid = KhaimeRequestInvalidError
+KhaimeUnsafeRedirect = KhaimeUnsafeRedirectError

@@ -18,27 +18,14 @@ from django.utils.translation import gettext_lazy as _
 
 from .money import format_money
 
-
-class Status(models.TextChoices):
-    CREATED = "created", _("Created")
-    PENDING = "pending", _("Pending")
-    CANCELLED = "cancelled", _("Cancelled")
-    COMPLETED = "completed", _("Completed")
-    FAILED = "failed", _("Failed")
-    EXPIRED = "expired", _("Expired")
-    REFUNDED = "refunded", _("Refunded")
-    DISPUTED = "disputed", _("Disputed")
-    ERROR = "error", _("Error")
-
-
-#: A buyer may still pay (or be sent to pay) a session in these states until it expires, so a new
-#: Buy for the same purchase reuses it: a cancelled session is still payable at Khaime, and a
-#: second session beside it would let a buyer with two tabs pay twice.
-OPEN_STATUSES = (Status.CREATED, Status.PENDING, Status.CANCELLED)
-#: Khaime may still report a payment for a session in these states; khaime_sync asks about them.
-AWAITING_STATUSES = (Status.PENDING, Status.CANCELLED)
-#: Money was received.
-PAID_STATUSES = (Status.COMPLETED, Status.REFUNDED, Status.DISPUTED)
+# Status and its sets live in statuses.py; they stay importable from here, as before.
+from .statuses import (
+    AWAITING_STATUSES,
+    FINAL_STATUSES,
+    OPEN_STATUSES,
+    PAID_STATUSES,
+    Status,
+)
 
 
 class Mode(models.TextChoices):
@@ -151,21 +138,12 @@ class PaymentSession(models.Model):
     @property
     def is_final(self) -> bool:
         """No buyer action can change this session any more (the status page stops polling)."""
-        return self.status in (
-            Status.COMPLETED,
-            Status.FAILED,
-            Status.EXPIRED,
-            Status.REFUNDED,
-            Status.DISPUTED,
-            Status.ERROR,
-        )
+        return self.status in FINAL_STATUSES
 
     @property
     def is_payable(self) -> bool:
         """The buyer can be sent (back) to Khaime's payment page for this session."""
-        return (
-            self.status in (Status.PENDING, Status.CANCELLED) and bool(self.payment_url) and not self.is_expired_locally
-        )
+        return self.status in AWAITING_STATUSES and bool(self.payment_url) and not self.is_expired_locally
 
     @property
     def is_expired_locally(self) -> bool:

@@ -15,16 +15,19 @@ from django.core import signing
 from django.utils.translation import gettext_lazy as _
 
 from .conf import khaime_settings
-from .exceptions import KhaimeRequestInvalid
-from .money import is_currency
+from .exceptions import KhaimeRequestInvalidError
+from .session_request import SessionRequest, price_errors
 
 SALT = "khaime_django.purchase.v1"
-_SCALARS = (str, int, float, bool, type(None))
 
 
-class InvalidPurchase(Exception):
+class InvalidPurchaseError(Exception):
     """The buy-button token is missing, tampered with, expired or foreign. The message is shown
     to the buyer (checkout_invalid.html), so it is translatable."""
+
+
+#: The name before 0.2.
+InvalidPurchase = InvalidPurchaseError
 
 
 @dataclass(frozen=True)
@@ -37,21 +40,33 @@ class Purchase:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        errors = {}
-        if not isinstance(self.amount, int) or isinstance(self.amount, bool) or self.amount <= 0:
-            errors["amount"] = "must be a positive integer in the currency's smallest unit (5000 for $50.00)"
-        if not is_currency(self.currency):
-            errors["currency"] = "must be an ISO 4217 code"
-        if self.product_id is None and not self.product_name:
-            errors["product_name"] = "product_id or product_name is required"
-        if not isinstance(self.metadata, Mapping) or not all(
-            isinstance(value, _SCALARS) for value in self.metadata.values()
-        ):
-            errors["metadata"] = "must be a dict of scalar values"
+        errors = price_errors(self)
         if errors:
-            raise KhaimeRequestInvalid("Invalid purchase.", details=errors)
+            raise KhaimeRequestInvalidError("Invalid purchase.", details=errors)
         object.__setattr__(self, "currency", self.currency.upper())
         object.__setattr__(self, "metadata", dict(self.metadata))
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        amount: Any,
+        currency: Any,
+        product_name: str | None = None,
+        product_id: int | None = None,
+        subscription_frequency_key: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Purchase:
+        """A purchase from loosely given values (None for "not set"), as callers of
+        ``start_checkout`` and the ``khaime_buy_button`` tag pass them."""
+        return cls(
+            amount=amount,
+            currency=currency,
+            product_name=product_name or "",
+            product_id=product_id,
+            subscription_frequency_key=subscription_frequency_key or "",
+            metadata=metadata if metadata is not None else {},
+        )
 
     def sign(self) -> str:
         return signing.dumps(asdict(self), salt=SALT, compress=True)
@@ -59,17 +74,34 @@ class Purchase:
     @classmethod
     def from_token(cls, token: str) -> Purchase:
         if not token:
-            raise InvalidPurchase(_("The purchase token is missing."))
+            raise InvalidPurchaseError(_("The purchase token is missing."))
         try:
             data = signing.loads(token, salt=SALT, max_age=khaime_settings.TOKEN_MAX_AGE)
         except signing.SignatureExpired as error:
-            raise InvalidPurchase(_("This buy button has expired; reload the page.")) from error
+            raise InvalidPurchaseError(_("This buy button has expired; reload the page.")) from error
         except signing.BadSignature as error:
-            raise InvalidPurchase(_("The purchase token is not valid.")) from error
+            raise InvalidPurchaseError(_("The purchase token is not valid.")) from error
         try:
             return cls(**data)
-        except (TypeError, KhaimeRequestInvalid) as error:
-            raise InvalidPurchase(_("The purchase token is not valid.")) from error
+        except (TypeError, KhaimeRequestInvalidError) as error:
+            raise InvalidPurchaseError(_("The purchase token is not valid.")) from error
+
+    def session_request(
+        self, *, customer: Mapping[str, Any], success_url: str, cancel_url: str, reference: str
+    ) -> SessionRequest:
+        """The request for Khaime for this price, this buyer and these return URLs; ``reference``
+        (ours) travels in ``metadata.reference``."""
+        return SessionRequest(
+            amount=self.amount,
+            currency=self.currency,
+            customer=customer,
+            success_url=success_url,
+            cancel_url=cancel_url,
+            product_id=self.product_id,
+            product_name=self.product_name,
+            subscription_frequency_key=self.subscription_frequency_key,
+            metadata={**self.metadata, "reference": reference},
+        )
 
     def checkout_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``services.start_checkout``."""

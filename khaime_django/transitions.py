@@ -4,12 +4,19 @@ change a session's status through :func:`transition`, and nowhere else.
 It is a conditional UPDATE (``WHERE status = <the status we saw>``) rather than a read-then-write:
 of two racing writers only one matches the row, so a payment is completed once, logged once and
 signalled once. The loser re-reads the row and re-checks the rule against what is there now.
+
+The code serves any model with a ``status`` field: a :class:`StateMachine` describes the model,
+its allowed transitions, its history model and its signals, and :func:`register` makes
+:func:`transition` and :func:`transition_many` accept its instances.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -20,25 +27,59 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from . import signals
-from .models import PaymentSession, Status, StatusChange
+from .models import PaymentSession, StatusChange
+from .statuses import ALLOWED_FROM, Status, can_transition
+
+__all__ = [
+    "ALLOWED_FROM",
+    "PAYMENT_SESSIONS",
+    "SIGNAL_FOR_STATUS",
+    "StateMachine",
+    "can_transition",
+    "collect_receiver_errors",
+    "register",
+    "send_robust",
+    "transition",
+    "transition_many",
+]
 
 logger = logging.getLogger(__name__)
 
-#: to_status -> the statuses it may be reached from (DESIGN.md, "Status machine").
-ALLOWED_FROM: dict[str, frozenset[str]] = {
-    Status.PENDING: frozenset({Status.CREATED}),
-    Status.ERROR: frozenset({Status.CREATED}),
-    Status.CANCELLED: frozenset({Status.PENDING}),
-    # Money received is never dropped: Khaime's "completed" wins over any unpaid state, even
-    # `error` (a create that timed out on our side may still have reached the buyer).
-    Status.COMPLETED: frozenset(
-        {Status.CREATED, Status.PENDING, Status.CANCELLED, Status.FAILED, Status.EXPIRED, Status.ERROR}
-    ),
-    Status.FAILED: frozenset({Status.PENDING, Status.CANCELLED}),
-    Status.EXPIRED: frozenset({Status.PENDING, Status.CANCELLED}),
-    Status.REFUNDED: frozenset({Status.COMPLETED, Status.DISPUTED}),
-    Status.DISPUTED: frozenset({Status.COMPLETED}),
-}
+_MAX_ATTEMPTS = 3
+_MAX_DETAIL = 2000
+
+#: Called after the commit with the exceptions merchant signal receivers raised.
+ReceiverErrorHook = Callable[[list[BaseException]], None]
+
+
+@dataclass(frozen=True)
+class StateMachine:
+    """What :func:`transition` needs to know about one stateful model.
+
+    The model has a ``status`` field and an ``updated_at`` field; its history model has a foreign
+    key named ``history_fk`` to it and the fields ``from_status``, ``to_status``, ``source``,
+    ``detail`` and ``created_at``. ``signal_for_status[to]`` and then ``changed_signal`` are sent
+    on commit, with ``sender=model`` and the instance as ``instance_kwarg``.
+    """
+
+    model: type[models.Model]
+    allowed_from: Mapping[str, frozenset[str]]
+    history_model: type[models.Model]
+    history_fk: str
+    signal_for_status: Mapping[str, Signal]
+    changed_signal: Signal
+    instance_kwarg: str
+    label: str
+
+    def can_transition(self, from_status: str, to_status: str) -> bool:
+        return from_status != to_status and from_status in self.allowed_from.get(to_status, ())
+
+    def check_target(self, to_status: str) -> frozenset[str]:
+        allowed = self.allowed_from.get(to_status)
+        if allowed is None:
+            raise ValueError(f"No transition leads to {to_status!r}.")
+        return allowed
+
 
 SIGNAL_FOR_STATUS: dict[str, Signal] = {
     Status.PENDING: signals.payment_session_created,
@@ -51,73 +92,127 @@ SIGNAL_FOR_STATUS: dict[str, Signal] = {
     Status.ERROR: signals.payment_checkout_error,
 }
 
-_MAX_ATTEMPTS = 3
+PAYMENT_SESSIONS = StateMachine(
+    model=PaymentSession,
+    allowed_from=ALLOWED_FROM,
+    history_model=StatusChange,
+    history_fk="session",
+    signal_for_status=SIGNAL_FOR_STATUS,
+    changed_signal=signals.payment_status_changed,
+    instance_kwarg="session",
+    label="Payment session",
+)
 
-#: Called after the commit with the exceptions merchant signal receivers raised.
-ReceiverErrorHook = Callable[[list[BaseException]], None]
+_machines: dict[type[models.Model], StateMachine] = {}
 
 
-def can_transition(from_status: str, to_status: str) -> bool:
-    return from_status != to_status and from_status in ALLOWED_FROM.get(to_status, ())
+def register(machine: StateMachine) -> StateMachine:
+    """Let :func:`transition` and :func:`transition_many` move ``machine.model``'s instances."""
+    _machines[machine.model] = machine
+    return machine
 
 
-def transition(
-    session: PaymentSession,
-    to_status: str,
-    *,
-    source: str,
-    detail: str = "",
-    on_receiver_errors: ReceiverErrorHook | None = None,
-    **fields: Any,
-) -> bool:
-    """Move ``session`` to ``to_status`` if the status machine allows it from its current status.
+register(PAYMENT_SESSIONS)
+
+
+def machine_for(model: type[models.Model]) -> StateMachine:
+    try:
+        return _machines[model]
+    except KeyError:
+        raise TypeError(f"{model.__name__} has no registered StateMachine.") from None
+
+
+# -- receiver errors ------------------------------------------------------------------------------
+
+_receiver_error_hook: contextvars.ContextVar[ReceiverErrorHook | None] = contextvars.ContextVar(
+    "khaime_receiver_error_hook", default=None
+)
+
+
+@contextmanager
+def collect_receiver_errors(hook: ReceiverErrorHook) -> Iterator[None]:
+    """Every transition made inside the block hands what its merchant receivers raise (after the
+    commit, whenever that comes) to ``hook(errors)``; the webhook records them on its event."""
+    token = _receiver_error_hook.set(hook)
+    try:
+        yield
+    finally:
+        _receiver_error_hook.reset(token)
+
+
+def current_receiver_error_hook() -> ReceiverErrorHook | None:
+    """The hook of the innermost :func:`collect_receiver_errors` block, to bind into an
+    on-commit callback of one's own."""
+    return _receiver_error_hook.get()
+
+
+# -- one instance ---------------------------------------------------------------------------------
+
+
+def transition(instance: Any, to_status: str, *, source: str, detail: str = "", **fields: Any) -> bool:
+    """Move ``instance`` to ``to_status`` if its state machine allows it from its current status.
 
     ``fields`` are saved in the same UPDATE (``completed_at=...``, ``last_error=...``). Returns
-    True when the status changed (and the log row and signals were written), False when the
-    change is not allowed or already happened; ``session`` then holds the current status.
-    ``on_receiver_errors(errors)`` is called, after the commit, with the exceptions merchant
-    receivers raised (the webhook records them on its event).
+    True when the status changed (and the history row and signals were written), False when the
+    change is not allowed or already happened; ``instance`` then holds the current status.
     """
-    if to_status not in ALLOWED_FROM:
-        raise ValueError(f"No transition leads to {to_status!r}.")
+    machine = machine_for(type(instance))
+    machine.check_target(to_status)
+    model = machine.model
     for _attempt in range(_MAX_ATTEMPTS):
-        from_status = session.status
-        if not can_transition(from_status, to_status):
+        from_status = instance.status
+        if not machine.can_transition(from_status, to_status):
             return False
         now = timezone.now()
         # savepoint=False: inside a caller's transaction (the webhook's) a savepoint would cost two
         # round trips and buy nothing; a failure here must roll the caller back anyway.
         with transaction.atomic(savepoint=False):
-            changed = PaymentSession.objects.filter(pk=session.pk, status=from_status).update(
+            changed = model._default_manager.filter(pk=instance.pk, status=from_status).update(
                 status=to_status, updated_at=now, **fields
             )
             if changed:
                 # Stamped now, not before the UPDATE: a writer that waited for our row lock must
                 # not log its change as earlier than the one it waited for.
-                StatusChange.objects.create(
-                    session_id=session.pk,
+                machine.history_model._default_manager.create(
+                    **{f"{machine.history_fk}_id": instance.pk},
                     from_status=from_status,
                     to_status=to_status,
                     source=source,
-                    detail=detail[:2000],
+                    detail=detail[:_MAX_DETAIL],
                     created_at=timezone.now(),
                 )
-                # Receivers get `session`: update it now, because outside an outer transaction
+                # Receivers get `instance`: update it now, because outside an outer transaction
                 # leaving this block commits and runs them before the next line after it.
-                _set_fields(session, to_status, now, fields)
+                _set_fields(instance, to_status, now, fields)
                 transaction.on_commit(
-                    partial(_send_signals, session, from_status, to_status, source, on_receiver_errors)
+                    partial(
+                        _send_signals, machine, instance, from_status, to_status, source, current_receiver_error_hook()
+                    )
                 )
         if changed:
-            logger.info("Payment session %s: %s -> %s (%s)", session.reference, from_status, to_status, source)
+            logger.info("%s %s: %s -> %s (%s)", machine.label, _name(instance), from_status, to_status, source)
             return True
         # Someone else changed the row since we read it: judge again against what is there now.
-        session.status = PaymentSession.objects.values_list("status", flat=True).get(pk=session.pk)
+        instance.status = model._default_manager.values_list("status", flat=True).get(pk=instance.pk)
     return False
 
 
+def _name(instance: Any) -> Any:
+    return getattr(instance, "reference", instance.pk)
+
+
+def _set_fields(instance: Any, to_status: str, now, fields: dict[str, Any]) -> None:
+    instance.status = to_status
+    instance.updated_at = now
+    for name, value in fields.items():
+        setattr(instance, name, value)
+
+
+# -- a batch --------------------------------------------------------------------------------------
+
+
 def transition_many(
-    candidates: QuerySet[PaymentSession],
+    candidates: QuerySet[Any],
     to_status: str,
     *,
     source: str,
@@ -125,25 +220,24 @@ def transition_many(
     **fields: Any,
 ) -> list[int]:
     """:func:`transition` for a batch (khaime_sync expiring 100,000 stale sessions): the same
-    rule, log rows and on-commit signals, in three queries a batch instead of three a session.
+    rule, history rows and on-commit signals, in three queries a batch instead of three a row.
 
-    ``candidates`` is a queryset of the sessions to move (it may be ordered and sliced, e.g. one
-    keyset page). Returns the primary keys of the sessions that changed, in ascending order.
+    ``candidates`` is a queryset of the rows to move (it may be ordered and sliced, e.g. one
+    keyset page). Returns the primary keys of the rows that changed, in ascending order.
 
     How it stays exact without UPDATE ... RETURNING: the candidates are first locked with
     SELECT ... FOR UPDATE, reading only (pk, status). A row a concurrent writer (a webhook) is
     changing is waited for, then re-checked by PostgreSQL against the query's conditions, so a
     session completed meanwhile drops out instead of being overwritten. Locked rows cannot
-    change before our UPDATE, so the UPDATE changes exactly them, and the log rows (written
+    change before our UPDATE, so the UPDATE changes exactly them, and the history rows (written
     just before it, see _log_changes) carry each one's real from_status. (SQLite has no row
     locks but lets one writer at a time hold the whole database.) Rows are locked in
     primary-key order, so concurrent batches cannot deadlock. Signals go out after the commit,
-    as for :func:`transition`; the full sessions are loaded for them only when a receiver is
+    as for :func:`transition`; the full rows are loaded for them only when a receiver is
     connected.
     """
-    allowed = ALLOWED_FROM.get(to_status)
-    if allowed is None:
-        raise ValueError(f"No transition leads to {to_status!r}.")
+    machine = machine_for(candidates.model)
+    allowed = machine.check_target(to_status)
     with transaction.atomic():
         rows = [
             (pk, status)
@@ -155,91 +249,100 @@ def transition_many(
         rows.sort()
         ids = [pk for pk, _ in rows]
         now = timezone.now()
-        logged = _log_changes(ids, to_status, source=source, detail=detail, when=now)
-        changed = PaymentSession.objects.filter(_pk_in(ids)).update(status=to_status, updated_at=now, **fields)
+        logged = _log_changes(machine, ids, to_status, source=source, detail=detail, when=now)
+        changed = machine.model._default_manager.filter(_pk_in(ids)).update(status=to_status, updated_at=now, **fields)
         if not logged == changed == len(rows):
             # Impossible while the rows are locked; rolling back beats logging a wrong history.
-            raise RuntimeError(f"transition_many: locked {len(rows)} sessions, logged {logged}, updated {changed}.")
-        transaction.on_commit(partial(_send_batch_signals, rows, to_status, source))
-    logger.info("%d payment sessions -> %s (%s)", len(rows), to_status, source)
+            raise RuntimeError(f"transition_many: locked {len(rows)} rows, logged {logged}, updated {changed}.")
+        transaction.on_commit(partial(_send_batch_signals, machine, rows, to_status, source))
+    logger.info("%d %ss -> %s (%s)", len(rows), machine.label.lower(), to_status, source)
     return ids
 
 
-def _set_fields(session: PaymentSession, to_status: str, now, fields: dict[str, Any]) -> None:
-    session.status = to_status
-    session.updated_at = now
-    for name, value in fields.items():
-        setattr(session, name, value)
-
-
-def _log_changes(ids: list[int], to_status: str, *, source: str, detail: str, when) -> int:
-    """INSERT the StatusChange rows of a batch with one INSERT ... SELECT from the sessions
-    themselves, run before their UPDATE so from_status is each one's current status. Building
-    thousands of model instances for bulk_create cost more than the database work."""
-    columns = ("session_id", "from_status", "to_status", "source", "detail", "created_at")
+def _log_changes(machine: StateMachine, ids: list[int], to_status: str, *, source: str, detail: str, when) -> int:
+    """INSERT the history rows of a batch with one INSERT ... SELECT from the rows themselves,
+    run before their UPDATE so from_status is each one's current status (model instances for
+    bulk_create would be built in Python, one per row)."""
+    history = machine.history_model._meta
+    fk = history.get_field(machine.history_fk)
+    if not isinstance(fk, models.ForeignKey):
+        raise TypeError(f"{machine.history_model.__name__}.{machine.history_fk} is not a foreign key.")
+    columns = (
+        fk.column,
+        "from_status",
+        "to_status",
+        "source",
+        "detail",
+        "created_at",
+    )
     select = (
-        PaymentSession.objects.filter(_pk_in(ids))
+        machine.model._default_manager.filter(_pk_in(ids))
         .order_by()
         .values_list(
             "pk",
             "status",
             Value(to_status),
             Value(source),
-            Value(detail[:2000]),
+            Value(detail[:_MAX_DETAIL]),
             Value(when, output_field=models.DateTimeField()),
         )
     )
     sql, params = select.query.sql_with_params()
     qn = connection.ops.quote_name
     with connection.cursor() as cursor:
-        cursor.execute(f"INSERT INTO {qn(StatusChange._meta.db_table)} ({', '.join(map(qn, columns))}) {sql}", params)
+        cursor.execute(f"INSERT INTO {qn(history.db_table)} ({', '.join(map(qn, columns))}) {sql}", params)
         return cursor.rowcount
 
 
 def _pk_in(ids: list[int]) -> Q:
-    """``pk IN ids`` for a batch. On PostgreSQL the ids travel as one array parameter: compiling
-    and binding thousands of placeholders cost more than the database's own work."""
+    """``pk IN ids`` for a batch. On PostgreSQL the ids travel as one array parameter instead of
+    one placeholder each."""
     if connection.vendor == "postgresql":
         return Q(pk__in=RawSQL("SELECT unnest(%s::bigint[])", (ids,)))
     return Q(pk__in=ids)
 
 
-def _send_batch_signals(rows: list[tuple[int, str]], to_status: str, source: str) -> None:
-    wanted = (SIGNAL_FOR_STATUS[to_status], signals.payment_status_changed)
-    if not any(signal.has_listeners(PaymentSession) for signal in wanted):
-        return  # nobody listens: skip loading thousands of sessions
-    sessions = PaymentSession.objects.in_bulk([pk for pk, _ in rows])
+# -- signals --------------------------------------------------------------------------------------
+
+
+def _send_batch_signals(machine: StateMachine, rows: list[tuple[int, str]], to_status: str, source: str) -> None:
+    wanted = (machine.signal_for_status[to_status], machine.changed_signal)
+    if not any(signal.has_listeners(machine.model) for signal in wanted):
+        return  # nobody listens: skip loading thousands of rows
+    instances = machine.model._default_manager.in_bulk([pk for pk, _ in rows])
     for pk, from_status in rows:
-        if pk in sessions:
-            _send_signals(sessions[pk], from_status, to_status, source)
+        if pk in instances:
+            _send_signals(machine, instances[pk], from_status, to_status, source)
 
 
 def _send_signals(
-    session: PaymentSession,
+    machine: StateMachine,
+    instance: Any,
     from_status: str,
     to_status: str,
     source: str,
     on_receiver_errors: ReceiverErrorHook | None = None,
 ) -> None:
-    kwargs = {"session": session, "from_status": from_status, "to_status": to_status, "source": source}
+    kwargs = {machine.instance_kwarg: instance, "from_status": from_status, "to_status": to_status, "source": source}
     errors: list[BaseException] = []
-    for signal in (SIGNAL_FOR_STATUS[to_status], signals.payment_status_changed):
-        errors += send_robust(signal, **kwargs)
+    for signal in (machine.signal_for_status[to_status], machine.changed_signal):
+        errors += send_robust(signal, sender=machine.model, **kwargs)
     if errors and on_receiver_errors is not None:
         on_receiver_errors(errors)
 
 
-def send_robust(signal, **kwargs) -> list[BaseException]:
+def send_robust(signal: Signal, *, sender: type[models.Model] = PaymentSession, **kwargs: Any) -> list[BaseException]:
     """Send a merchant signal; a receiver that raises is logged, never propagated."""
     errors = []
-    for receiver, result in signal.send_robust(sender=PaymentSession, **kwargs):
+    for receiver, result in signal.send_robust(sender=sender, **kwargs):
         if isinstance(result, BaseException):
             errors.append(result)
-            session = kwargs.get("session")
+            instance = kwargs.get("session", kwargs.get("instance"))
             logger.error(
-                "Signal receiver %r raised for payment session %s",
+                "Signal receiver %r raised for %s %s",
                 receiver,
-                getattr(session, "reference", None),
+                sender._meta.verbose_name,
+                getattr(instance, "reference", getattr(instance, "pk", None)),
                 exc_info=result,
             )
     return errors

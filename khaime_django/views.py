@@ -1,4 +1,4 @@
-"""Thin HTTP views: parse the request, call a service, render. Rules live in services.py."""
+"""Thin HTTP views: parse the request, call a service, render. Rules live in services/ and transitions.py."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from django.views import View
 from django.views.decorators.cache import never_cache
 
 from . import services
-from .exceptions import KhaimeError, KhaimeRateLimitError, KhaimeRequestInvalid
+from .exceptions import KhaimeError, KhaimeRateLimitError, KhaimeRequestInvalidError
 from .forms import CheckoutForm
 from .models import PaymentSession, Source, Status
-from .purchases import InvalidPurchase, Purchase
+from .purchases import InvalidPurchaseError, Purchase
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class CheckoutView(View):
             return self.invalid(request, form, _("Please enter a valid email address."))
         try:
             purchase = self.get_purchase(request, form)
-        except InvalidPurchase as error:
+        except InvalidPurchaseError as error:
             logger.warning("Checkout refused: %s", error)
             return self.invalid(request, form, str(error))
         email = self.get_customer_email(request, form)
@@ -48,7 +48,7 @@ class CheckoutView(View):
             return self.invalid(request, form, _("Please enter your email address to pay."))
         try:
             session = services.start_checkout(request=request, customer_email=email, **purchase.checkout_kwargs())
-        except KhaimeRequestInvalid as error:
+        except KhaimeRequestInvalidError as error:
             return self.invalid(request, form, _("This purchase cannot be paid: %(error)s") % {"error": error})
         except KhaimeError as error:
             return self.error(request, form, error)

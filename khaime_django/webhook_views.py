@@ -31,8 +31,12 @@ STATUS_FOR_OUTCOME: dict[str, int] = {
 }
 
 
-class WebhookBodyTooLarge(WebhookError):
+class WebhookBodyTooLargeError(WebhookError):
     """The body is over KHAIME["WEBHOOK_MAX_BODY"] bytes."""
+
+
+#: The name before 0.2.
+WebhookBodyTooLarge = WebhookBodyTooLargeError
 
 
 # Outside the merchant's ATOMIC_REQUESTS transaction: the commit in post() is then the real one,
@@ -47,7 +51,7 @@ class WebhookView(View):
     def post(self, request: HttpRequest) -> HttpResponse:
         try:
             event = self.verify(request)
-        except WebhookBodyTooLarge:
+        except WebhookBodyTooLargeError:
             return HttpResponse("Request body too large.", status=413, content_type="text/plain")
         except WebhookSignatureError:
             # Django would answer a SuspiciousOperation with 400; Khaime's docs ask for 401.
@@ -56,11 +60,8 @@ class WebhookView(View):
             return HttpResponse(f"Invalid event: {error}.", status=400, content_type="text/plain")
         # One transaction, one commit per delivery: the inbox row, the status change and the
         # outcome commit together. A failing apply is rolled back to a savepoint inside it, so
-        # its error still commits with the row (services.apply_webhook_event).
-        with transaction.atomic():
-            record = services.record_webhook_event(event)
-            outcome = services.apply_webhook_event(record)
-        return self.answer(outcome)
+        # its error still commits with the row (services.inbox.apply_webhook_event).
+        return self.answer(services.handle_webhook_event(event))
 
     def verify(self, request: HttpRequest) -> webhooks.KhaimeEvent:
         """The event, once the body is within the limit and signed with one of our secrets."""
@@ -95,7 +96,7 @@ class WebhookView(View):
 
 
 def read_body(request: HttpRequest, *, limit: int) -> bytes:
-    """At most ``limit`` bytes of body, else :class:`WebhookBodyTooLarge`.
+    """At most ``limit`` bytes of body, else :class:`WebhookBodyTooLargeError`.
 
     A declared Content-Length over the limit is refused before anything is read. A missing or
     lying one is not trusted either: we read one byte past the limit, never more, and refuse if
@@ -103,8 +104,8 @@ def read_body(request: HttpRequest, *, limit: int) -> bytes:
     """
     declared = request.META.get("CONTENT_LENGTH") or ""
     if declared.strip().isdigit() and int(declared) > limit:
-        raise WebhookBodyTooLarge(f"Content-Length {declared} is over {limit} bytes")
+        raise WebhookBodyTooLargeError(f"Content-Length {declared} is over {limit} bytes")
     body = request.read(limit + 1)
     if len(body) > limit:
-        raise WebhookBodyTooLarge(f"the body is over {limit} bytes")
+        raise WebhookBodyTooLargeError(f"the body is over {limit} bytes")
     return body

@@ -1,11 +1,12 @@
 """Khaime webhooks: signature verification and event parsing. No database, no HTTP here:
-the view (webhook_views.py) reads the request, services.py records and applies the event.
+the view (webhook_views.py) reads the request, services.inbox records and applies the event.
+The Khaime facts used here are in docs/khaime-api.md, "Webhooks".
 
 Khaime signs the exact raw body: ``X-Khaime-Signature`` is the lowercase hex HMAC-SHA256 of the
-body bytes, keyed with the whole ``whsec_...`` secret (khaime-api.md §5.4). There is no timestamp
-to check; replays are harmless because ``event_id`` is de-duplicated by a unique constraint.
+body bytes, keyed with the whole ``whsec_...`` secret. There is no timestamp to check; replays
+are harmless because ``event_id`` is de-duplicated by a unique constraint.
 
-Two payload versions exist (§5.8). From ``2026-03-27`` the envelope always has ``api_version``
+Two payload versions exist. From ``2026-03-27`` the envelope always has ``api_version``
 and ``business_id``, and a payment's ``data.amounts.customer_paid`` is a MoneyAmount
 (``{"amount": 5320, "currency": "USD"}``). Before that there is no ``api_version`` and the amount
 is flat (``data.amount`` / ``data.currency``). Khaime has not published the full ``data`` schema,
@@ -23,23 +24,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeGuard
 
-from .client import parse_timestamp
 from .exceptions import WebhookPayloadError, WebhookSignatureError
+from .timestamps import parse_timestamp
 
 #: Django's names for Khaime's headers (request.META keys).
 SIGNATURE_HEADER = "HTTP_X_KHAIME_SIGNATURE"
 API_VERSION_HEADER = "HTTP_X_KHAIME_API_VERSION"
 EVENT_ID_HEADER = "HTTP_X_KHAIME_EVENT_ID"
 
-#: The first payload version with ``api_version``, ``business_id`` and ``data.amounts``.
-AMOUNTS_API_VERSION = "2026-03-27"
-
 # Column widths of WebhookEvent; a longer value is a malformed event, not our failure.
 _MAX_EVENT_ID = 255
 _MAX_EVENT_TYPE = 64
 _MAX_API_VERSION = 32
 
-# Where a payment event may carry Khaime's session id (khaime-api.md §5.7 leaves the key open).
+# Where a payment event may carry Khaime's session id (Khaime does not document the key).
 _SESSION_ID_PATHS = (
     ("session_id",),
     ("payment_session_id",),
@@ -134,7 +132,7 @@ class KhaimeEvent:
             value = _dig(self.data, path)
             if isinstance(value, str) and value and value not in found:
                 found.append(value)
-        # `data.id` is the payment's id in the emulator, but a session id in some accounts (§5.7).
+        # `data.id` is the payment's id in the emulator, but a session id in some accounts.
         payment_id = self.data.get("id")
         if isinstance(payment_id, str) and payment_id.startswith("sess_") and payment_id not in found:
             found.append(payment_id)

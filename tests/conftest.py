@@ -3,7 +3,10 @@ emulator (khaime_django.emulator) serves it over real HTTP for integration tests
 
 from __future__ import annotations
 
+import re
+
 import pytest
+import requests
 import responses as responses_lib
 
 API_BASE = "https://api.khaime.test/api/v1/partner"
@@ -46,11 +49,34 @@ def khaime_test_settings(settings):
     return settings.KHAIME
 
 
-@pytest.fixture
+#: Requests to anything but the stubbed Khaime (the emulator, live_server, a closed port on
+#: loopback) go out for real.
+NOT_STUBBED_KHAIME = re.compile(rf"^(?!{re.escape(API_BASE)})")
+
+
+@pytest.fixture(autouse=True)
 def khaime_api():
-    """Khaime stubbed with `responses`; any call not registered fails the test."""
+    """Khaime stubbed with `responses` for every test. A call to it that no test registered is
+    refused (so nothing reaches the network) and fails the test at teardown, naming the call,
+    even if the code under test caught the connection error it got."""
     with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.add_passthru(NOT_STUBBED_KHAIME)
         yield mock
+        unstubbed = unstubbed_calls(mock)
+    if unstubbed:
+        pytest.fail("Khaime was called without a stub registered for the call: " + "; ".join(unstubbed))
+
+
+_REFUSED_BY_RESPONSES = "Connection refused by Responses"
+
+
+def unstubbed_calls(mock: responses_lib.RequestsMock) -> list[str]:
+    """The calls ``mock`` refused because no stub matched them, as "METHOD URL"."""
+    return [
+        f"{call.request.method} {call.request.url}"
+        for call in mock.calls
+        if isinstance(call.response, requests.ConnectionError) and _REFUSED_BY_RESPONSES in str(call.response)
+    ]
 
 
 @pytest.fixture

@@ -13,12 +13,12 @@ pass still runs webhooks and return pages concurrently, as production does.
 from __future__ import annotations
 
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import requests
 from django.db import connections
 from django.urls import reverse
+
+from .webhook_receiver import WebhookReceiver
 
 
 class _OneRequestAtATime:
@@ -48,7 +48,7 @@ def live_shop_fixture(live_server):
     return live_server
 
 
-class WebhookGate:
+class WebhookGate(WebhookReceiver):
     """Stands between the emulator and the shop's webhook URL. Open, it passes each delivery on
     byte for byte and answers with the shop's answer; held, it keeps deliveries waiting until
     ``release()``, so a test decides whether the webhook lands before or after the buyer returns.
@@ -57,65 +57,9 @@ class WebhookGate:
     # Below the emulator's webhook timeout (5 s in the plugin), so a forgotten hold fails the
     # delivery instead of letting the emulator retry behind our back.
     MAX_HOLD = 4.0
-    FORWARDED = (
-        "Content-Type",
-        "User-Agent",
-        "X-Khaime-Signature",
-        "X-Khaime-Event",
-        "X-Khaime-Event-Id",
-        "X-Khaime-Api-Version",
-    )
 
     def __init__(self, target_url: str):
-        self.target_url = target_url
-        self._open = threading.Event()
-        self._open.set()
-        self._http = requests.Session()
-        self._http.trust_env = False
-        gate = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if not gate._open.wait(gate.MAX_HOLD):
-                    self.send_error(504, "held too long by the test's WebhookGate")
-                    return
-                headers = {name: self.headers[name] for name in gate.FORWARDED if name in self.headers}
-                answer = gate._http.post(gate.target_url, data=body, headers=headers, timeout=10)
-                self.send_response(answer.status_code)
-                self.send_header("Content-Type", answer.headers.get("Content-Type", "text/plain"))
-                self.send_header("Content-Length", str(len(answer.content)))
-                self.end_headers()
-                self.wfile.write(answer.content)
-
-            def log_message(self, *args):
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            daemon=True,
-        )
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/webhook/"
-
-    def hold(self) -> None:
-        self._open.clear()
-
-    def release(self) -> None:
-        self._open.set()
-
-    def close(self) -> None:
-        self.release()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-        self._http.close()
+        super().__init__(forward_to=target_url, max_hold=self.MAX_HOLD, path="/webhook/")
 
 
 @pytest.fixture(name="webhook_gate")

@@ -361,7 +361,7 @@ def test_concurrent_checkout_waits_for_the_session_in_flight_and_reuses_it(seed_
         waits.append(seconds)
         PaymentSession.objects.filter(pk=first.pk).update(status=Status.PENDING)
 
-    monkeypatch.setattr(services.time, "sleep", first_request_finishes)
+    monkeypatch.setattr("time.sleep", first_request_finishes)
     second = services.start_checkout(request=rf.post("/"), **kwargs)
     assert second.pk == first.pk
     assert len(waits) == 1

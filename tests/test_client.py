@@ -26,6 +26,7 @@ from khaime_django.exceptions import (
     KhaimeTimeoutError,
     KhaimeValidationError,
 )
+from khaime_django.session_request import SessionRequest
 
 from .conftest import API_BASE, SEED_CREATE_RESPONSE
 
@@ -43,6 +44,7 @@ VALID_REQUEST = {
     "cancel_url": "https://shop.test/payments/sessions/r/cancel/",
     "metadata": {"reference": "r", "order": 7},
 }
+REQUEST = SessionRequest(**VALID_REQUEST)
 
 
 def request(**changes):
@@ -74,12 +76,12 @@ def closed_port() -> int:
 
 def test_create_session_returns_khaimes_data(khaime, khaime_api):
     khaime_api.post(SESSIONS_URL, json=SEED_CREATE_RESPONSE, status=201)
-    assert khaime.create_session(**VALID_REQUEST) == SEED_CREATE_RESPONSE["data"]
+    assert khaime.create_session(REQUEST) == SEED_CREATE_RESPONSE["data"]
 
 
 def test_create_session_sends_the_key_and_a_json_body(khaime, khaime_api):
     khaime_api.post(SESSIONS_URL, json=SEED_CREATE_RESPONSE, status=201)
-    khaime.create_session(**VALID_REQUEST)
+    khaime.create_session(REQUEST)
     sent = khaime_api.calls[0].request
     assert sent.headers["X-API-Key"] == API_KEY
     assert json.loads(sent.body) == VALID_REQUEST
@@ -139,7 +141,7 @@ def test_validation_error_carries_khaimes_details(khaime, khaime_api, status):
         SESSIONS_URL, json={"success": False, "error": "Validation failed", "details": details}, status=status
     )
     with pytest.raises(KhaimeValidationError) as caught:
-        khaime.create_session(**VALID_REQUEST)
+        khaime.create_session(REQUEST)
     assert type(caught.value) is KhaimeValidationError
     assert caught.value.status_code == status
     assert caught.value.details == details
@@ -149,31 +151,31 @@ def test_validation_error_carries_khaimes_details(khaime, khaime_api, status):
 def test_error_message_falls_back_to_message_field(khaime, khaime_api):
     khaime_api.post(SESSIONS_URL, json={"message": "Key revoked"}, status=401)
     with pytest.raises(KhaimeAuthenticationError, match="Key revoked"):
-        khaime.create_session(**VALID_REQUEST)
+        khaime.create_session(REQUEST)
 
 
 def test_error_without_any_message_gets_a_generic_one(khaime, khaime_api):
     khaime_api.post(SESSIONS_URL, json={"success": False}, status=400)
     with pytest.raises(KhaimeValidationError, match="Khaime returned an error"):
-        khaime.create_session(**VALID_REQUEST)
+        khaime.create_session(REQUEST)
 
 
 def test_success_answer_that_is_not_json_is_a_response_error(khaime, khaime_api):
     khaime_api.post(SESSIONS_URL, body="<html>maintenance</html>", status=200)
     with pytest.raises(KhaimeResponseError, match="not a JSON object"):
-        khaime.create_session(**VALID_REQUEST)
+        khaime.create_session(REQUEST)
 
 
 def test_json_that_is_not_an_object_is_a_response_error(khaime, khaime_api):
     khaime_api.post(SESSIONS_URL, json=["not", "an", "object"], status=200)
     with pytest.raises(KhaimeResponseError):
-        khaime.create_session(**VALID_REQUEST)
+        khaime.create_session(REQUEST)
 
 
 def test_server_error_that_is_not_json_is_a_server_error(khaime, khaime_api):
     khaime_api.post(SESSIONS_URL, body="<html>Bad Gateway</html>", status=502)
     with pytest.raises(KhaimeServerError) as caught:
-        khaime.create_session(**VALID_REQUEST)
+        khaime.create_session(REQUEST)
     assert caught.value.status_code == 502
 
 
@@ -181,20 +183,20 @@ def test_rate_limit_that_is_not_json_is_a_rate_limit_error(khaime_api):
     khaime = KhaimeClient(API_KEY, API_BASE, max_retries=0)
     khaime_api.post(SESSIONS_URL, body="slow down", status=429)
     with pytest.raises(KhaimeRateLimitError):
-        khaime.create_session(**VALID_REQUEST)
+        khaime.create_session(REQUEST)
 
 
 def test_success_false_in_a_2xx_answer_is_a_response_error(khaime, khaime_api):
     khaime_api.post(SESSIONS_URL, json={"success": False, "error": "Nope", "details": {"x": 1}}, status=200)
     with pytest.raises(KhaimeResponseError, match="Nope") as caught:
-        khaime.create_session(**VALID_REQUEST)
+        khaime.create_session(REQUEST)
     assert caught.value.details == {"x": 1}
 
 
 def test_answer_without_data_is_a_response_error(khaime, khaime_api):
     khaime_api.post(SESSIONS_URL, json={"success": True}, status=201)
     with pytest.raises(KhaimeResponseError, match="no data object"):
-        khaime.create_session(**VALID_REQUEST)
+        khaime.create_session(REQUEST)
 
 
 @pytest.mark.parametrize("field", ["session_id", "payment_url", "status"])
@@ -202,7 +204,7 @@ def test_create_answer_missing_a_required_field_is_a_response_error(khaime, khai
     data = {key: value for key, value in SEED_CREATE_RESPONSE["data"].items() if key != field}
     khaime_api.post(SESSIONS_URL, json={"success": True, "data": data}, status=201)
     with pytest.raises(KhaimeResponseError) as caught:
-        khaime.create_session(**VALID_REQUEST)
+        khaime.create_session(REQUEST)
     assert caught.value.details == {field: "missing"}
 
 
@@ -270,42 +272,42 @@ def test_post_server_error_is_not_retried(khaime, khaime_api, status):
     # Khaime may have created the session before failing; a retry could create a second one.
     khaime_api.post(SESSIONS_URL, json={"success": False, "error": "boom"}, status=status)
     with pytest.raises(KhaimeServerError):
-        khaime.create_session(**VALID_REQUEST)
+        khaime.create_session(REQUEST)
     assert len(khaime_api.calls) == 1
 
 
 def test_post_read_timeout_is_not_retried(khaime, khaime_api):
     khaime_api.post(SESSIONS_URL, body=requests.ReadTimeout("read timed out"))
     with pytest.raises(KhaimeTimeoutError):
-        khaime.create_session(**VALID_REQUEST)
+        khaime.create_session(REQUEST)
     assert len(khaime_api.calls) == 1
 
 
 def test_post_connection_reset_after_sending_is_not_retried(khaime, khaime_api):
     khaime_api.post(SESSIONS_URL, body=requests.ConnectionError("connection reset by peer"))
     with pytest.raises(KhaimeConnectionError):
-        khaime.create_session(**VALID_REQUEST)
+        khaime.create_session(REQUEST)
     assert len(khaime_api.calls) == 1
 
 
 def test_post_connect_timeout_is_retried(khaime, khaime_api):
     khaime_api.post(SESSIONS_URL, body=requests.ConnectTimeout("connect timed out"))
     khaime_api.post(SESSIONS_URL, json=SEED_CREATE_RESPONSE, status=201)
-    assert khaime.create_session(**VALID_REQUEST)["session_id"] == SEED_CREATE_RESPONSE["data"]["session_id"]
+    assert khaime.create_session(REQUEST)["session_id"] == SEED_CREATE_RESPONSE["data"]["session_id"]
     assert len(khaime_api.calls) == 2
 
 
 def test_post_rate_limited_is_retried(khaime, khaime_api):
     khaime_api.post(SESSIONS_URL, json={"success": False, "error": "slow down"}, status=429)
     khaime_api.post(SESSIONS_URL, json=SEED_CREATE_RESPONSE, status=201)
-    assert khaime.create_session(**VALID_REQUEST)["payment_url"]
+    assert khaime.create_session(REQUEST)["payment_url"]
     assert len(khaime_api.calls) == 2
 
 
 def test_post_rate_limited_on_every_attempt_raises_after_max_retries(khaime, khaime_api):
     khaime_api.post(SESSIONS_URL, json={"success": False, "error": "slow down"}, status=429)
     with pytest.raises(KhaimeRateLimitError):
-        khaime.create_session(**VALID_REQUEST)
+        khaime.create_session(REQUEST)
     assert len(khaime_api.calls) == 3
 
 
@@ -324,7 +326,7 @@ def test_post_refused_connection_is_retried(sleeps):
     send = khaime._http.request
     khaime._http.request = lambda *args, **kwargs: attempts.append(args) or send(*args, **kwargs)
     with pytest.raises(KhaimeConnectionError) as caught:
-        khaime.create_session(**VALID_REQUEST)
+        khaime.create_session(REQUEST)
     assert not isinstance(caught.value, KhaimeTimeoutError)
     assert len(attempts) == 3
     assert len(sleeps) == 2
@@ -340,7 +342,7 @@ def test_other_transport_failure_is_a_connection_error_and_retried_on_get(khaime
 def test_other_transport_failure_on_post_is_not_retried(khaime, khaime_api):
     khaime_api.post(SESSIONS_URL, body=requests.exceptions.ChunkedEncodingError("truncated"))
     with pytest.raises(KhaimeConnectionError):
-        khaime.create_session(**VALID_REQUEST)
+        khaime.create_session(REQUEST)
     assert len(khaime_api.calls) == 1
 
 
@@ -393,7 +395,7 @@ def test_every_attempt_is_sent_with_the_configured_timeout(khaime, khaime_api):
     khaime_api.post(SESSIONS_URL, json=SEED_CREATE_RESPONSE, status=201)
     khaime_api.get(SESSION_URL, json={"success": False, "error": "boom"}, status=500)
     khaime_api.get(SESSION_URL, json=GET_OK)
-    khaime.create_session(**VALID_REQUEST)
+    khaime.create_session(REQUEST)
     khaime.get_session("sess_1")
     assert [call.request.req_kwargs["timeout"] for call in khaime_api.calls] == [(1, 2)] * 3
 
@@ -439,38 +441,38 @@ def test_shared_client_takes_its_timeout_from_settings(settings, khaime_api):
 )
 def test_invalid_request_is_refused_before_sending_with_details(khaime, khaime_api, changes, bad_field):
     with pytest.raises(KhaimeRequestInvalid) as caught:
-        khaime.create_session(**request(**changes))
+        khaime.create_session(SessionRequest(**request(**changes)))
     assert bad_field in caught.value.details
     assert len(khaime_api.calls) == 0
 
 
 def test_metadata_that_is_not_a_mapping_is_refused(khaime, khaime_api):
     with pytest.raises(KhaimeRequestInvalid) as caught:
-        khaime.create_session(**request(metadata=["reference"]))
+        khaime.create_session(SessionRequest(**request(metadata=["reference"])))
     assert "metadata" in caught.value.details
 
 
 def test_customer_that_is_not_a_mapping_is_refused(khaime, khaime_api):
     with pytest.raises(KhaimeRequestInvalid) as caught:
-        khaime.create_session(**request(customer="buyer@example.com"))
+        khaime.create_session(SessionRequest(**request(customer="buyer@example.com")))
     assert "customer.email" in caught.value.details
 
 
 def test_product_id_alone_is_enough(khaime, khaime_api):
     khaime_api.post(SESSIONS_URL, json=SEED_CREATE_RESPONSE, status=201)
-    khaime.create_session(**request(product_name=None, product_id=12))
+    khaime.create_session(SessionRequest(**request(product_name=None, product_id=12)))
     assert json.loads(khaime_api.calls[0].request.body)["product_id"] == 12
 
 
 def test_lowercase_currency_is_sent_uppercase(khaime, khaime_api):
     khaime_api.post(SESSIONS_URL, json=SEED_CREATE_RESPONSE, status=201)
-    khaime.create_session(**request(currency="usd"))
+    khaime.create_session(SessionRequest(**request(currency="usd")))
     assert json.loads(khaime_api.calls[0].request.body)["currency"] == "USD"
 
 
 def test_subscription_frequency_is_sent_when_given(khaime, khaime_api):
     khaime_api.post(SESSIONS_URL, json=SEED_CREATE_RESPONSE, status=201)
-    khaime.create_session(**request(subscription_frequency_key="monthly"))
+    khaime.create_session(SessionRequest(**request(subscription_frequency_key="monthly")))
     assert json.loads(khaime_api.calls[0].request.body)["subscription_frequency_key"] == "monthly"
 
 
@@ -517,7 +519,7 @@ def test_key_echoed_back_by_khaime_never_appears_in_the_raised_exception(khaime,
         },
     )
     with pytest.raises(KhaimeAuthenticationError) as caught:
-        khaime.create_session(**VALID_REQUEST)
+        khaime.create_session(REQUEST)
     assert_no_key_in(caught.value)
     assert "Invalid API key" in caught.value.message
 
@@ -535,12 +537,12 @@ def test_key_never_appears_in_any_log_record(khaime, khaime_api, caplog, sleeps)
     khaime_api.get(SESSION_URL, body=requests.ReadTimeout("read timed out"))
     khaime_api.get(SESSION_URL, json={"success": False, "error": "boom"}, status=503)
     with pytest.raises(KhaimeAuthenticationError):
-        khaime.create_session(**VALID_REQUEST)
+        khaime.create_session(REQUEST)
     with pytest.raises(KhaimeServerError):
         khaime.get_session("sess_1")
     refused = KhaimeClient(API_KEY, f"http://127.0.0.1:{closed_port()}", max_retries=1, sleep=sleeps.append)
     with pytest.raises(KhaimeConnectionError):
-        refused.create_session(**VALID_REQUEST)
+        refused.create_session(REQUEST)
     formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
     logged = "\n".join(formatter.format(record) for record in caplog.records)
     assert "retry" in logged  # the failing run was logged at all
@@ -585,3 +587,58 @@ def test_close_closes_the_pooled_session(khaime, monkeypatch):
     monkeypatch.setattr(khaime._http, "close", lambda: closed.append(True))
     khaime.close()
     assert closed == [True]
+
+
+# -- Retry-After ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("header", "waited"), [(None, 0.5), ("0", 0.5), ("2", 2.0), ("7", 7.0)])
+def test_rate_limit_waits_for_retry_after_with_a_minimum(khaime, khaime_api, sleeps, header, waited):
+    headers = {"Retry-After": header} if header is not None else {}
+    khaime_api.get(SESSION_URL, json={"success": False, "error": "slow down"}, status=429, headers=headers)
+    khaime_api.get(SESSION_URL, json=GET_OK)
+    assert khaime.get_session("sess_1")["status"] == "pending"
+    assert sleeps == [waited]
+
+
+def test_rate_limit_with_an_http_date_retry_after_waits_until_then(khaime, khaime_api, sleeps):
+    from datetime import UTC, datetime, timedelta
+    from email.utils import format_datetime
+
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=4), usegmt=True)
+    khaime_api.get(
+        SESSION_URL, json={"success": False, "error": "slow down"}, status=429, headers={"Retry-After": when}
+    )
+    khaime_api.get(SESSION_URL, json=GET_OK)
+    khaime.get_session("sess_1")
+    assert 2 < sleeps[0] <= 4
+
+
+def test_rate_limit_asking_for_longer_than_a_request_can_wait_is_raised_at_once(khaime, khaime_api, sleeps):
+    khaime_api.post(
+        SESSIONS_URL, json={"success": False, "error": "quota"}, status=429, headers={"Retry-After": "3600"}
+    )
+    with pytest.raises(KhaimeRateLimitError) as caught:
+        khaime.create_session(REQUEST)
+    assert caught.value.retry_after == 3600
+    assert len(khaime_api.calls) == 1
+    assert sleeps == []
+
+
+def test_unreadable_retry_after_falls_back_to_the_minimum(khaime, khaime_api, sleeps):
+    khaime_api.get(SESSION_URL, json={"success": False, "error": "x"}, status=429, headers={"Retry-After": "soon"})
+    khaime_api.get(SESSION_URL, json=GET_OK)
+    khaime.get_session("sess_1")
+    assert sleeps == [0.5]
+
+
+def test_longest_call_follows_the_clients_own_policy():
+    khaime = KhaimeClient(API_KEY, API_BASE, timeout=(1, 2), max_retries=2, backoff_max=5)
+    assert khaime.longest_call() == 3 * 3 + client_module.MAX_RETRY_AFTER * 2 + 1
+    assert KhaimeClient(API_KEY, API_BASE, timeout=(1, 2), max_retries=0).longest_call() == 4
+
+
+def test_get_client_max_retries_override_is_a_separate_shared_client():
+    assert get_client(max_retries=0).max_retries == 0
+    assert get_client(max_retries=0) is get_client(max_retries=0)
+    assert get_client() is not get_client(max_retries=0)

@@ -99,7 +99,7 @@ def test_invalid_purchase_is_refused_with_details(fields, bad):
     values = {"amount": 5000, "currency": "USD", "product_name": "Premium Plan", **fields}
     with pytest.raises(KhaimeRequestInvalid) as caught:
         Purchase(**values)
-    assert bad in caught.value.details
+    assert bad in {key.partition(".")[0] for key in caught.value.details}
 
 
 def test_checkout_kwargs_fit_start_checkout():

@@ -259,11 +259,11 @@ def test_offline_expiry_works_in_batches(stale_session, django_assert_max_num_qu
 
 
 def test_batch_signals_load_the_sessions_for_listeners(stale_session, django_assert_num_queries, signal_log):
-    from khaime_django.transitions import _send_batch_signals
+    from khaime_django.transitions import PAYMENT_SESSIONS, _send_batch_signals
 
     session = stale_session()
     with django_assert_num_queries(1):  # one in_bulk for the whole batch
-        _send_batch_signals([(session.pk, Status.PENDING)], Status.EXPIRED, Source.SYNC)
+        _send_batch_signals(PAYMENT_SESSIONS, [(session.pk, Status.PENDING)], Status.EXPIRED, Source.SYNC)
     assert [(name, kwargs["session"].pk) for name, kwargs in signal_log] == [
         ("payment_expired", session.pk),
         ("payment_status_changed", session.pk),
@@ -272,14 +272,14 @@ def test_batch_signals_load_the_sessions_for_listeners(stale_session, django_ass
 
 def test_batch_signals_load_nothing_when_nobody_listens(stale_session, django_assert_num_queries, monkeypatch):
     from khaime_django import signals
-    from khaime_django.transitions import _send_batch_signals
+    from khaime_django.transitions import PAYMENT_SESSIONS, _send_batch_signals
 
     for signal in (signals.payment_expired, signals.payment_status_changed):
         monkeypatch.setattr(signal, "receivers", [])
         monkeypatch.setattr(signal, "sender_receivers_cache", {})
     session = stale_session()
     with django_assert_num_queries(0):
-        _send_batch_signals([(session.pk, Status.PENDING)], Status.EXPIRED, Source.SYNC)
+        _send_batch_signals(PAYMENT_SESSIONS, [(session.pk, Status.PENDING)], Status.EXPIRED, Source.SYNC)
 
 
 def test_batch_transition_refuses_a_status_nothing_leads_to():

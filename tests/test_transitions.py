@@ -1,4 +1,4 @@
-"""The one guarded status change (DESIGN.md, "Status machine"): every path goes through it, it
+"""The one guarded status change (khaime_django/statuses.py, ALLOWED_FROM): every path goes through it, it
 changes a row once, logs once and signals once, on commit."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from khaime_django import signals
 from khaime_django.models import PaymentSession, Source, Status, StatusChange
 from khaime_django.transitions import can_transition, transition
 
-#: DESIGN.md's status machine, edge by edge.
+#: The status machine as designed, edge by edge.
 DESIGN_EDGES = {
     (Status.CREATED, Status.PENDING),  # create ok
     (Status.CREATED, Status.ERROR),  # create failed

@@ -103,7 +103,7 @@ def test_apply_again_applies_an_unmatched_event_once_its_session_exists(admin_cl
 def test_apply_again_retries_an_event_that_failed_on_our_side(admin_client, make_session, deliver, monkeypatch):
     from khaime_django import services
 
-    monkeypatch.setattr(services, "match_session", lambda event: 1 / 0)
+    monkeypatch.setitem(services.EVENT_HANDLERS, "payment", lambda record, event, source: 1 / 0)
     session = make_session()
     deliver(payment_event("payment.succeeded", session))
     event = WebhookEvent.objects.get()

@@ -249,13 +249,13 @@ def test_redelivered_unmatched_event_counts_as_processed(deliver):
 @pytest.fixture
 def failing_apply(monkeypatch):
     """Our own bug: the status change is made, then something after it in the apply raises."""
-    real_transition = services.transition
+    real_handler = services.EVENT_HANDLERS["payment"]
 
-    def transition_then_fail(*args, **kwargs):
-        real_transition(*args, **kwargs)
+    def apply_then_fail(*args, **kwargs):
+        real_handler(*args, **kwargs)
         raise RuntimeError("simulated failure after the status change")
 
-    monkeypatch.setattr(services, "transition", transition_then_fail)
+    monkeypatch.setitem(services.EVENT_HANDLERS, "payment", apply_then_fail)
     return monkeypatch
 
 

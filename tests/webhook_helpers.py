@@ -1,4 +1,4 @@
-"""Webhook bodies built and signed the way Khaime does it (khaime-api.md §5): the signature is
+"""Webhook bodies built and signed the way Khaime does it (docs/khaime-api.md, "Webhooks"): the signature is
 the lowercase hex HMAC-SHA256 of the exact body bytes, keyed with the whole ``whsec_`` secret.
 
 Signing is written out here rather than imported from khaime_django.webhooks, so a bug there

@@ -20,7 +20,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
 
-from ..exceptions import KhaimeRequestInvalid
+from ..exceptions import KhaimeRequestInvalidError
 from ..money import format_money
 from ..purchases import Purchase
 
@@ -36,7 +36,7 @@ def _template_error(where: str, message: str) -> SafeString:
     return SafeString("")
 
 
-def _explain(error: KhaimeRequestInvalid) -> str:
+def _explain(error: KhaimeRequestInvalidError) -> str:
     details = getattr(error, "details", None) or {}
     return "; ".join(f"{field} {reason}" for field, reason in details.items()) or str(error)
 
@@ -59,15 +59,15 @@ def khaime_buy_button(
     logged at ERROR and, with ``DEBUG`` on, shown where the button would be; in production the
     buyer sees "This item cannot be bought online right now." instead of a 500 page."""
     try:
-        purchase = Purchase(
+        purchase = Purchase.build(
             amount=amount,
             currency=currency,
-            product_name=product_name or "",
+            product_name=product_name,
             product_id=product_id,
-            subscription_frequency_key=subscription_frequency_key or "",
+            subscription_frequency_key=subscription_frequency_key,
             metadata=metadata or {},
         )
-    except KhaimeRequestInvalid as error:
+    except KhaimeRequestInvalidError as error:
         shown = _template_error("khaime_buy_button", _explain(error))
         if settings.DEBUG:
             return shown

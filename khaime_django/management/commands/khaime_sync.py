@@ -68,6 +68,26 @@ class Command(BaseCommand):
                 report = services.sync_sessions(budget=budget, grace=grace, dry_run=dry_run, on_change=show)
             except KhaimeConfigurationError as error:
                 raise CommandError(f"{error} (--offline needs no API key)") from None
-        self.stdout.write(report.summary())
+        self.stdout.write(format_report(report))
         if report.unreachable:
             raise CommandError("Khaime could not be reached (or refused the API key); nothing was synced.")
+
+
+def format_report(report: services.SyncReport) -> str:
+    """The last line a khaime_sync run prints."""
+    if report.offline:
+        verb = "would expire" if report.dry_run else "expired"
+        return f"khaime_sync --offline: {verb} {report.expired_offline} sessions past expires_at, requests 0"
+    verb = "would change" if report.dry_run else "changed"
+    changed = sum(report.changed.values())
+    per_status = ", ".join(f"{status} {count}" for status, count in sorted(report.changed.items()))
+    parts = [
+        f"checked {report.checked}",
+        f"{verb} {changed}" + (f" ({per_status})" if per_status else ""),
+        f"errors {report.errors}",
+        f"requests {report.requests}",
+    ]
+    line = "khaime_sync: " + ", ".join(parts)
+    if report.stopped:
+        line += f"; stopped early: {report.stopped}"
+    return line + (" (dry run: nothing was changed)" if report.dry_run else "")

@@ -1,0 +1,226 @@
+"""Checkout: create (or reuse) the buyer's payment session, and the buyer's cancel return."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from contextlib import nullcontext
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.db import IntegrityError, connection, transaction
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+
+from ..client import KhaimeClient, get_client
+from ..conf import khaime_settings
+from ..exceptions import KhaimeConfigurationError, KhaimeError, KhaimeRequestInvalidError, KhaimeUnsafeRedirectError
+from ..models import PaymentSession, Source
+from ..purchases import Purchase
+from ..session_request import SessionRequest
+from ..statuses import AWAITING_STATUSES, OPEN_STATUSES, Status
+from ..timestamps import parse_timestamp
+from ..transitions import transition
+
+logger = logging.getLogger(__name__)
+
+#: metadata keys khaime-django sends itself; a merchant's metadata may not use them.
+RESERVED_METADATA_KEYS = frozenset({"reference"})
+_WAIT_STEP = 0.05
+_MAX_INSERT_MISSES = 3
+
+
+def start_checkout(
+    *,
+    amount: int,
+    currency: str,
+    customer_email: str,
+    request: HttpRequest | None = None,
+    product_name: str | None = None,
+    product_id: int | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    subscription_frequency_key: str | None = None,
+    customer: Mapping[str, Any] | None = None,
+    user=None,
+) -> PaymentSession:
+    """Create (or reuse) the buyer's payment session and return it; redirect the buyer to its
+    ``payment_url``.
+
+    The row is stored in ``created`` before Khaime is called, so nothing is lost if Khaime fails:
+    the row then ends in ``error`` with ``last_error`` and the ``KhaimeError`` is raised. A buyer's
+    still-valid pending session for the identical purchase is returned instead of a new one.
+    """
+    if user is None and request is not None and getattr(request, "user", None) is not None:
+        user = request.user if request.user.is_authenticated else None
+    metadata = dict(metadata or {})
+    clash = RESERVED_METADATA_KEYS.intersection(metadata)
+    if clash:
+        raise KhaimeRequestInvalidError(
+            "metadata uses a reserved key.", details={f"metadata.{key}": "reserved by khaime-django" for key in clash}
+        )
+    customer = {**(customer or {}), "email": (customer_email or "").strip().lower()}
+    price = Purchase.build(
+        amount=amount,
+        currency=currency,
+        product_name=product_name,
+        product_id=product_id,
+        subscription_frequency_key=subscription_frequency_key,
+        metadata=metadata,
+    )
+    reference = uuid.uuid4()
+    # Refuse a bad request before a row exists: it is a programming error, not a payment attempt.
+    khaime_request = price.session_request(
+        customer=customer,
+        success_url=_absolute_url(request, reverse("khaime:success", kwargs={"reference": reference})),
+        cancel_url=_absolute_url(request, reverse("khaime:cancel", kwargs={"reference": reference})),
+        reference=str(reference),
+    )
+
+    # A missing API key must fail before a row exists, not leave it stuck in `created`.
+    client = get_client()
+    session = _insert_or_reuse(
+        _purchase_key(user, khaime_request),
+        client,
+        reference=reference,
+        amount=khaime_request.amount,
+        currency=khaime_request.currency,
+        product_id=khaime_request.product_id,
+        product_name=khaime_request.product_name or "",
+        customer_email=customer["email"],
+        customer=customer,
+        metadata=metadata,
+        subscription_frequency_key=khaime_request.subscription_frequency_key or "",
+        success_url=khaime_request.success_url,
+        cancel_url=khaime_request.cancel_url,
+        mode=khaime_settings.mode,
+        user=user,
+    )
+    if session.status != Status.CREATED:
+        return session  # reused: the buyer continues with the session Khaime already has
+
+    try:
+        data = client.create_session(khaime_request)
+        _check_payment_url(data["payment_url"])
+    except KhaimeError as error:
+        logger.error("Khaime refused or failed to create payment session %s: %s", session.reference, error)
+        transition(session, Status.ERROR, source=Source.CHECKOUT, detail=str(error), last_error=str(error))
+        raise
+    fields = _session_fields(data, session)
+    if not transition(session, Status.PENDING, source=Source.CHECKOUT, **fields):
+        # Something else (a webhook matched by metadata.reference) moved the row on while we
+        # waited for Khaime. Keep what Khaime told us anyway; the status stays what it is now.
+        PaymentSession.objects.filter(pk=session.pk).update(**fields)
+        for name, value in fields.items():
+            setattr(session, name, value)
+    return session
+
+
+def cancel_session(session: PaymentSession) -> bool:
+    """The buyer came back through cancel_url. Khaime still accepts payment until expires_at,
+    so a later ``completed`` is still applied."""
+    return transition(
+        session, Status.CANCELLED, source=Source.CANCEL, detail="buyer cancelled", cancelled_at=timezone.now()
+    )
+
+
+def _session_fields(data: Mapping[str, Any], session: PaymentSession) -> dict[str, Any]:
+    fee_details = data.get("fee_details")
+    if not isinstance(fee_details, dict):
+        fee_details = {}
+    total = data.get("amount", fee_details.get("total_amount"))
+    return {
+        "session_id": data["session_id"],
+        "stripe_session_id": str(data.get("stripe_session_id") or ""),
+        "payment_url": data["payment_url"],
+        "mode": data.get("mode") if data.get("mode") in ("sandbox", "live") else session.mode,
+        "payment_type": str(data.get("payment_type") or ""),
+        "fee_details": fee_details,
+        "total_amount": total if isinstance(total, int) and not isinstance(total, bool) else None,
+        "expires_at": parse_timestamp(data.get("expires_at")),
+    }
+
+
+def _insert_or_reuse(purchase_key: str, client: KhaimeClient, **values: Any) -> PaymentSession:
+    """INSERT the session, or hand back the open one for the same purchase.
+
+    The partial unique index on ``purchase_key`` decides which of two racing requests inserts;
+    the other one waits for that session to leave ``created`` (at most as long as ``client`` can
+    take to create one) and reuses it.
+    """
+    in_flight_limit = client.longest_call()
+    deadline = time.monotonic() + in_flight_limit
+    misses = 0
+    while True:
+        try:
+            # Inside a caller's transaction (ATOMIC_REQUESTS) the INSERT needs a savepoint, or the
+            # IntegrityError would poison it; in autocommit a lone INSERT is its own transaction and
+            # wrapping it would only add a BEGIN/COMMIT round trip to every checkout.
+            with transaction.atomic() if connection.in_atomic_block else nullcontext():
+                return PaymentSession.objects.create(purchase_key=purchase_key, **values)
+        except IntegrityError:
+            existing = PaymentSession.objects.filter(purchase_key=purchase_key, status__in=OPEN_STATUSES).first()
+            if existing is None:
+                # It left the open states between our INSERT and SELECT: try again. But the INSERT
+                # may have broken another constraint (a CHECK), which no retry fixes: raise that
+                # after a few tries instead of spinning forever.
+                misses += 1
+                if misses >= _MAX_INSERT_MISSES:
+                    raise
+                continue
+        if existing.status in AWAITING_STATUSES:
+            if existing.payment_url and not existing.is_expired_locally:
+                logger.info("Reusing %s payment session %s for the same purchase", existing.status, existing.reference)
+                return existing
+            transition(existing, Status.EXPIRED, source=Source.CHECKOUT, detail="expires_at passed; not reused")
+            continue
+        # `created`: another request is talking to Khaime for this purchase right now.
+        if time.monotonic() >= deadline or existing.created_at < timezone.now() - timedelta(seconds=in_flight_limit):
+            transition(
+                existing,
+                Status.ERROR,
+                source=Source.CHECKOUT,
+                detail="abandoned while creating",
+                last_error="Abandoned while creating the Khaime session.",
+            )
+            continue
+        time.sleep(_WAIT_STEP)
+
+
+def _purchase_key(user, khaime_request: SessionRequest) -> str:
+    buyer = f"user:{user.pk}" if user is not None else f"email:{khaime_request.customer['email']}"
+    price = {
+        key: getattr(khaime_request, key)
+        for key in ("amount", "currency", "product_id", "product_name", "subscription_frequency_key")
+    }
+    price["metadata"] = {k: v for k, v in khaime_request.metadata.items() if k not in RESERVED_METADATA_KEYS}
+    blob = json.dumps([buyer, price], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _absolute_url(request: HttpRequest | None, path: str) -> str:
+    if khaime_settings.SITE_URL:
+        return khaime_settings.SITE_URL.rstrip("/") + path
+    if request is not None:
+        return request.build_absolute_uri(path)
+    raise KhaimeConfigurationError(
+        "start_checkout() needs request= or KHAIME['SITE_URL'] to build the success and cancel URLs."
+    )
+
+
+def _check_payment_url(url: str) -> None:
+    """Send buyers only to https, or to an explicitly allowed origin (the emulator)."""
+    parts = urlsplit(url)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    if parts.scheme == "https" and parts.netloc:
+        return
+    if origin in khaime_settings.allowed_payment_origins():
+        return
+    raise KhaimeUnsafeRedirectError(
+        "Khaime's payment_url is not an https URL; the buyer was not sent there.", details={"payment_url": url[:200]}
+    )

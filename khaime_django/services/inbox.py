@@ -1,0 +1,169 @@
+"""The webhook inbox: record a verified event once, apply it once, re-apply it from the admin,
+prune old ones.
+
+Applying dispatches on the event type's family (the part before the first dot) through
+:data:`EVENT_HANDLERS`; each family's rules live in a module of their own (``payments.py`` now).
+A handler takes ``(record, event, source)`` and returns an :class:`Applied`.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.db.transaction import TransactionManagementError
+from django.utils import timezone
+
+from ..models import Source, WebhookEvent, WebhookOutcome
+from ..transitions import collect_receiver_errors
+from ..webhooks import KhaimeEvent
+from . import payments
+from .events import MAX_ERROR_TEXT, Applied, EventHandler
+
+logger = logging.getLogger(__name__)
+
+#: Event family ("payment" of "payment.succeeded") -> the handler that applies its events. An
+#: event of a family not listed here is stored and answered ``ignored``.
+EVENT_HANDLERS: dict[str, EventHandler] = {
+    "payment": payments.apply_payment_event,
+}
+
+#: A stored event with one of these outcomes is applied on its next delivery; any other outcome
+#: means it was processed, and another delivery is answered "duplicate" and changes nothing.
+#: Only an event that was processed counts as processed: one that failed on our side is retried.
+RETRY_OUTCOMES = frozenset({WebhookOutcome.RECEIVED, WebhookOutcome.ERROR})
+
+#: Outcomes khaime_prune_events deletes; error/unmatched/received ones stay for a human unless asked.
+PRUNABLE_OUTCOMES = (WebhookOutcome.APPLIED, WebhookOutcome.IGNORED, WebhookOutcome.DUPLICATE)
+PRUNE_BATCH_SIZE = 1000
+
+
+def handle_webhook_event(event: KhaimeEvent) -> str:
+    """Record and apply a verified event in one transaction; returns this delivery's outcome.
+    The webhook view calls this, and so can events that reach you another way (a queue, a replay)."""
+    with transaction.atomic():
+        record = record_webhook_event(event)
+        return apply_webhook_event(record)
+
+
+def record_webhook_event(event: KhaimeEvent) -> WebhookEvent:
+    """Store a verified event in the inbox, or count one more delivery of one already there.
+    Call inside a transaction: the row stays locked until it ends.
+
+    The unique ``event_id``, not a read-then-write, decides which of two concurrent deliveries
+    inserts. The other one's INSERT waits for that transaction to end, fails, and then reads the
+    row with the outcome it committed, so it answers "duplicate" instead of applying again.
+    The INSERT comes first because most deliveries are new: they then cost one statement, not a
+    locking SELECT as well; only a redelivery pays for the failed INSERT.
+    """
+    try:
+        with transaction.atomic():  # a savepoint: a failed INSERT must not poison the transaction
+            return WebhookEvent.objects.create(
+                event_id=event.event_id,
+                event_type=event.event_type,
+                api_version=event.api_version,
+                is_live=event.is_live,
+                payload=event.payload,
+            )
+    except IntegrityError:
+        # The row exists and its inserter has committed (or our INSERT would still be waiting).
+        record = WebhookEvent.objects.select_for_update().get(event_id=event.event_id)
+    WebhookEvent.objects.filter(pk=record.pk).update(deliveries=F("deliveries") + 1)
+    record.deliveries += 1
+    return record
+
+
+def apply_webhook_event(record: WebhookEvent, *, source: str = Source.WEBHOOK, again: bool = False) -> str:
+    """Apply a recorded event, once. Call inside the transaction that locked ``record``
+    (:func:`record_webhook_event`, or :func:`apply_webhook_event_again`). Returns this
+    delivery's outcome: ``duplicate`` when the event was processed before, else the outcome now
+    stored on it. ``again=True`` also re-applies an ``unmatched`` event.
+
+    Our own failure is stored as ``error`` with the traceback, never raised: the view answers
+    500 and Khaime's retry of the same event_id applies it again.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise TransactionManagementError("apply_webhook_event() needs the transaction that locked the event.")
+    retryable = RETRY_OUTCOMES | ({WebhookOutcome.UNMATCHED} if again else set())
+    if record.outcome not in retryable:
+        return WebhookOutcome.DUPLICATE
+    try:
+        with transaction.atomic(), collect_receiver_errors(_ReceiverErrors(record)):
+            applied = dispatch(record, source=source)
+        error = ""
+    except Exception as exc:
+        # Leaving the block above rolled back to its savepoint whatever the apply had changed
+        # (status, log row, pending signals). The event row, written before the savepoint, stays
+        # and commits with this error, so the admin sees it and Khaime's retry applies it again.
+        logger.exception("Applying Khaime webhook event %s failed", record.event_id)
+        applied = Applied(WebhookOutcome.ERROR)
+        error = "".join(traceback.format_exception(exc))[-MAX_ERROR_TEXT:]
+    record.outcome, record.session, record.detail = applied.outcome, applied.session, applied.detail[:MAX_ERROR_TEXT]
+    record.error, record.processed_at = error, timezone.now()
+    record.save(update_fields=["outcome", "session", "detail", "error", "processed_at"])
+    return applied.outcome
+
+
+def dispatch(record: WebhookEvent, *, source: str) -> Applied:
+    """Hand ``record``'s event to the handler of its family; runs in a transaction."""
+    event = KhaimeEvent.from_payload(record.payload, api_version_header=record.api_version)
+    handler = EVENT_HANDLERS.get(event.event_type.partition(".")[0])
+    if handler is None:
+        return Applied(WebhookOutcome.IGNORED, detail=f"{event.event_type} is not an event khaime-django applies")
+    return handler(record, event, source)
+
+
+def apply_webhook_event_again(record: WebhookEvent, *, source: str = Source.ADMIN) -> str:
+    """The admin's "Apply again": re-apply a stored event that ended in error or unmatched."""
+    with transaction.atomic():
+        locked = WebhookEvent.objects.select_for_update().get(pk=record.pk)
+        return apply_webhook_event(locked, source=source, again=True)
+
+
+class _ReceiverErrors:
+    """Records on the event what merchant receivers raised. Called after the commit, so it
+    writes on its own; a receiver's exception never turns the acknowledgement into an error."""
+
+    def __init__(self, record: WebhookEvent):
+        self.record = record
+        self.lines: list[str] = []
+
+    def __call__(self, errors: list[BaseException]) -> None:
+        for error in errors:
+            logger.error(
+                "A signal receiver raised while applying Khaime webhook event %s: %r",
+                self.record.event_id,
+                error,
+                exc_info=error,
+            )
+            self.lines.append(f"signal receiver raised {type(error).__name__}: {error}")
+        self.record.error = "\n".join(self.lines)[:MAX_ERROR_TEXT]
+        try:
+            WebhookEvent.objects.filter(pk=self.record.pk).update(error=self.record.error)
+        except Exception:  # never let bookkeeping fail the commit hooks that follow
+            logger.exception("Could not record receiver errors on webhook event %s", self.record.event_id)
+
+
+def prune_webhook_events(
+    *, older_than: timedelta, include_failed: bool = False, dry_run: bool = False, batch_size: int = PRUNE_BATCH_SIZE
+) -> int:
+    """Delete webhook events received more than ``older_than`` ago, in batches (short locks,
+    bounded memory). Returns how many were (or would be) deleted.
+
+    Deleting an event also forgets its event_id, so keep ``older_than`` well beyond Khaime's
+    retry window (3 attempts, 2 s apart) — days, not minutes.
+    """
+    old = WebhookEvent.objects.filter(received_at__lt=timezone.now() - older_than)
+    if not include_failed:
+        old = old.filter(outcome__in=PRUNABLE_OUTCOMES)
+    if dry_run:
+        return old.count()
+    deleted = 0
+    while True:
+        ids = list(old.order_by("pk").values_list("pk", flat=True)[:batch_size])
+        if not ids:
+            return deleted
+        deleted += WebhookEvent.objects.filter(pk__in=ids).delete()[0]
