@@ -69,7 +69,7 @@ def test_buy_button_with_a_bad_amount_in_production_keeps_the_page_and_logs(sett
     )
     [record] = caplog.records
     assert "amount must be a positive integer" in record.getMessage()
-    assert "currency must be an ISO 4217 code" in record.getMessage()
+    assert "currency must be an ISO 4217 currency code" in record.getMessage()
 
 
 def test_buy_button_with_a_good_amount_renders_the_form():
