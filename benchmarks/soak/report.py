@@ -1,0 +1,177 @@
+"""``benchmarks/SOAK.md``: what ran, on what, under which faults, how fast, and every invariant."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import statistics
+from collections import Counter, defaultdict
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+SHOWN_OFFENDERS = 8
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _table(header: list[str], rows: list[list[object]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines
+
+
+def step_rows(hits) -> list[list[object]]:
+    by_step = defaultdict(list)
+    for hit in hits:
+        by_step[hit.step].append(hit)
+    rows = []
+    for step, step_hits in by_step.items():
+        ms = [hit.seconds * 1000 for hit in step_hits]
+        statuses = Counter("no answer" if hit.status is None else hit.status for hit in step_hits)
+        shown = ", ".join(f"{status}: {n}" for status, n in sorted(statuses.items(), key=lambda item: str(item[0])))
+        p50, p95 = statistics.median(ms), percentile(ms, 0.95)
+        rows.append([step, len(step_hits), f"{p50:.0f}", f"{p95:.0f}", f"{max(ms):.0f}", shown])
+    return sorted(rows, key=lambda row: -int(row[1]))
+
+
+def _log_counts(text: str) -> tuple[Counter, Counter, list[str]]:
+    """From gunicorn's log: webhook answers by status, exceptions by type, worker deaths."""
+    webhooks = Counter(re.findall(r'ACCESS \S+ "POST /payments/webhook/ HTTP/[\d.]+" (\d{3})', text))
+    exceptions = Counter(re.findall(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt)): ", text, re.M))
+    deaths = [line.split("] ", 1)[-1] for line in text.splitlines() if "WORKER TIMEOUT" in line or "SIGKILL" in line]
+    return webhooks, exceptions, deaths
+
+
+def render(settings, outcome, stack, started: float) -> str:
+    load, truth, facts = outcome.load, outcome.truth, outcome.facts
+    paid = sum(1 for session in truth.sessions if session["status"] == "completed")
+    hits = facts.hits
+    lines = [
+        "# Soak: the shop as production runs it",
+        "",
+        "Written by `python -m benchmarks.soak` (`make soak`; `--short` for the CI run). Every figure below",
+        "is from the run that wrote this file; run it again to measure your machine.",
+        "",
+        f"**Result: {'PASS' if outcome.passed else 'FAIL'}**"
+        f" ({sum(1 for r in outcome.results if not r.ok)} of {len(outcome.results)} invariants failed)",
+        "",
+        "## Run",
+        "",
+        f"- Date: {datetime.fromtimestamp(started, UTC):%Y-%m-%d %H:%M} UTC",
+        f"- Machine: {_cpu()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}",
+        f"- Versions: Python {platform.python_version()}, Django {_version('django')}, "
+        f"khaime-django {_version('khaime-django')}, gunicorn {_version('gunicorn')}, psycopg {_version('psycopg')}, "
+        f"PostgreSQL {stack.database.server_version()}",
+        f"- Load: {settings.label}; {len(load.trips)} purchases played in {load.seconds:.1f} s"
+        + (f" (stopped early: {load.stopped_early})" if load.stopped_early else ""),
+        "- App: `demo_project` under gunicorn sync workers (timeout "
+        f"{settings.worker_timeout} s), DEBUG off, CONN_MAX_AGE 60 with CONN_HEALTH_CHECKS, a fresh database",
+        "- Khaime faults during the load: "
+        + ", ".join(f"{name}={value}" for name, value in settings.faults.items())
+        + "; lifted for the settle phase (Khaime recovers)",
+        "",
+        "Scenarios played:",
+        "",
+        *_table(
+            ["scenario", "purchases"],
+            [[name, n] for name, n in Counter(trip.scenario for trip in load.trips).most_common()],
+        ),
+        "",
+        "Injected:",
+        "",
+        *_table(
+            ["when (s into the load)", "what", "did"],
+            [[f"{fired.at - (load.began):.1f}", fired.name, fired.what] for fired in outcome.chaos.fired],
+        ),
+        "",
+        "## Throughput and latency",
+        "",
+        f"- {len(load.trips) / load.seconds:.1f} purchases/s, {len(hits) / load.seconds:.1f} buyer requests/s "
+        f"({len(hits)} requests)",
+        f"- Khaime sessions: {len(truth.sessions)}, paid at Khaime: {paid}",
+        f"- Settle: webhooks finished in {outcome.webhook_wait:.1f} s"
+        + ("" if outcome.webhooks_settled else " (NOT all finished: timeout)")
+        + f"; `khaime_sync --grace 0s` took {outcome.sync_seconds:.1f} s",
+        "",
+        "Per step, as the buyer's browser timed it (ms):",
+        "",
+        *_table(["step", "n", "p50", "p95", "max", "answers"], step_rows(hits)),
+        "",
+        "Khaime API requests (from the emulator's access log):",
+        "",
+    ]
+    calls = sorted(set(outcome.khaime_requests_load) | set(outcome.khaime_requests_settle))
+    lines += _table(
+        ["call", "status", "during the load", "settle (sync)"],
+        [
+            [call, status, outcome.khaime_requests_load[(call, status)], outcome.khaime_requests_settle[(call, status)]]
+            for call, status in calls
+        ],
+    )
+    total = sum(outcome.khaime_requests_load.values()) + sum(outcome.khaime_requests_settle.values())
+    lines += ["", f"Khaime requests per paid purchase: {total / paid:.2f}" if paid else "No purchase was paid.", ""]
+    webhook_answers, exceptions, deaths = _log_counts(stack.gunicorn.log_text())
+    lines += [
+        "Webhook deliveries: "
+        + ", ".join(f"{status}: {n}" for status, n in sorted(truth.delivery_statuses().items()))
+        + " (attempts, by the app's answer: "
+        + ", ".join(f"{status}: {n}" for status, n in sorted(webhook_answers.items()))
+        + " in its access log); inbox outcomes: "
+        + ", ".join(f"{outcome_}: {n}" for outcome_, n in sorted(facts.ledger.inbox_outcomes.items())),
+        "",
+        "App log: "
+        + (", ".join(f"{name} x{n}" for name, n in exceptions.most_common()) or "no exception")
+        + "; workers lost: "
+        + (str(len(deaths)) if deaths else "none"),
+        "",
+        "## Invariants",
+        "",
+        *_table(
+            ["invariant", "count", ""],
+            [[r.invariant.name, len(r.offenders), "ok" if r.ok else "**FAIL**"] for r in outcome.results],
+        ),
+        "",
+    ]
+    for result in outcome.results:
+        if not result.ok:
+            lines += [f"### {result.invariant.name}: {len(result.offenders)}", ""]
+            lines += [f"- `{offender}`" for offender in result.offenders[:SHOWN_OFFENDERS]]
+            if len(result.offenders) > SHOWN_OFFENDERS:
+                lines.append(f"- ... and {len(result.offenders) - SHOWN_OFFENDERS} more")
+            lines.append("")
+    notes = Counter(note for trip in load.trips for note in trip.notes)
+    if notes:
+        lines += [
+            "## What buyers ran into",
+            "",
+            *_table(["note", "buyers"], [[n, c] for n, c in notes.most_common(12)]),
+            "",
+        ]
+    lines += ["## `khaime_sync`", "", "```", outcome.sync_output or "(no output)", "```", ""]
+    return "\n".join(lines)
+
+
+def write(path: Path, settings, outcome, stack, started: float) -> None:
+    path.write_text(render(settings, outcome, stack, started))
