@@ -50,7 +50,7 @@ FAULTS = {
     "latency_ms": 25,
     "fail_rate": 0.03,
     "fail_status": 500,
-    "rate_limit_per_second": 30,
+    "rate_limit_per_second": 10,
     "duplicate_webhooks": True,
     "webhook_order": "shuffled",
     "webhook_attempts": 5,
@@ -106,17 +106,19 @@ def parse(argv: list[str] | None) -> Settings:
 
 
 @contextmanager
-def stop_on_sigterm():
-    """SIGTERM ends the run like Ctrl-C does: through every ``finally`` and ``__exit__``."""
+def stop_on_signals():
+    """Ctrl-C and SIGTERM end the run through every ``finally`` and ``__exit__`` (SIGINT too when
+    the shell started the soak in the background, where it would otherwise be ignored)."""
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 class Stack:
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     from .run import run
 
     workdir = Path(tempfile.mkdtemp(prefix="khaime-soak-"))
-    with stop_on_sigterm(), ExitStack() as exits:
+    with stop_on_signals(), ExitStack() as exits:
         sock = listening_socket()
         exits.callback(sock.close)
         shop_url = f"http://127.0.0.1:{sock.getsockname()[1]}"

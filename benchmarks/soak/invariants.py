@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 from .browser import Hit
 from .chaos import Chaos
@@ -28,18 +29,21 @@ class Facts:
     trips: list[Trip]
     hits: list[Hit]
     chaos: Chaos
+    app_log: str = ""  # gunicorn's log: its own lines, the access log and the app's errors
 
+    @cached_property
     def local_by_session_id(self) -> dict[str, dict]:
         return {row["session_id"]: row for row in self.ledger.sessions if row["session_id"]}
 
+    @cached_property
     def local_by_reference(self) -> dict[str, dict]:
         return {row["reference"]: row for row in self.ledger.sessions}
 
     def local_for(self, remote: dict) -> dict | None:
         """The local row of a Khaime session: by session id, else by the reference we sent."""
-        row = self.local_by_session_id().get(remote["session_id"])
+        row = self.local_by_session_id.get(remote["session_id"])
         if row is None:
-            row = self.local_by_reference().get(str((remote.get("metadata") or {}).get("reference")))
+            row = self.local_by_reference.get(str((remote.get("metadata") or {}).get("reference")))
         return row
 
 
@@ -66,7 +70,7 @@ def phantom(facts: Facts) -> list[str]:
 
 def one_row_per_session(facts: Facts) -> list[str]:
     """Every Khaime session has its local row carrying its id, and no row names a session Khaime lacks."""
-    by_id = facts.local_by_session_id()
+    by_id = facts.local_by_session_id
     offenders = []
     for remote in facts.truth.sessions:
         if remote["session_id"] not in by_id:
@@ -161,6 +165,11 @@ def dropped_connections_not_injected(facts: Facts) -> list[str]:
     ]
 
 
+def no_worker_timeouts(facts: Facts) -> list[str]:
+    """gunicorn killed no worker for taking too long on a request (only the injected kills)."""
+    return [line.split("] ", 1)[-1] for line in facts.app_log.splitlines() if "WORKER TIMEOUT" in line]
+
+
 @dataclass(frozen=True)
 class Invariant:
     name: str
@@ -180,6 +189,7 @@ INVARIANTS: list[Invariant] = [
     Invariant("a double submit reaches one Khaime session", double_submits_share_a_session),
     Invariant("buyer-visible 5xx that are not an injected Khaime fault", app_5xx_not_injected),
     Invariant("buyer-visible dropped connections not caused by an injection", dropped_connections_not_injected),
+    Invariant("no worker killed by gunicorn's timeout", no_worker_timeouts),
 ]
 
 

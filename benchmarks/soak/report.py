@@ -60,7 +60,7 @@ def _log_counts(text: str) -> tuple[Counter, Counter, list[str]]:
     """From gunicorn's log: webhook answers by status, exceptions by type, worker deaths."""
     webhooks = Counter(re.findall(r'ACCESS \S+ "POST /payments/webhook/ HTTP/[\d.]+" (\d{3})', text))
     exceptions = Counter(re.findall(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt)): ", text, re.M))
-    deaths = [line.split("] ", 1)[-1] for line in text.splitlines() if "WORKER TIMEOUT" in line or "SIGKILL" in line]
+    deaths = [line for line in text.splitlines() if "was sent SIGKILL" in line]
     return webhooks, exceptions, deaths
 
 
@@ -143,8 +143,7 @@ def render(settings, outcome, stack, started: float) -> str:
         "",
         "App log: "
         + (", ".join(f"{name} x{n}" for name, n in exceptions.most_common()) or "no exception")
-        + "; workers lost: "
-        + (str(len(deaths)) if deaths else "none"),
+        + f"; workers SIGKILLed (injected, or by gunicorn after a timeout): {len(deaths)}",
         "",
         "## Invariants",
         "",

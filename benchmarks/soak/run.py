@@ -81,7 +81,7 @@ def run(settings, stack, shop_url: str, injections: list[Injection]) -> Outcome:
     sync_seconds = time.monotonic() - began
 
     truth = read_truth(emulator)
-    facts = Facts(truth, read_ledger(), load.trips, load.recorder.snapshot(), chaos)
+    facts = Facts(truth, read_ledger(), load.trips, load.recorder.snapshot(), chaos, stack.gunicorn.log_text())
     log = emulator.log_text()
     return Outcome(
         load=load,
