@@ -100,11 +100,16 @@ class Browser:
     def __init__(self, recorder: Recorder, emulator_origin: str):
         self.recorder = recorder
         self.emulator_origin = emulator_origin
+        self.history: list[Hit] = []  # this browser's own hits, in order
         self.http = requests.Session()
         self.http.trust_env = False  # loopback only: no proxy from the environment
 
     def close(self) -> None:
         self.http.close()
+
+    def record(self, hit: Hit) -> None:
+        self.history.append(hit)
+        self.recorder.add(hit)
 
     def get(self, url: str, step: str) -> Page:
         return self._follow("GET", url, None, step)
@@ -129,12 +134,12 @@ class Browser:
             response = self.http.request(method, url, data=data, allow_redirects=False, timeout=TIMEOUT)
         except requests.RequestException as error:
             seconds = time.monotonic() - started
-            self.recorder.add(Hit(step, method, url, None, seconds, started, error=type(error).__name__))
+            self.record(Hit(step, method, url, None, seconds, started, error=type(error).__name__))
             return Page(url, None, "")
         seconds = time.monotonic() - started
         text = response.text
         fault = response.status_code in (502, 503) and KHAIME_FAULT_PAGE in text
-        self.recorder.add(Hit(step, method, url, response.status_code, seconds, started, khaime_fault=fault))
+        self.record(Hit(step, method, url, response.status_code, seconds, started, khaime_fault=fault))
         location = urljoin(url, response.headers["Location"]) if response.is_redirect else ""
         return Page(url, response.status_code, text, location)
 

@@ -12,6 +12,19 @@ from importlib import metadata
 from pathlib import Path
 
 SHOWN_OFFENDERS = 8
+SHOWN_TRIPS = 12
+
+
+def _failed(hit) -> bool:
+    return hit.status is None or hit.status >= 500
+
+
+def _path(trip) -> str:
+    steps = [
+        f"{hit.step} {hit.status or hit.error or 'no answer'}" + (f" ({hit.seconds:.1f} s)" if hit.seconds >= 1 else "")
+        for hit in trip.browser.history
+    ]
+    return " → ".join(steps + [f"*{note}*" for note in trip.notes])
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -160,6 +173,20 @@ def render(settings, outcome, stack, started: float) -> str:
             if len(result.offenders) > SHOWN_OFFENDERS:
                 lines.append(f"- ... and {len(result.offenders) - SHOWN_OFFENDERS} more")
             lines.append("")
+    troubled = [trip for trip in load.trips if trip.notes or any(_failed(hit) for hit in trip.browser.history)]
+    if troubled:
+        lines += [
+            "## Buyers who met a failure",
+            "",
+            f"{len(troubled)} buyers; the first {min(len(troubled), SHOWN_TRIPS)}, "
+            "each request as its step and answer (seconds when 1 or more):",
+            "",
+            *_table(
+                ["buyer", "scenario", "what they went through"],
+                [[trip.email, trip.scenario, _path(trip)] for trip in troubled[:SHOWN_TRIPS]],
+            ),
+            "",
+        ]
     notes = Counter(note for trip in load.trips for note in trip.notes)
     if notes:
         lines += [

@@ -166,6 +166,7 @@ def double_submit(trip: Trip) -> None:
     for thread in threads:
         thread.join()
     twin.close()
+    trip.browser.history.extend(twin.history)  # the second click's requests, after the first's
     for page in pages:
         trip.remember(page)
     landed = [page for page in pages if on_hosted_page(trip, page)]
