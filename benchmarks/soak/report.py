@@ -174,6 +174,8 @@ def render(settings, outcome, stack, started: float) -> str:
                 lines.append(f"- ... and {len(result.offenders) - SHOWN_OFFENDERS} more")
             lines.append("")
     troubled = [trip for trip in load.trips if trip.notes or any(_failed(hit) for hit in trip.browser.history)]
+    # The app's own failures first (a bare 5xx, no answer), then those who met Khaime's faults.
+    troubled.sort(key=lambda trip: not any(_failed(hit) and not hit.khaime_fault for hit in trip.browser.history))
     if troubled:
         lines += [
             "## Buyers who met a failure",
