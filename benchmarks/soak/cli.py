@@ -42,7 +42,7 @@ class Settings:
         return f"{self.purchases} purchases, {self.buyers} concurrent buyers, {self.workers} gunicorn workers"
 
 
-SHORT = {"purchases": 300, "buyers": 12, "time_limit": 100.0, "settle_timeout": 45.0, "kills": 2, "drops": 1}
+SHORT = {"purchases": 300, "buyers": 12, "time_limit": 100.0, "settle_timeout": 30.0, "kills": 2, "drops": 1}
 FULL = {"purchases": 5000, "buyers": 24, "time_limit": 1500.0, "settle_timeout": 300.0, "kills": 4, "drops": 3}
 
 #: The emulator's faults during the run (its command-line options).

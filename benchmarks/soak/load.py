@@ -81,6 +81,7 @@ class Load:
             rng=rng,
             reload_pause=self.reload_pause,
             reloads=self.reloads,
+            deadline=deadline,
         )
         try:
             scenario.play(trip)

@@ -36,10 +36,15 @@ class Trip:
     rng: random.Random
     reload_pause: float
     reloads: int
+    deadline: float = float("inf")  # time.monotonic() past which the buyer tries nothing again
     product: str = ""
     hosted_urls: list[str] = field(default_factory=list)  # every distinct hosted page reached
     shown: list[tuple[str, str]] = field(default_factory=list)  # (reference, status) per return page
     notes: list[str] = field(default_factory=list)
+
+    def may_retry(self) -> bool:
+        """Whether there is time for another try (the run's time limit bounds retries too)."""
+        return time.monotonic() < self.deadline
 
     def remember(self, page: Page) -> Page:
         if page.status == 200 and "/checkout/" in page.url and page.url not in self.hosted_urls:
@@ -61,9 +66,11 @@ def buy_form(trip: Trip) -> dict | None:
     for _ in range(BUY_ATTEMPTS):
         product = trip.browser.get(f"{trip.shop_url}/products/{trip.product}/", "product page")
         form = product.form_to("/payments/checkout") if product.ok else None
-        if form is not None:
-            return form
+        if form is not None or not trip.may_retry():
+            break
         time.sleep(RETRY_PAUSE)
+    if form is not None:
+        return form
     trip.notes.append(f"no buy form on the product page ({product.status})")
     return None
 
@@ -75,14 +82,14 @@ def open_checkout(trip: Trip) -> Page | None:
         return None
     page = trip.remember(trip.browser.submit(form, "buy", email=trip.email))
     for _ in range(BUY_ATTEMPTS - 1):
-        if on_hosted_page(trip, page) or (page.status == 200 and page.shown_status):
-            return page
+        if on_hosted_page(trip, page) or (page.status == 200 and page.shown_status) or not trip.may_retry():
+            break
         time.sleep(RETRY_PAUSE)
         retry = page.form_to("/payments/checkout") if page.status in (502, 503) else None
         # The error page's "Try again", else the buyer goes back and submits the form again.
         again = {} if retry else {"email": trip.email}
         page = trip.remember(trip.browser.submit(retry or form, "buy (again)", **again))
-    if on_hosted_page(trip, page):
+    if on_hosted_page(trip, page) or (page.status == 200 and page.shown_status):
         return page
     trip.notes.append(f"gave up at checkout ({page.status})")
     return None
@@ -91,7 +98,12 @@ def open_checkout(trip: Trip) -> Page | None:
 def settle_return_page(trip: Trip, page: Page) -> Page:
     """A return page that says "processing" refreshes itself (<noscript> meta refresh)."""
     for _ in range(trip.reloads):
-        if not page.ok or page.shown_status in _SETTLED_PAGES or page.shown_status == "cancelled":
+        if (
+            not trip.may_retry()
+            or not page.ok
+            or page.shown_status in _SETTLED_PAGES
+            or page.shown_status == "cancelled"
+        ):
             break
         time.sleep(trip.reload_pause)
         page = trip.remember(trip.browser.get(page.url, "return page reload"))
@@ -170,7 +182,9 @@ def double_submit(trip: Trip) -> None:
     for page in pages:
         trip.remember(page)
     landed = [page for page in pages if on_hosted_page(trip, page)]
-    if landed:
+    if not landed:
+        trip.notes.append(f"neither click reached Khaime ({', '.join(str(page.status) for page in pages)})")
+    else:
         paid = press(trip, landed[-1], "pay")
         if paid is not None:
             settle_return_page(trip, paid)
