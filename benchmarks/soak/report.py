@@ -190,11 +190,12 @@ def render(settings, outcome, stack, started: float) -> str:
             "",
         ]
     notes = Counter(note for trip in load.trips for note in trip.notes)
+    example = {note: trip.email for trip in reversed(load.trips) for note in trip.notes}
     if notes:
         lines += [
             "## What buyers ran into",
             "",
-            *_table(["note", "buyers"], [[n, c] for n, c in notes.most_common(12)]),
+            *_table(["note", "buyers", "one of them"], [[n, c, example[n]] for n, c in notes.most_common(12)]),
             "",
         ]
     lines += ["## `khaime_sync`", "", "```", outcome.sync_output or "(no output)", "```", ""]

@@ -151,7 +151,8 @@ def cancel_then_pay(trip: Trip) -> None:
     cancelled = cancel(trip)
     resume = [link for link in cancelled.links() if "/checkout/" in link] if cancelled is not None else []
     if not resume:
-        trip.notes.append("no 'Return to payment' link after cancelling")
+        shown = f"{cancelled.status}, shows {cancelled.shown_status or 'no status'}" if cancelled else "not reached"
+        trip.notes.append(f"no 'Return to payment' link after cancelling ({shown})")
         return
     hosted = trip.remember(trip.browser.get(resume[0], "hosted page"))
     if on_hosted_page(trip, hosted):
