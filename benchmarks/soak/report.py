@@ -69,10 +69,27 @@ def step_rows(hits) -> list[list[object]]:
     return sorted(rows, key=lambda row: -int(row[1]))
 
 
+_EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)): ")
+_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d |\[\d{4}-|ACCESS )")
+
+
+def _final_exceptions(text: str) -> list[str]:
+    """The exception each logged traceback ended with (not the ones chained before it)."""
+    found, last = [], None
+    for line in text.splitlines():
+        if _LOG_LINE.match(line):  # a new log line ends the traceback before it
+            if last:
+                found.append(last)
+            last = None
+        elif match := _EXCEPTION.match(line):
+            last = match.group(1)
+    return [*found, last] if last else found
+
+
 def _log_counts(text: str) -> tuple[Counter, Counter, list[str]]:
     """From gunicorn's log: webhook answers by status, exceptions by type, worker deaths."""
     webhooks = Counter(re.findall(r'ACCESS \S+ "POST /payments/webhook/ HTTP/[\d.]+" (\d{3})', text))
-    exceptions = Counter(re.findall(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt)): ", text, re.M))
+    exceptions = Counter(_final_exceptions(text))
     deaths = [line for line in text.splitlines() if "was sent SIGKILL" in line]
     return webhooks, exceptions, deaths
 
@@ -154,7 +171,7 @@ def render(settings, outcome, stack, started: float) -> str:
         + " in its access log); inbox outcomes: "
         + ", ".join(f"{outcome_}: {n}" for outcome_, n in sorted(facts.ledger.inbox_outcomes.items())),
         "",
-        "App log: "
+        "App log, unhandled exceptions: "
         + (", ".join(f"{name} x{n}" for name, n in exceptions.most_common()) or "no exception")
         + f"; workers SIGKILLed (injected, or by gunicorn after a timeout): {len(deaths)}",
         "",
