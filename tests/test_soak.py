@@ -119,9 +119,11 @@ def test_a_dropped_connection_counts_only_away_from_an_injection():
     hits = [
         Hit("buy", "POST", "/payments/checkout/", None, 0.5, 99.8, error="ConnectionError"),
         Hit("buy", "POST", "/payments/checkout/", None, 0.5, 150.0, error="ConnectionError"),
+        # In flight at the kill, but cut off half a minute later: gunicorn's timeout, not the kill.
+        Hit("buy", "POST", "/payments/checkout/", None, 30.8, 99.5, error="ConnectionError"),
     ]
 
-    assert offenders(facts(hits=hits, fired=fired)) == {"dropped_connections_not_injected": 1}
+    assert offenders(facts(hits=hits, fired=fired)) == {"dropped_connections_not_injected": 2}
 
 
 def test_a_return_page_showing_paid_for_an_unpaid_session_is_caught():
