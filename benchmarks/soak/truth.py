@@ -1,15 +1,16 @@
 """What Khaime (the emulator) knows: the truth the local ledger is checked against.
 
-``read_truth`` is the one place that reads it, through the emulator's control API
-(``/_emulator/sessions``, ``/events``, ``/deliveries``); when the emulator grows one listing
-call for all of it, only this module changes.
+``read_truth`` is the one place that reads it, through the emulator's control API: its one
+listing call (``/_emulator/truth``) where the emulator has it, else ``/sessions`` and
+``/events``; the delivery attempts from ``/deliveries``.
 """
 
 from __future__ import annotations
 
 import time
+import urllib.error
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,9 @@ class Truth:
     sessions: list[dict]  # every session Khaime created, as /_emulator/sessions shows it
     events: list[dict]  # every webhook event Khaime emitted (envelopes)
     deliveries: list[dict]  # every delivery attempt: delivery_id, event_id, attempt, status_code, succeeded
+    payments: list[dict] = field(default_factory=list)  # where the emulator lists them (its /truth)
+    subscriptions: list[dict] = field(default_factory=list)
+    refunds: list[dict] = field(default_factory=list)
 
     def sessions_by_id(self) -> dict[str, dict]:
         return {session["session_id"]: session for session in self.sessions}
@@ -40,10 +44,20 @@ class Truth:
 
 
 def read_truth(emulator) -> Truth:
+    deliveries = list(emulator.control("GET", "/deliveries"))
+    try:
+        everything = emulator.control("GET", "/truth")
+    except urllib.error.HTTPError as error:
+        if error.code != 404:
+            raise
+        return Truth(list(emulator.control("GET", "/sessions")), list(emulator.control("GET", "/events")), deliveries)
     return Truth(
-        sessions=list(emulator.control("GET", "/sessions")),
-        events=list(emulator.control("GET", "/events")),
-        deliveries=list(emulator.control("GET", "/deliveries")),
+        sessions=everything["sessions"],
+        events=everything["events"],
+        deliveries=deliveries,
+        payments=everything.get("payments", []),
+        subscriptions=everything.get("subscriptions", []),
+        refunds=everything.get("refunds", []),
     )
 
 
