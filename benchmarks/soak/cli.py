@@ -45,6 +45,9 @@ class Settings:
 SHORT = {"purchases": 300, "buyers": 12, "time_limit": 100.0, "settle_timeout": 30.0, "kills": 2, "drops": 1}
 FULL = {"purchases": 5000, "buyers": 24, "time_limit": 1500.0, "settle_timeout": 300.0, "kills": 4, "drops": 3}
 
+#: Passed to the emulator when it has them: a pool of webhook senders, as a real provider has.
+IF_SUPPORTED = {"webhook_workers": 4}
+
 #: The emulator's faults during the run (its command-line options).
 FAULTS = {
     "latency_ms": 25,
@@ -155,7 +158,7 @@ class Stack:
         )
 
 
-def app_env(database_url: str, api_base_url: str) -> dict[str, str]:
+def app_env(database_url: str, api_base_url: str, site_url: str = "") -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("KHAIME_", "DJANGO_"))}
     env.update(
         DJANGO_SETTINGS_MODULE="benchmarks.soak.settings",
@@ -164,6 +167,7 @@ def app_env(database_url: str, api_base_url: str) -> dict[str, str]:
         KHAIME_WEBHOOK_SECRET=WEBHOOK_SECRET,
         SECRET_KEY="soak-" + os.urandom(16).hex(),
         SOAK_DB_APPLICATION_NAME=APP_DB_NAME,
+        SOAK_SITE_URL=site_url,
         PYTHONUNBUFFERED="1",
     )
     return env
@@ -190,8 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         exits.callback(close_connections)  # before the database is dropped
         emulator_options = {**settings.faults, "webhook_url": f"{shop_url}/payments/webhook/"}
         emulator_options.update(webhook_secret=WEBHOOK_SECRET, seed=settings.seed)
-        emulator = exits.enter_context(EmulatorProcess(emulator_options, dict(os.environ), workdir / "emulator.log"))
-        env = app_env(database.url, emulator.api_base_url)
+        emulator = exits.enter_context(
+            EmulatorProcess(emulator_options, dict(os.environ), workdir / "emulator.log", IF_SUPPORTED)
+        )
+        env = app_env(database.url, emulator.api_base_url, shop_url)
         stack = Stack(database, emulator, None, env)  # type: ignore[arg-type]
         for command in (("migrate", "--noinput"), ("demo_setup",)):
             done = stack.manage(*command)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 SHOWN_OFFENDERS = 8
 SHOWN_TRIPS = 12
+_HIDDEN_OPTIONS = ("webhook_url", "webhook_secret")
 
 
 def _failed(hit) -> bool:
@@ -119,7 +120,7 @@ def render(settings, outcome, stack, started: float) -> str:
         "- App: `demo_project` under gunicorn sync workers (timeout "
         f"{settings.worker_timeout} s), DEBUG off, CONN_MAX_AGE 60 with CONN_HEALTH_CHECKS, a fresh database",
         "- Khaime faults during the load: "
-        + ", ".join(f"{name}={value}" for name, value in settings.faults.items())
+        + ", ".join(f"{name}={value}" for name, value in stack.emulator.options.items() if name not in _HIDDEN_OPTIONS)
         + "; lifted for the settle phase (Khaime recovers)",
         "",
         "Scenarios played:",

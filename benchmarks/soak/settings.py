@@ -8,7 +8,7 @@ the connections, so the soak can tell the app's connections from its own when it
 import os
 
 from demo_project.settings import *  # noqa: F403
-from demo_project.settings import DATABASES
+from demo_project.settings import DATABASES, KHAIME
 
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
@@ -18,6 +18,9 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("OPTIONS", {})["application_name"] = os.environ.get(
     "SOAK_DB_APPLICATION_NAME", "khaime-soak-app"
 )
+
+# Production names its own address rather than trusting each request's Host header.
+KHAIME = {**KHAIME, "SITE_URL": os.environ.get("SOAK_SITE_URL", "")}
 
 LOGGING = {
     "version": 1,

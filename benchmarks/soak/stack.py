@@ -165,13 +165,38 @@ def pid_with_local_port(pids: list[int], port: int) -> int | None:
     return None
 
 
-class EmulatorProcess(Process):
-    """``python -m khaime_django.emulator`` on a free loopback port, with the soak's faults."""
+def _flag(option: str) -> str:
+    return "--" + option.replace("_", "-")
 
-    def __init__(self, options: dict, env: dict[str, str], log_path: Path):
+
+def emulator_flags(env: dict[str, str]) -> set[str]:
+    """The command-line flags this version of the emulator has (``--help``)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "khaime_django.emulator", "--help"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return set(re.findall(r"(--[a-z][a-z-]+)", done.stdout))
+
+
+class EmulatorProcess(Process):
+    """``python -m khaime_django.emulator`` on a free loopback port, with the soak's faults.
+
+    ``if_supported`` options are passed only when this emulator has them (e.g. its pool of
+    webhook senders), so the soak runs against older and newer emulators alike."""
+
+    def __init__(self, options: dict, env: dict[str, str], log_path: Path, if_supported: dict | None = None):
         argv = [sys.executable, "-m", "khaime_django.emulator", "--host", "127.0.0.1", "--port", "0"]
+        if if_supported:
+            flags = emulator_flags(env)
+            options = {**options, **{k: v for k, v in if_supported.items() if _flag(k) in flags}}
+        self.options = options
         for name, value in options.items():
-            flag = "--" + name.replace("_", "-")
+            flag = _flag(name)
             if value is True:
                 argv.append(flag)
             elif value not in (None, False):
