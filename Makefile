@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint typecheck docs matrix wheel-check venv clean
+.PHONY: demo test bench soak soak-short lint typecheck docs matrix wheel-check venv clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,15 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# The shop under gunicorn workers, load and faults, its ledger checked against the emulator's
+# (benchmarks/soak; needs PostgreSQL at SOAK_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/).
+# Writes benchmarks/SOAK.md; soak-short is the CI run (a few hundred purchases, SOAK-short.md).
+soak: $(STAMP)
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
+
+soak-short: $(STAMP)
+	$(BIN)/python -m benchmarks.soak --short $(SOAK_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,207 @@
+"""The checks of a settled run. ``INVARIANTS`` is the list: each is a name and a function that
+answers the offenders (one line each); the run passes when every list is empty. Add a check
+with a function and a line.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+
+from .browser import Hit
+from .chaos import Chaos
+from .ledger import Ledger
+from .scenarios import Trip
+from .truth import Truth
+
+#: Local statuses that mean the money was received (khaime_django.models.PAID_STATUSES).
+PAID = ("completed", "refunded", "disputed")
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything a check may look at, read once after the run settled."""
+
+    truth: Truth
+    ledger: Ledger
+    trips: list[Trip]
+    hits: list[Hit]
+    chaos: Chaos
+    app_log: str = ""  # gunicorn's log: its own lines, the access log and the app's errors
+
+    @cached_property
+    def local_by_session_id(self) -> dict[str, dict]:
+        return {row["session_id"]: row for row in self.ledger.sessions if row["session_id"]}
+
+    @cached_property
+    def local_by_reference(self) -> dict[str, dict]:
+        return {row["reference"]: row for row in self.ledger.sessions}
+
+    def local_for(self, remote: dict) -> dict | None:
+        """The local row of a Khaime session: by session id, else by the reference we sent."""
+        row = self.local_by_session_id.get(remote["session_id"])
+        if row is None:
+            row = self.local_by_reference.get(str((remote.get("metadata") or {}).get("reference")))
+        return row
+
+
+def lost(facts: Facts) -> list[str]:
+    """Khaime took the money; the ledger does not say so."""
+    offenders = []
+    for remote in facts.truth.sessions:
+        if remote["status"] == "completed":
+            row = facts.local_for(remote)
+            if row is None or row["status"] not in PAID:
+                offenders.append(f"{remote['session_id']}: local {row['status'] if row else 'no row'}")
+    return offenders
+
+
+def phantom(facts: Facts) -> list[str]:
+    """The ledger says paid; Khaime took nothing."""
+    remote = facts.truth.sessions_by_id()
+    return [
+        f"{row['reference']} ({row['session_id']}): Khaime {remote.get(row['session_id'], {}).get('status', 'unknown')}"
+        for row in facts.ledger.sessions
+        if row["status"] in PAID and remote.get(row["session_id"], {}).get("status") != "completed"
+    ]
+
+
+def one_row_per_session(facts: Facts) -> list[str]:
+    """Every Khaime session has its local row carrying its id, and no row names a session Khaime lacks."""
+    by_id = facts.local_by_session_id
+    offenders = []
+    for remote in facts.truth.sessions:
+        if remote["session_id"] not in by_id:
+            row = facts.local_for(remote)
+            where = f"its row {row['reference']} is {row['status']} without the id" if row else "no local row"
+            offenders.append(f"{remote['session_id']} ({remote['status']}): {where}")
+    known = facts.truth.sessions_by_id()
+    offenders += [f"local {sid}: unknown to Khaime" for sid in by_id if sid not in known]
+    return offenders
+
+
+def one_payable_session_per_purchase(facts: Facts) -> list[str]:
+    """A buyer's purchase never has two Khaime sessions it could pay (or has paid) at once."""
+    payable = defaultdict(list)
+    for remote in facts.truth.sessions:
+        if remote["status"] in ("pending", "completed"):
+            purchase = (remote["customer"].get("email"), remote["product_title"], remote["amount"], remote["currency"])
+            payable[purchase].append(f"{remote['session_id']}={remote['status']}")
+    return [f"{purchase[0]} {purchase[1]}: {', '.join(ids)}" for purchase, ids in payable.items() if len(ids) > 1]
+
+
+def none_stuck_in_created(facts: Facts) -> list[str]:
+    return [
+        f"{row['reference']} ({row['customer_email']})" for row in facts.ledger.sessions if row["status"] == "created"
+    ]
+
+
+def status_is_last_history_entry(facts: Facts) -> list[str]:
+    return [
+        f"{row['reference']}: status {row['status']}, last history {row['last_to']}"
+        for row in facts.ledger.sessions
+        if (row["last_to"] or "created") != row["status"]
+    ]
+
+
+def delivered_events_in_inbox_once(facts: Facts) -> list[str]:
+    inbox = facts.ledger.inbox
+    return [
+        f"{event_id}: {inbox.get(event_id, 0)} inbox rows"
+        for event_id in sorted(facts.truth.delivered_event_ids())
+        if inbox.get(event_id, 0) != 1
+    ]
+
+
+def paid_amounts_match(facts: Facts) -> list[str]:
+    remote = facts.truth.sessions_by_id()
+    offenders = []
+    for row in facts.ledger.sessions:
+        theirs = remote.get(row["session_id"])
+        if row["status"] in PAID and theirs is not None:
+            total = theirs["fee_details"]["total_amount"]
+            if (row["total_amount"], row["currency"]) != (total, theirs["currency"]):
+                offenders.append(f"{row['reference']}: {row['total_amount']} {row['currency']}, Khaime {total}")
+    return offenders
+
+
+def return_pages_never_claim_unpaid(facts: Facts) -> list[str]:
+    """A return page that showed "paid" showed a session Khaime completed."""
+    by_reference = {str((s.get("metadata") or {}).get("reference")): s for s in facts.truth.sessions}
+    offenders = []
+    for trip in facts.trips:
+        for reference, shown in trip.shown:
+            remote = by_reference.get(reference)
+            if shown in PAID and (remote is None or remote["status"] != "completed"):
+                offenders.append(f"{reference}: page showed {shown}, Khaime {remote['status'] if remote else 'none'}")
+    return offenders
+
+
+def double_submits_share_a_session(facts: Facts) -> list[str]:
+    return [
+        f"{trip.email}: {len(trip.hosted_urls)} hosted pages"
+        for trip in facts.trips
+        if trip.scenario.startswith("double submit") and len(trip.hosted_urls) > 1
+    ]
+
+
+def app_5xx_not_injected(facts: Facts) -> list[str]:
+    """Server errors a buyer saw that are not the app reporting an (injected) Khaime failure."""
+    return [
+        f"{hit.status} on {hit.step}: {hit.method} {hit.url}"
+        for hit in facts.hits
+        if hit.status is not None and hit.status >= 500 and not hit.khaime_fault
+    ]
+
+
+def dropped_connections_not_injected(facts: Facts) -> list[str]:
+    """No answer at all, away from any worker kill or connection drop."""
+    return [
+        f"{hit.error} on {hit.step} after {hit.seconds:.1f} s: {hit.method} {hit.url}"
+        for hit in facts.hits
+        if hit.status is None and not facts.chaos.explains(hit.at, hit.seconds)
+    ]
+
+
+def no_worker_timeouts(facts: Facts) -> list[str]:
+    """gunicorn killed no worker for taking too long on a request (only the injected kills)."""
+    return [line.split("] ", 1)[-1] for line in facts.app_log.splitlines() if "WORKER TIMEOUT" in line]
+
+
+@dataclass(frozen=True)
+class Invariant:
+    name: str
+    check: Callable[[Facts], list[str]]
+
+
+INVARIANTS: list[Invariant] = [
+    Invariant("lost: Khaime took the money, the ledger does not say paid", lost),
+    Invariant("phantom: the ledger says paid, Khaime took nothing", phantom),
+    Invariant("one local row per Khaime session", one_row_per_session),
+    Invariant("no purchase with two payable sessions", one_payable_session_per_purchase),
+    Invariant("no row stuck in created", none_stuck_in_created),
+    Invariant("status equals the last entry of its history", status_is_last_history_entry),
+    Invariant("every delivered event in the inbox exactly once", delivered_events_in_inbox_once),
+    Invariant("paid amounts match Khaime's", paid_amounts_match),
+    Invariant("no return page showed paid for a session Khaime did not complete", return_pages_never_claim_unpaid),
+    Invariant("a double submit reaches one Khaime session", double_submits_share_a_session),
+    Invariant("buyer-visible 5xx that are not an injected Khaime fault", app_5xx_not_injected),
+    Invariant("buyer-visible dropped connections not caused by an injection", dropped_connections_not_injected),
+    Invariant("no worker killed by gunicorn's timeout", no_worker_timeouts),
+]
+
+
+@dataclass(frozen=True)
+class Result:
+    invariant: Invariant
+    offenders: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.offenders
+
+
+def check_all(facts: Facts, invariants: list[Invariant] = INVARIANTS) -> list[Result]:
+    return [Result(invariant, invariant.check(facts)) for invariant in invariants]

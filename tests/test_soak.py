@@ -1,0 +1,183 @@
+"""The soak harness (benchmarks/soak): its checks catch what they name, and a tiny soak runs
+end to end, balances, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from benchmarks.soak.browser import Hit
+from benchmarks.soak.chaos import Chaos, Fired
+from benchmarks.soak.invariants import INVARIANTS, Facts, check_all
+from benchmarks.soak.ledger import Ledger
+from benchmarks.soak.scenarios import SCENARIOS, Trip
+from benchmarks.soak.truth import Truth
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def remote(session_id: str, status: str, reference: str = "", email: str = "a@soak.example", total: int = 5320) -> dict:
+    return {
+        "session_id": session_id,
+        "status": status,
+        "metadata": {"reference": reference or f"ref-{session_id}"},
+        "customer": {"email": email},
+        "product_title": "Premium Plan",
+        "amount": total,
+        "currency": "USD",
+        "fee_details": {"total_amount": total},
+    }
+
+
+def local(session_id: str | None, status: str, reference: str = "", last_to: str | None = None) -> dict:
+    return {
+        "reference": reference or f"ref-{session_id}",
+        "session_id": session_id,
+        "status": status,
+        "total_amount": 5320,
+        "currency": "USD",
+        "customer_email": "a@soak.example",
+        "last_to": status if last_to is None and status != "created" else last_to,
+    }
+
+
+def facts(sessions=(), rows=(), *, events=(), deliveries=(), inbox=None, hits=(), trips=(), fired=(), log=""):
+    chaos = Chaos(stack=None, injections=[], started=lambda: 0, total=1)
+    chaos.fired.extend(fired)
+    ledger = Ledger(list(rows), Counter(inbox or {}), Counter())
+    return Facts(Truth(list(sessions), list(events), list(deliveries)), ledger, list(trips), list(hits), chaos, log)
+
+
+def offenders(facts: Facts) -> dict[str, int]:
+    return {result.invariant.check.__name__: len(result.offenders) for result in check_all(facts) if not result.ok}
+
+
+def test_a_balanced_ledger_passes_every_invariant():
+    balanced = facts(
+        [remote("s1", "completed"), remote("s2", "pending", email="b@soak.example"), remote("s3", "failed")],
+        [local("s1", "completed"), local("s2", "cancelled"), local("s3", "failed")],
+        deliveries=[{"delivery_id": 1, "event_id": "e1", "attempt": 1, "succeeded": True}],
+        inbox={"e1": 1},
+    )
+
+    assert offenders(balanced) == {}
+
+
+def test_a_payment_khaime_took_but_the_ledger_does_not_show_is_lost():
+    assert offenders(facts([remote("s1", "completed")], [local("s1", "pending")])) == {"lost": 1}
+
+
+def test_a_paid_row_khaime_did_not_complete_is_a_phantom():
+    assert offenders(facts([remote("s1", "failed")], [local("s1", "completed")])) == {"phantom": 1}
+
+
+def test_a_checkout_that_died_after_its_insert_shows_as_stuck_and_orphaned():
+    died = facts([remote("s1", "pending", reference="r1")], [local(None, "created", reference="r1")])
+
+    assert offenders(died) == {"none_stuck_in_created": 1, "one_row_per_session": 1}
+
+
+def test_two_payable_sessions_for_one_purchase_are_caught():
+    twice = facts(
+        [remote("s1", "pending"), remote("s2", "pending")],
+        [local("s1", "error"), local("s2", "pending")],
+    )
+
+    assert offenders(twice) == {"one_payable_session_per_purchase": 1}
+
+
+def test_a_status_that_is_not_the_last_history_entry_is_caught():
+    assert offenders(facts([remote("s1", "failed")], [local("s1", "failed", last_to="pending")])) == {
+        "status_is_last_history_entry": 1
+    }
+
+
+def test_a_delivered_event_missing_from_the_inbox_is_caught():
+    delivered = [{"delivery_id": 1, "event_id": "e1", "attempt": 1, "succeeded": True}]
+    failed_only = [{"delivery_id": 2, "event_id": "e2", "attempt": 5, "succeeded": False}]
+
+    assert offenders(facts(deliveries=delivered + failed_only, inbox={})) == {"delivered_events_in_inbox_once": 1}
+
+
+def test_a_checkout_error_page_is_an_injected_fault_but_a_bare_500_is_not():
+    hits = [
+        Hit("buy", "POST", "/payments/checkout/", 502, 0.1, 0.0, khaime_fault=True),
+        Hit("buy", "POST", "/payments/checkout/", 500, 0.1, 1.0),
+    ]
+
+    assert offenders(facts(hits=hits)) == {"app_5xx_not_injected": 1}
+
+
+def test_a_dropped_connection_counts_only_away_from_an_injection():
+    fired = [Fired("kill -9 a gunicorn worker", 100.0, "SIGKILL")]
+    hits = [
+        Hit("buy", "POST", "/payments/checkout/", None, 0.5, 99.8, error="ConnectionError"),
+        Hit("buy", "POST", "/payments/checkout/", None, 0.5, 150.0, error="ConnectionError"),
+        # In flight at the kill, but cut off half a minute later: gunicorn's timeout, not the kill.
+        Hit("buy", "POST", "/payments/checkout/", None, 30.8, 99.5, error="ConnectionError"),
+    ]
+
+    assert offenders(facts(hits=hits, fired=fired)) == {"dropped_connections_not_injected": 2}
+
+
+def test_a_return_page_showing_paid_for_an_unpaid_session_is_caught():
+    trip = Trip("pay", "a@soak.example", browser=None, shop_url="", rng=None, reload_pause=0, reloads=0)  # type: ignore[arg-type]
+    trip.shown.append(("r1", "completed"))
+
+    lied = facts([remote("s1", "pending", reference="r1")], [local("s1", "pending", reference="r1")], trips=[trip])
+
+    assert offenders(lied) == {"return_pages_never_claim_unpaid": 1}
+
+
+def test_a_gunicorn_worker_timeout_is_caught():
+    log = "[2026-01-01 00:00:00 +0000] [1] [CRITICAL] WORKER TIMEOUT (pid:2)\n"
+
+    assert offenders(facts(log=log)) == {"no_worker_timeouts": 1}
+
+
+def test_scenarios_and_invariants_are_plain_lists_to_extend():
+    assert {scenario.name for scenario in SCENARIOS} >= {"pay", "decline", "cancel", "abandon", "cancel then pay"}
+    assert len({invariant.name for invariant in INVARIANTS}) == len(INVARIANTS)
+
+
+def _soak_databases() -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE 'soak\\_%%'")
+        return {row[0] for row in cursor.fetchall()}
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="the soak needs a PostgreSQL server (set DATABASE_URL=postgres://...)",
+)
+@pytest.mark.django_db
+def test_a_tiny_soak_balances_its_ledger_and_cleans_up(tmp_path):
+    report = tmp_path / "SOAK.md"
+    env = {**os.environ, "SOAK_POSTGRES_URL": os.environ["DATABASE_URL"]}
+    before = _soak_databases()
+
+    tiny = ["--purchases", "20", "--buyers", "4", "--workers", "2", "--kills", "0", "--drops", "0"]
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.soak", *tiny, "--report", str(report)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = report.read_text()
+    assert "**Result: PASS**" in text
+    assert "| buy |" in text and "| pay |" in text
+    for invariant in INVARIANTS:
+        assert f"| {invariant.name} | 0 | ok |" in text
+    assert _soak_databases() == before
