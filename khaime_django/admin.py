@@ -288,6 +288,11 @@ class WebhookEventAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False  # events come from Khaime, signed
 
+    def has_delete_permission(self, request, obj=None):
+        # The stored event_id is what refuses a replay; a deleted event would be accepted again.
+        # Old events go through manage.py khaime_prune_events, which keeps that guarantee.
+        return False
+
     @admin.display(description=_("payment session"), ordering="session")
     def session_link(self, obj):
         if obj.session_id is None:
