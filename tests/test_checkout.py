@@ -814,3 +814,27 @@ def test_session_settled_while_khaime_was_answering_keeps_khaimes_fields_and_sho
     assert session.session_id == SEED["session_id"]
     assert session.payment_url == SEED["payment_url"]
     assert session.fee_details == SEED["fee_details"]
+
+
+# -- the mode is part of the purchase -------------------------------------------------------------
+
+
+def test_open_sandbox_session_is_not_reused_after_switching_to_a_live_key(client, khaime_api, buy_token, settings):
+    """After the key changes from pk_sandbox_ to pk_live_, the buyer's open sandbox session (its
+    payment_url takes test cards) must not be handed out for a real purchase."""
+    settings.KHAIME = {**settings.KHAIME, "SITE_URL": "https://shop.example"}
+    khaime_api.post(SESSIONS_URL, json=SEED_CREATE_RESPONSE, status=201)
+    khaime_api.post(SESSIONS_URL, json=second_response(mode="live"), status=201)
+    assert checkout(client, buy_token)["Location"] == SEED["payment_url"]
+    settings.KHAIME = {**settings.KHAIME, "API_KEY": "pk_live_0123456789"}
+    live = checkout(client, buy_token)
+    assert live["Location"] == "https://checkout.stripe.com/c/pay/cs_second"
+    assert len(khaime_api.calls) == 2
+    assert sorted(PaymentSession.objects.values_list("mode", "status")) == [
+        ("live", Status.PENDING),
+        ("sandbox", Status.PENDING),
+    ]
+    # And back: the live session is not reused under the sandbox key either.
+    settings.KHAIME = {**settings.KHAIME, "API_KEY": "pk_sandbox_test_0123456789"}
+    assert checkout(client, buy_token)["Location"] == SEED["payment_url"]
+    assert len(khaime_api.calls) == 2

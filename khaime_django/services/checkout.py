@@ -84,8 +84,9 @@ def start_checkout(
 
     # A missing API key must fail before a row exists, not leave it stuck in `created`.
     client = get_client()
+    mode = khaime_settings.mode
     session = _insert_or_reuse(
-        _purchase_key(user, khaime_request),
+        _purchase_key(user, khaime_request, mode),
         client,
         reference=reference,
         amount=khaime_request.amount,
@@ -98,7 +99,7 @@ def start_checkout(
         subscription_frequency_key=khaime_request.subscription_frequency_key or "",
         success_url=khaime_request.success_url,
         cancel_url=khaime_request.cancel_url,
-        mode=khaime_settings.mode,
+        mode=mode,
         user=user,
     )
     if session.status != Status.CREATED:
@@ -192,14 +193,16 @@ def _insert_or_reuse(purchase_key: str, client: KhaimeClient, **values: Any) -> 
         time.sleep(_WAIT_STEP)
 
 
-def _purchase_key(user, khaime_request: SessionRequest) -> str:
+def _purchase_key(user, khaime_request: SessionRequest, mode: str) -> str:
+    """The hash one open session per purchase is keyed by: the buyer, the mode of the API key
+    (after switching from a sandbox to a live key, a sandbox session is never reused) and the price."""
     buyer = f"user:{user.pk}" if user is not None else f"email:{khaime_request.customer['email']}"
     price = {
         key: getattr(khaime_request, key)
         for key in ("amount", "currency", "product_id", "product_name", "subscription_frequency_key")
     }
     price["metadata"] = {k: v for k, v in khaime_request.metadata.items() if k not in RESERVED_METADATA_KEYS}
-    blob = json.dumps([buyer, price], sort_keys=True, separators=(",", ":"), default=str)
+    blob = json.dumps([buyer, mode, price], sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
