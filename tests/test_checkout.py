@@ -838,3 +838,62 @@ def test_open_sandbox_session_is_not_reused_after_switching_to_a_live_key(client
     settings.KHAIME = {**settings.KHAIME, "API_KEY": "pk_sandbox_test_0123456789"}
     assert checkout(client, buy_token)["Location"] == SEED["payment_url"]
     assert len(khaime_api.calls) == 2
+
+
+# -- a live session's return URLs -----------------------------------------------------------------
+
+LIVE_KEY = "pk_live_0123456789"
+
+
+@pytest.mark.parametrize(
+    ("site_url", "host", "secure"),
+    [
+        ("", "shop.example", False),  # a TLS proxy without SECURE_PROXY_SSL_HEADER: http://
+        ("", "127.0.0.1", True),  # a proxy rewriting Host without USE_X_FORWARDED_HOST
+        ("http://shop.example", "shop.example", True),
+        ("https://localhost:8443", "shop.example", True),
+    ],
+)
+def test_live_checkout_with_unsafe_return_urls_is_refused_before_a_row_exists(
+    khaime_api, rf, settings, caplog, site_url, host, secure
+):
+    from khaime_django.return_urls import UnsafeReturnURL
+
+    settings.ALLOWED_HOSTS = ["shop.example", "127.0.0.1"]
+    settings.KHAIME = {**settings.KHAIME, "API_KEY": LIVE_KEY, "SITE_URL": site_url}
+    request = rf.post("/payments/checkout/", HTTP_HOST=host, secure=secure)
+    request.user = AnonymousUser()
+    with caplog.at_level(logging.ERROR, logger="khaime_django.return_urls"), pytest.raises(UnsafeReturnURL):
+        services.start_checkout(request=request, amount=5000, currency="USD", product_name="P", customer_email="a@b.co")
+    assert not PaymentSession.objects.exists()
+    assert len(khaime_api.calls) == 0
+    assert "SITE_URL" in caplog.records[0].getMessage()
+
+
+def test_live_checkout_with_unsafe_return_urls_answers_the_clear_error_page(client, khaime_api, buy_token, settings):
+    settings.KHAIME = {**settings.KHAIME, "API_KEY": LIVE_KEY}
+    response = checkout(client, buy_token)  # the test client is http://testserver
+    assert response.status_code == 503
+    page = response.content.decode()
+    assert "Payment is unavailable right now" in page
+    assert "No payment was taken" in page
+    assert "Refused to create" not in page  # the operator's fix is in the log, not shown to buyers
+    assert not PaymentSession.objects.exists()
+    assert len(khaime_api.calls) == 0
+
+
+def test_live_checkout_with_a_public_https_site_url_is_created(client, khaime_api, buy_token, settings):
+    settings.KHAIME = {**settings.KHAIME, "API_KEY": LIVE_KEY, "SITE_URL": "https://shop.example"}
+    khaime_api.post(SESSIONS_URL, json=second_response(mode="live"), status=201)
+    assert checkout(client, buy_token).status_code == 303
+    session = PaymentSession.objects.get()
+    assert session.success_url.startswith("https://shop.example/") and session.mode == "live"
+
+
+def test_sandbox_checkout_may_return_to_loopback_over_http(khaime_api, rf, seed_create):
+    request = rf.post("/payments/checkout/", HTTP_HOST="127.0.0.1")
+    request.user = AnonymousUser()
+    session = services.start_checkout(
+        request=request, amount=5000, currency="USD", product_name="P", customer_email="a@b.co"
+    )
+    assert session.success_url.startswith("http://127.0.0.1/")

@@ -23,6 +23,7 @@ from ..conf import khaime_settings
 from ..exceptions import KhaimeConfigurationError, KhaimeError, KhaimeRequestInvalidError, KhaimeUnsafeRedirectError
 from ..models import PaymentSession, Source
 from ..purchases import Purchase
+from ..return_urls import require_safe_return_urls
 from ..session_request import SessionRequest
 from ..statuses import AWAITING_STATUSES, OPEN_STATUSES, Status
 from ..timestamps import parse_timestamp
@@ -82,9 +83,11 @@ def start_checkout(
         reference=str(reference),
     )
 
+    mode = khaime_settings.mode
+    # A live buyer must come back over https to a public host: refuse before a row exists.
+    require_safe_return_urls(mode, khaime_request.success_url, khaime_request.cancel_url)
     # A missing API key must fail before a row exists, not leave it stuck in `created`.
     client = get_client()
-    mode = khaime_settings.mode
     session = _insert_or_reuse(
         _purchase_key(user, khaime_request, mode),
         client,
