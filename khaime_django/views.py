@@ -112,11 +112,15 @@ class SuccessView(SessionPageView):
 
 
 class CancelView(SessionPageView):
-    """The buyer left Khaime's page without paying. They may still pay until expires_at."""
+    """The buyer left Khaime's page without paying. They may still pay until expires_at.
+
+    Only the browser (or user) that started the checkout records the cancel: Khaime sends the
+    buyer here with a plain GET, so this stays one step for them, and anyone else holding the
+    link only sees the session as it is."""
 
     def get(self, request: HttpRequest, reference) -> HttpResponse:
         session = self.get_session(reference)
-        services.cancel_session(session)
+        services.cancel_session(session, request=request)
         return self.render_session(request, session, returned_from="cancel")
 
 

@@ -54,6 +54,16 @@ def checkout(client, token, email="buyer@example.com"):
     return client.post(reverse("khaime:checkout"), data)
 
 
+def browser_request(rf, store=None, **kwargs):
+    """A POST from one browser: requests given the same ``store`` share its Django session."""
+    from django.contrib.sessions.backends.db import SessionStore
+
+    request = rf.post("/", **kwargs)
+    request.session = store if store is not None else SessionStore()
+    request.user = AnonymousUser()
+    return request
+
+
 def sent_body(khaime_api, index=0):
     return json.loads(khaime_api.calls[index].request.body)
 
@@ -333,15 +343,20 @@ def test_session_abandoned_while_creating_is_marked_error_and_replaced(khaime_ap
     """A `created` row older than any create call can take: its request died mid-call."""
     khaime_api.post(SESSIONS_URL, json=SEED_CREATE_RESPONSE, status=201)
     khaime_api.post(SESSIONS_URL, json=second_response(), status=201)
+    browser = browser_request(rf).session
     services.start_checkout(
-        request=rf.post("/"), customer_email="buyer@example.com", **Purchase.from_token(buy_token).checkout_kwargs()
+        request=browser_request(rf, browser),
+        customer_email="buyer@example.com",
+        **Purchase.from_token(buy_token).checkout_kwargs(),
     )
     first = PaymentSession.objects.get()
     PaymentSession.objects.filter(pk=first.pk).update(
         status=Status.CREATED, created_at=timezone.now() - timedelta(hours=1)
     )
     session = services.start_checkout(
-        request=rf.post("/"), customer_email="buyer@example.com", **Purchase.from_token(buy_token).checkout_kwargs()
+        request=browser_request(rf, browser),
+        customer_email="buyer@example.com",
+        **Purchase.from_token(buy_token).checkout_kwargs(),
     )
     assert session.pk != first.pk
     first.refresh_from_db()
@@ -353,7 +368,8 @@ def test_concurrent_checkout_waits_for_the_session_in_flight_and_reuses_it(seed_
     """A second request for the same purchase finds the first one's row still `created`: it waits
     for that request to store Khaime's answer, then reuses its session instead of creating another."""
     kwargs = {"customer_email": "buyer@example.com", **Purchase.from_token(buy_token).checkout_kwargs()}
-    first = services.start_checkout(request=rf.post("/"), **kwargs)
+    browser = browser_request(rf).session
+    first = services.start_checkout(request=browser_request(rf, browser), **kwargs)
     PaymentSession.objects.filter(pk=first.pk).update(status=Status.CREATED)
     waits = []
 
@@ -362,7 +378,7 @@ def test_concurrent_checkout_waits_for_the_session_in_flight_and_reuses_it(seed_
         PaymentSession.objects.filter(pk=first.pk).update(status=Status.PENDING)
 
     monkeypatch.setattr("time.sleep", first_request_finishes)
-    second = services.start_checkout(request=rf.post("/"), **kwargs)
+    second = services.start_checkout(request=browser_request(rf, browser), **kwargs)
     assert second.pk == first.pk
     assert len(waits) == 1
     assert len(seed_create.calls) == 1
@@ -556,7 +572,11 @@ def test_missing_api_key_fails_before_a_row_exists(client, khaime_api, buy_token
 
 
 @pytest.mark.usefixtures("transactional_db")
-def test_checkout_costs_three_statements_one_transaction(client, seed_create, buy_token, django_assert_num_queries):
+def test_checkout_costs_three_statements_one_transaction(
+    client, seed_create, buy_token, django_assert_num_queries, settings
+):
+    # Counts the checkout's own statements: where Django keeps sessions is the site's choice.
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
     # INSERT the row (created, autocommitted) before calling Khaime, so nothing is lost if Khaime
     # fails; then one transaction for the status change: UPDATE with Khaime's answer and its log.
     with django_assert_num_queries(3 + 2) as captured:
@@ -566,7 +586,9 @@ def test_checkout_costs_three_statements_one_transaction(client, seed_create, bu
 
 
 @pytest.mark.usefixtures("transactional_db")
-def test_reused_checkout_costs_two_statements(client, seed_create, buy_token, django_assert_num_queries):
+def test_reused_checkout_costs_two_statements(client, seed_create, buy_token, django_assert_num_queries, settings):
+    # Counts the checkout's own statements: where Django keeps sessions is the site's choice.
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
     checkout(client, buy_token)
     # The INSERT hits the one-open-session constraint, then a SELECT finds the open session.
     with django_assert_num_queries(2) as captured:
@@ -764,8 +786,11 @@ def test_subclass_can_change_where_the_email_comes_from(seed_create, rf):
     connection.vendor != "postgresql", reason="needs PostgreSQL: SQLite serialises writers, so requests cannot race"
 )
 def test_racing_double_submits_create_one_khaime_session(seed_create, buy_token):
-    """Six POSTs of the same buy button at the same instant, each on its own connection: the
-    partial unique index, not a read-then-write, makes them share one Khaime session."""
+    """Six POSTs of the same buy button from one browser at the same instant, each on its own
+    connection: the partial unique index, not a read-then-write, makes them share one Khaime session."""
+    from .buyer_helpers import new_browser, same_browser
+
+    browser, buy_token = new_browser()  # the product page gave the browser its buyer token
     submits = 6
     barrier = threading.Barrier(submits)
     responses, errors = [None] * submits, []
@@ -773,7 +798,7 @@ def test_racing_double_submits_create_one_khaime_session(seed_create, buy_token)
     def submit(index):
         try:
             barrier.wait(timeout=30)
-            responses[index] = checkout(Client(), buy_token)
+            responses[index] = checkout(same_browser(browser), buy_token)
         except BaseException as error:  # noqa: BLE001 - re-raised in the test's thread below
             errors.append(error)
         finally:
