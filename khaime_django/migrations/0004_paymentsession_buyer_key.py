@@ -4,20 +4,30 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('khaime_django', '0003_one_open_session_includes_cancelled'),
+        ("khaime_django", "0003_one_open_session_includes_cancelled"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='paymentsession',
-            name='buyer_key',
-            field=models.CharField(blank=True, editable=False, help_text='Hash of the token of the browser that started the checkout; only it records a cancel.', max_length=64, verbose_name='buyer key'),
+            model_name="paymentsession",
+            name="buyer_key",
+            field=models.CharField(
+                blank=True,
+                editable=False,
+                help_text="Hash of the token of the browser that started the checkout; only it records a cancel.",
+                max_length=64,
+                verbose_name="buyer key",
+            ),
         ),
         migrations.AlterField(
-            model_name='paymentsession',
-            name='purchase_key',
-            field=models.CharField(editable=False, help_text='Hash of buyer (user, or browser and email), mode and price; one open session per purchase.', max_length=64, verbose_name='purchase key'),
+            model_name="paymentsession",
+            name="purchase_key",
+            field=models.CharField(
+                editable=False,
+                help_text="Hash of buyer (user, or browser and email), mode and price; one open session per purchase.",
+                max_length=64,
+                verbose_name="purchase key",
+            ),
         ),
     ]
