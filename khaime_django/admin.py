@@ -204,7 +204,8 @@ class PaymentSessionAdmin(admin.ModelAdmin):
             return queryset.filter(customer_email=term.lower()), False
         return queryset.filter(Q(product_name__icontains=term) | Q(session_id=term)), False
 
-    @admin.action(description=_("Refresh status from Khaime"))
+    # It changes statuses and sends signals, so view-only staff neither see it nor can post it.
+    @admin.action(description=_("Refresh status from Khaime"), permissions=["change"])
     def refresh_from_khaime(self, request, queryset):
         changed = unchanged = failed = 0
         candidates = queryset.exclude(session_id=None).order_by("-created_at")
@@ -286,6 +287,11 @@ class WebhookEventAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False  # events come from Khaime, signed
+
+    def has_delete_permission(self, request, obj=None):
+        # The stored event_id is what refuses a replay; a deleted event would be accepted again.
+        # Old events go through manage.py khaime_prune_events, which keeps that guarantee.
+        return False
 
     @admin.display(description=_("payment session"), ordering="session")
     def session_link(self, obj):

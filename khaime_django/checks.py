@@ -15,6 +15,8 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.urls import NoReverseMatch, reverse
 
 from .conf import DEFAULT_API_BASE_URL, DEFAULTS, khaime_settings
+from .defaults import EMULATOR_WEBHOOK_SECRET
+from .return_urls import is_loopback_host
 
 KEY_PATTERN = re.compile(r"^pk_(sandbox|live)_[A-Za-z0-9_\-]+$")
 KEY_HINT = (
@@ -92,8 +94,37 @@ def check_khaime_settings(app_configs=None, **kwargs):
     retries = khaime_settings.MAX_RETRIES
     if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 10:
         messages.append(Error("KHAIME['MAX_RETRIES'] must be an integer from 0 to 10.", id="khaime.E006"))
+    messages.extend(_live_key_with_emulator_settings())
     messages.extend(_unknown_settings())
     messages.extend(_site_url_checks())
+    return messages
+
+
+def _live_key_with_emulator_settings() -> list[CheckMessage]:
+    """A live key beside the emulator's published webhook secret lets anyone forge
+    ``payment.succeeded``; beside a loopback API it means settings meant for development."""
+    if not str(khaime_settings.API_KEY).startswith("pk_live_"):
+        return []
+    messages: list[CheckMessage] = []
+    secrets = khaime_settings.WEBHOOK_SECRETS
+    if isinstance(secrets, (list, tuple)) and EMULATOR_WEBHOOK_SECRET in secrets:
+        messages.append(
+            Error(
+                f"A live Khaime key is configured with the emulator's published webhook secret "
+                f"({EMULATOR_WEBHOOK_SECRET!r}): anyone can sign a payment.succeeded webhook.",
+                hint="Set KHAIME['WEBHOOK_SECRETS'] to the whsec_... secret of your webhook in the Khaime dashboard.",
+                id="khaime.E009",
+            )
+        )
+    if is_loopback_host(urlsplit(khaime_settings.API_BASE_URL).hostname):
+        messages.append(
+            Error(
+                "A live Khaime key is configured with KHAIME['API_BASE_URL'] on this machine (the emulator): "
+                "the live key would be sent to whatever listens there, and no real payment would be made.",
+                hint=f"Remove KHAIME['API_BASE_URL'] (default: {DEFAULT_API_BASE_URL}), or use a pk_sandbox_ key.",
+                id="khaime.E010",
+            )
+        )
     return messages
 
 

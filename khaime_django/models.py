@@ -83,7 +83,14 @@ class PaymentSession(models.Model):
         _("purchase key"),
         max_length=64,
         editable=False,
-        help_text=_("Hash of buyer and price; one open session per purchase."),
+        help_text=_("Hash of buyer (user, or browser and email), mode and price; one open session per purchase."),
+    )
+    buyer_key = models.CharField(
+        _("buyer key"),
+        max_length=64,
+        blank=True,
+        editable=False,
+        help_text=_("Hash of the token of the browser that started the checkout; only it records a cancel."),
     )
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,

@@ -16,6 +16,7 @@ from .exceptions import KhaimeError, KhaimeRateLimitError, KhaimeRequestInvalidE
 from .forms import CheckoutForm
 from .models import PaymentSession, Source, Status
 from .purchases import InvalidPurchaseError, Purchase
+from .return_urls import UnsafeReturnURL
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class CheckoutView(View):
             session = services.start_checkout(request=request, customer_email=email, **purchase.checkout_kwargs())
         except KhaimeRequestInvalidError as error:
             return self.invalid(request, form, _("This purchase cannot be paid: %(error)s") % {"error": error})
-        except KhaimeError as error:
+        except (KhaimeError, UnsafeReturnURL) as error:
             return self.error(request, form, error)
         if not session.is_payable:
             return HttpResponseSeeOther(session.get_absolute_url())  # already settled: show it
@@ -68,16 +69,22 @@ class CheckoutView(View):
         # A tampered, expired or foreign token: nothing was stored and Khaime was not called.
         return render(request, self.template_invalid, {"message": message, "form": form}, status=400)
 
-    def error(self, request: HttpRequest, form: CheckoutForm, error: KhaimeError) -> HttpResponse:
+    def error(self, request: HttpRequest, form: CheckoutForm, error: KhaimeError | UnsafeReturnURL) -> HttpResponse:
         # Khaime failed; the row is kept in `error` with the reason. 503 tells caches and
-        # monitors it is temporary when Khaime is only rate limiting us.
-        status = 503 if isinstance(error, KhaimeRateLimitError) else 502
+        # monitors it is temporary when Khaime is only rate limiting us. UnsafeReturnURL is our
+        # own configuration (logged at ERROR with the fix): 503 too, and nothing was stored.
+        status = 503 if isinstance(error, (KhaimeRateLimitError, UnsafeReturnURL)) else 502
         # "Try again" re-posts what was posted, to this view: a subclass may live at another URL
         # than khaime:checkout and price from its own fields.
         retry_fields = [
             (name, value) for name, values in request.POST.lists() if name != "csrfmiddlewaretoken" for value in values
         ]
-        context = {"form": form, "transient": error.transient, "retry_url": request.path, "retry_fields": retry_fields}
+        context = {
+            "form": form,
+            "transient": getattr(error, "transient", False),
+            "retry_url": request.path,
+            "retry_fields": retry_fields,
+        }
         return render(request, self.template_error, context, status=status)
 
 
@@ -105,11 +112,15 @@ class SuccessView(SessionPageView):
 
 
 class CancelView(SessionPageView):
-    """The buyer left Khaime's page without paying. They may still pay until expires_at."""
+    """The buyer left Khaime's page without paying. They may still pay until expires_at.
+
+    Only the browser (or user) that started the checkout records the cancel: Khaime sends the
+    buyer here with a plain GET, so this stays one step for them, and anyone else holding the
+    link only sees the session as it is."""
 
     def get(self, request: HttpRequest, reference) -> HttpResponse:
         session = self.get_session(reference)
-        services.cancel_session(session)
+        services.cancel_session(session, request=request)
         return self.render_session(request, session, returned_from="cancel")
 
 

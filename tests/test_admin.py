@@ -338,3 +338,46 @@ def test_payment_sessions_cannot_be_deleted_from_admin(admin_client, catalogue):
     assert response.status_code == 403
     assert "delete_selected" not in changelist(admin_client).content.decode()
     assert PaymentSession.objects.filter(pk=session.pk).exists()
+
+
+# -- who may refresh ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def view_only_staff(client, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user("viewer", password="x", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_paymentsession"))
+    client.force_login(user)
+    return client
+
+
+def test_view_only_staff_are_not_offered_the_refresh_action(view_only_staff, catalogue):
+    page = view_only_staff.get(reverse(CHANGELIST))
+    assert page.status_code == 200
+    assert "refresh_from_khaime" not in page.content.decode()
+
+
+def test_view_only_staff_cannot_post_the_refresh_action(view_only_staff, make_session, khaime_api):
+    session = make_session(Status.PENDING)
+    response = run_refresh_action(view_only_staff, session)
+    assert response.status_code == 200
+    assert len(khaime_api.calls) == 0
+    session.refresh_from_db()
+    assert session.status == Status.PENDING
+    assert session.last_checked_at is None
+    assert not StatusChange.objects.exists()
+
+
+def test_staff_with_the_change_permission_can_refresh(client, django_user_model, make_session, khaime_says):
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user("operator", password="x", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=["view_paymentsession", "change_paymentsession"]))
+    client.force_login(user)
+    session = make_session(Status.PENDING)
+    khaime_says(session, "completed")
+    run_refresh_action(client, session)
+    session.refresh_from_db()
+    assert session.status == Status.COMPLETED

@@ -54,6 +54,16 @@ def checkout(client, token, email="buyer@example.com"):
     return client.post(reverse("khaime:checkout"), data)
 
 
+def browser_request(rf, store=None, **kwargs):
+    """A POST from one browser: requests given the same ``store`` share its Django session."""
+    from django.contrib.sessions.backends.db import SessionStore
+
+    request = rf.post("/", **kwargs)
+    request.session = store if store is not None else SessionStore()
+    request.user = AnonymousUser()
+    return request
+
+
 def sent_body(khaime_api, index=0):
     return json.loads(khaime_api.calls[index].request.body)
 
@@ -333,15 +343,20 @@ def test_session_abandoned_while_creating_is_marked_error_and_replaced(khaime_ap
     """A `created` row older than any create call can take: its request died mid-call."""
     khaime_api.post(SESSIONS_URL, json=SEED_CREATE_RESPONSE, status=201)
     khaime_api.post(SESSIONS_URL, json=second_response(), status=201)
+    browser = browser_request(rf).session
     services.start_checkout(
-        request=rf.post("/"), customer_email="buyer@example.com", **Purchase.from_token(buy_token).checkout_kwargs()
+        request=browser_request(rf, browser),
+        customer_email="buyer@example.com",
+        **Purchase.from_token(buy_token).checkout_kwargs(),
     )
     first = PaymentSession.objects.get()
     PaymentSession.objects.filter(pk=first.pk).update(
         status=Status.CREATED, created_at=timezone.now() - timedelta(hours=1)
     )
     session = services.start_checkout(
-        request=rf.post("/"), customer_email="buyer@example.com", **Purchase.from_token(buy_token).checkout_kwargs()
+        request=browser_request(rf, browser),
+        customer_email="buyer@example.com",
+        **Purchase.from_token(buy_token).checkout_kwargs(),
     )
     assert session.pk != first.pk
     first.refresh_from_db()
@@ -353,7 +368,8 @@ def test_concurrent_checkout_waits_for_the_session_in_flight_and_reuses_it(seed_
     """A second request for the same purchase finds the first one's row still `created`: it waits
     for that request to store Khaime's answer, then reuses its session instead of creating another."""
     kwargs = {"customer_email": "buyer@example.com", **Purchase.from_token(buy_token).checkout_kwargs()}
-    first = services.start_checkout(request=rf.post("/"), **kwargs)
+    browser = browser_request(rf).session
+    first = services.start_checkout(request=browser_request(rf, browser), **kwargs)
     PaymentSession.objects.filter(pk=first.pk).update(status=Status.CREATED)
     waits = []
 
@@ -362,7 +378,7 @@ def test_concurrent_checkout_waits_for_the_session_in_flight_and_reuses_it(seed_
         PaymentSession.objects.filter(pk=first.pk).update(status=Status.PENDING)
 
     monkeypatch.setattr("time.sleep", first_request_finishes)
-    second = services.start_checkout(request=rf.post("/"), **kwargs)
+    second = services.start_checkout(request=browser_request(rf, browser), **kwargs)
     assert second.pk == first.pk
     assert len(waits) == 1
     assert len(seed_create.calls) == 1
@@ -556,7 +572,11 @@ def test_missing_api_key_fails_before_a_row_exists(client, khaime_api, buy_token
 
 
 @pytest.mark.usefixtures("transactional_db")
-def test_checkout_costs_three_statements_one_transaction(client, seed_create, buy_token, django_assert_num_queries):
+def test_checkout_costs_three_statements_one_transaction(
+    client, seed_create, buy_token, django_assert_num_queries, settings
+):
+    # Counts the checkout's own statements: where Django keeps sessions is the site's choice.
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
     # INSERT the row (created, autocommitted) before calling Khaime, so nothing is lost if Khaime
     # fails; then one transaction for the status change: UPDATE with Khaime's answer and its log.
     with django_assert_num_queries(3 + 2) as captured:
@@ -566,7 +586,9 @@ def test_checkout_costs_three_statements_one_transaction(client, seed_create, bu
 
 
 @pytest.mark.usefixtures("transactional_db")
-def test_reused_checkout_costs_two_statements(client, seed_create, buy_token, django_assert_num_queries):
+def test_reused_checkout_costs_two_statements(client, seed_create, buy_token, django_assert_num_queries, settings):
+    # Counts the checkout's own statements: where Django keeps sessions is the site's choice.
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
     checkout(client, buy_token)
     # The INSERT hits the one-open-session constraint, then a SELECT finds the open session.
     with django_assert_num_queries(2) as captured:
@@ -764,8 +786,11 @@ def test_subclass_can_change_where_the_email_comes_from(seed_create, rf):
     connection.vendor != "postgresql", reason="needs PostgreSQL: SQLite serialises writers, so requests cannot race"
 )
 def test_racing_double_submits_create_one_khaime_session(seed_create, buy_token):
-    """Six POSTs of the same buy button at the same instant, each on its own connection: the
-    partial unique index, not a read-then-write, makes them share one Khaime session."""
+    """Six POSTs of the same buy button from one browser at the same instant, each on its own
+    connection: the partial unique index, not a read-then-write, makes them share one Khaime session."""
+    from .buyer_helpers import new_browser, same_browser
+
+    browser, buy_token = new_browser()  # the product page gave the browser its buyer token
     submits = 6
     barrier = threading.Barrier(submits)
     responses, errors = [None] * submits, []
@@ -773,7 +798,7 @@ def test_racing_double_submits_create_one_khaime_session(seed_create, buy_token)
     def submit(index):
         try:
             barrier.wait(timeout=30)
-            responses[index] = checkout(Client(), buy_token)
+            responses[index] = checkout(same_browser(browser), buy_token)
         except BaseException as error:  # noqa: BLE001 - re-raised in the test's thread below
             errors.append(error)
         finally:
@@ -814,3 +839,86 @@ def test_session_settled_while_khaime_was_answering_keeps_khaimes_fields_and_sho
     assert session.session_id == SEED["session_id"]
     assert session.payment_url == SEED["payment_url"]
     assert session.fee_details == SEED["fee_details"]
+
+
+# -- the mode is part of the purchase -------------------------------------------------------------
+
+
+def test_open_sandbox_session_is_not_reused_after_switching_to_a_live_key(client, khaime_api, buy_token, settings):
+    """After the key changes from pk_sandbox_ to pk_live_, the buyer's open sandbox session (its
+    payment_url takes test cards) must not be handed out for a real purchase."""
+    settings.KHAIME = {**settings.KHAIME, "SITE_URL": "https://shop.example"}
+    khaime_api.post(SESSIONS_URL, json=SEED_CREATE_RESPONSE, status=201)
+    khaime_api.post(SESSIONS_URL, json=second_response(mode="live"), status=201)
+    assert checkout(client, buy_token)["Location"] == SEED["payment_url"]
+    settings.KHAIME = {**settings.KHAIME, "API_KEY": "pk_live_0123456789"}
+    live = checkout(client, buy_token)
+    assert live["Location"] == "https://checkout.stripe.com/c/pay/cs_second"
+    assert len(khaime_api.calls) == 2
+    assert sorted(PaymentSession.objects.values_list("mode", "status")) == [
+        ("live", Status.PENDING),
+        ("sandbox", Status.PENDING),
+    ]
+    # And back: the live session is not reused under the sandbox key either.
+    settings.KHAIME = {**settings.KHAIME, "API_KEY": "pk_sandbox_test_0123456789"}
+    assert checkout(client, buy_token)["Location"] == SEED["payment_url"]
+    assert len(khaime_api.calls) == 2
+
+
+# -- a live session's return URLs -----------------------------------------------------------------
+
+LIVE_KEY = "pk_live_0123456789"
+
+
+@pytest.mark.parametrize(
+    ("site_url", "host", "secure"),
+    [
+        ("", "shop.example", False),  # a TLS proxy without SECURE_PROXY_SSL_HEADER: http://
+        ("", "127.0.0.1", True),  # a proxy rewriting Host without USE_X_FORWARDED_HOST
+        ("http://shop.example", "shop.example", True),
+        ("https://localhost:8443", "shop.example", True),
+    ],
+)
+def test_live_checkout_with_unsafe_return_urls_is_refused_before_a_row_exists(
+    khaime_api, rf, settings, caplog, site_url, host, secure
+):
+    from khaime_django.return_urls import UnsafeReturnURL
+
+    settings.ALLOWED_HOSTS = ["shop.example", "127.0.0.1"]
+    settings.KHAIME = {**settings.KHAIME, "API_KEY": LIVE_KEY, "SITE_URL": site_url}
+    request = rf.post("/payments/checkout/", HTTP_HOST=host, secure=secure)
+    request.user = AnonymousUser()
+    with caplog.at_level(logging.ERROR, logger="khaime_django.return_urls"), pytest.raises(UnsafeReturnURL):
+        services.start_checkout(request=request, amount=5000, currency="USD", product_name="P", customer_email="a@b.co")
+    assert not PaymentSession.objects.exists()
+    assert len(khaime_api.calls) == 0
+    assert "SITE_URL" in caplog.records[0].getMessage()
+
+
+def test_live_checkout_with_unsafe_return_urls_answers_the_clear_error_page(client, khaime_api, buy_token, settings):
+    settings.KHAIME = {**settings.KHAIME, "API_KEY": LIVE_KEY}
+    response = checkout(client, buy_token)  # the test client is http://testserver
+    assert response.status_code == 503
+    page = response.content.decode()
+    assert "Payment is unavailable right now" in page
+    assert "No payment was taken" in page
+    assert "Refused to create" not in page  # the operator's fix is in the log, not shown to buyers
+    assert not PaymentSession.objects.exists()
+    assert len(khaime_api.calls) == 0
+
+
+def test_live_checkout_with_a_public_https_site_url_is_created(client, khaime_api, buy_token, settings):
+    settings.KHAIME = {**settings.KHAIME, "API_KEY": LIVE_KEY, "SITE_URL": "https://shop.example"}
+    khaime_api.post(SESSIONS_URL, json=second_response(mode="live"), status=201)
+    assert checkout(client, buy_token).status_code == 303
+    session = PaymentSession.objects.get()
+    assert session.success_url.startswith("https://shop.example/") and session.mode == "live"
+
+
+def test_sandbox_checkout_may_return_to_loopback_over_http(khaime_api, rf, seed_create):
+    request = rf.post("/payments/checkout/", HTTP_HOST="127.0.0.1")
+    request.user = AnonymousUser()
+    session = services.start_checkout(
+        request=request, amount=5000, currency="USD", product_name="P", customer_email="a@b.co"
+    )
+    assert session.success_url.startswith("http://127.0.0.1/")

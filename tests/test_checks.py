@@ -245,3 +245,43 @@ def test_manage_py_check_reports_khaime_errors(settings):
     settings.KHAIME = {**settings.KHAIME, "API_KEY": "sk_live_abc"}
     with pytest.raises(SystemCheckError, match=r"khaime\.E002"):
         call_command("check", tags=["khaime"])
+
+
+# -- a live key beside the emulator's settings ----------------------------------------------------
+
+LIVE = {"API_KEY": "pk_live_abc123", "SITE_URL": "https://shop.example"}
+
+
+def test_live_key_with_the_emulators_webhook_secret_is_an_error(settings):
+    from khaime_django.defaults import EMULATOR_WEBHOOK_SECRET
+
+    settings.DEBUG = False
+    assert ids(settings, **LIVE, WEBHOOK_SECRETS=["whsec_real", EMULATOR_WEBHOOK_SECRET]) == ["khaime.E009"]
+    assert ids(settings, **LIVE, WEBHOOK_SECRETS=EMULATOR_WEBHOOK_SECRET) == ["khaime.E009"]
+    with pytest.raises(SystemCheckError, match=r"khaime\.E009"):
+        call_command("check", tags=["khaime"])
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://127.0.0.1:8765/api/v1/partner",
+        "http://localhost:8765/api/v1/partner",
+        "https://localhost/api/v1/partner",
+        "http://[::1]:8765/api/v1/partner",
+        "http://127.0.0.2:8765/api/v1/partner",
+        "http://0.0.0.0:8765/api/v1/partner",
+    ],
+)
+def test_live_key_with_an_emulator_or_loopback_base_url_is_an_error(settings, base_url):
+    settings.DEBUG = False
+    assert "khaime.E010" in ids(settings, **LIVE, API_BASE_URL=base_url)
+
+
+def test_sandbox_key_may_use_the_emulator_and_its_secret(settings):
+    from khaime_django.defaults import EMULATOR_WEBHOOK_SECRET
+
+    assert (
+        ids(settings, API_BASE_URL="http://127.0.0.1:8765/api/v1/partner", WEBHOOK_SECRETS=[EMULATOR_WEBHOOK_SECRET])
+        == []
+    )

@@ -26,7 +26,19 @@ def success(client, session):
     return client.get(reverse("khaime:success", kwargs={"reference": session.reference}))
 
 
+def started_in(client, session):
+    """Make ``client`` the browser that started ``session``, as its checkout would have."""
+    from khaime_django.services import buyers
+
+    store = client.session
+    token = store.setdefault(buyers.SESSION_KEY, f"browser-{uuid.uuid4()}")
+    store.save()
+    PaymentSession.objects.filter(pk=session.pk).update(buyer_key=buyers.buyer_key(token))
+
+
 def cancel(client, session):
+    """The buyer's own browser comes back through the cancel URL."""
+    started_in(client, session)
     return client.get(reverse("khaime:cancel", kwargs={"reference": session.reference}))
 
 

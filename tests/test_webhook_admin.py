@@ -130,3 +130,25 @@ def test_still_unmatched_is_reported_as_a_warning(admin_client, unmatched_event)
         "Applied again: unmatched 1.",
         "warning",
     )
+
+
+def test_events_cannot_be_deleted_in_admin_so_a_replay_stays_a_duplicate(admin_client, deliver, make_session):
+    """A deleted event would forget its event_id, and a replay of it would be applied as new."""
+    session = make_session()
+    payload = payment_event("payment.succeeded", session)
+    deliver(payload)
+    event = WebhookEvent.objects.get()
+    assert admin_client.get(reverse("admin:khaime_django_webhookevent_delete", args=[event.pk])).status_code == 403
+    assert (
+        admin_client.post(
+            reverse("admin:khaime_django_webhookevent_delete", args=[event.pk]), {"post": "yes"}
+        ).status_code
+        == 403
+    )
+    assert "delete_selected" not in admin_client.get(reverse(CHANGELIST)).content.decode()
+    admin_client.post(reverse(CHANGELIST), {"action": "delete_selected", "_selected_action": [event.pk], "post": "yes"})
+    assert WebhookEvent.objects.filter(pk=event.pk).exists()
+    deliver(payload)
+    event.refresh_from_db()
+    assert event.deliveries == 2
+    assert WebhookEvent.objects.count() == 1

@@ -23,10 +23,12 @@ from ..conf import khaime_settings
 from ..exceptions import KhaimeConfigurationError, KhaimeError, KhaimeRequestInvalidError, KhaimeUnsafeRedirectError
 from ..models import PaymentSession, Source
 from ..purchases import Purchase
+from ..return_urls import require_safe_return_urls
 from ..session_request import SessionRequest
 from ..statuses import AWAITING_STATUSES, OPEN_STATUSES, Status
 from ..timestamps import parse_timestamp
 from ..transitions import transition
+from . import buyers
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +56,11 @@ def start_checkout(
 
     The row is stored in ``created`` before Khaime is called, so nothing is lost if Khaime fails:
     the row then ends in ``error`` with ``last_error`` and the ``KhaimeError`` is raised. A buyer's
-    still-valid pending session for the identical purchase is returned instead of a new one.
+    still-valid pending session for the identical purchase is returned instead of a new one:
+    the same logged-in ``user``, or, for a guest, the same browser (``request.session``) and email.
     """
-    if user is None and request is not None and getattr(request, "user", None) is not None:
-        user = request.user if request.user.is_authenticated else None
+    if user is None:
+        user = buyers.authenticated_user(request)
     metadata = dict(metadata or {})
     clash = RESERVED_METADATA_KEYS.intersection(metadata)
     if clash:
@@ -82,10 +85,14 @@ def start_checkout(
         reference=str(reference),
     )
 
+    mode = khaime_settings.mode
+    browser = buyers.buyer_key(buyers.browser_token(request, create=True))
+    # A live buyer must come back over https to a public host: refuse before a row exists.
+    require_safe_return_urls(mode, khaime_request.success_url, khaime_request.cancel_url)
     # A missing API key must fail before a row exists, not leave it stuck in `created`.
     client = get_client()
     session = _insert_or_reuse(
-        _purchase_key(user, khaime_request),
+        _purchase_key(user, browser, khaime_request, mode),
         client,
         reference=reference,
         amount=khaime_request.amount,
@@ -98,8 +105,9 @@ def start_checkout(
         subscription_frequency_key=khaime_request.subscription_frequency_key or "",
         success_url=khaime_request.success_url,
         cancel_url=khaime_request.cancel_url,
-        mode=khaime_settings.mode,
+        mode=mode,
         user=user,
+        buyer_key=browser,
     )
     if session.status != Status.CREATED:
         return session  # reused: the buyer continues with the session Khaime already has
@@ -121,9 +129,14 @@ def start_checkout(
     return session
 
 
-def cancel_session(session: PaymentSession) -> bool:
+def cancel_session(session: PaymentSession, *, request: HttpRequest | None = None) -> bool:
     """The buyer came back through cancel_url. Khaime still accepts payment until expires_at,
-    so a later ``completed`` is still applied."""
+    so a later ``completed`` is still applied.
+
+    With ``request`` (the cancel page), only the buyer who started the checkout (same user, or
+    same browser) changes the status; anyone else holding the link changes nothing."""
+    if request is not None and not buyers.started_by(session, request):
+        return False
     return transition(
         session, Status.CANCELLED, source=Source.CANCEL, detail="buyer cancelled", cancelled_at=timezone.now()
     )
@@ -192,14 +205,26 @@ def _insert_or_reuse(purchase_key: str, client: KhaimeClient, **values: Any) -> 
         time.sleep(_WAIT_STEP)
 
 
-def _purchase_key(user, khaime_request: SessionRequest) -> str:
-    buyer = f"user:{user.pk}" if user is not None else f"email:{khaime_request.customer['email']}"
+def _purchase_key(user, browser: str, khaime_request: SessionRequest, mode: str) -> str:
+    """The hash one open session per purchase is keyed by: the buyer, the mode of the API key
+    (after switching from a sandbox to a live key, a sandbox session is never reused) and the price.
+
+    The buyer is the logged-in user, or the guest's browser with the email it typed: never the
+    email alone, or a stranger typing someone's email would get their session. A guest with no
+    browser token (no Django session) gets a key of their own: no reuse.
+    """
+    if user is not None:
+        buyer = f"user:{user.pk}"
+    elif browser:
+        buyer = f"browser:{browser}:{khaime_request.customer['email']}"
+    else:
+        buyer = f"once:{khaime_request.metadata['reference']}"
     price = {
         key: getattr(khaime_request, key)
         for key in ("amount", "currency", "product_id", "product_name", "subscription_frequency_key")
     }
     price["metadata"] = {k: v for k, v in khaime_request.metadata.items() if k not in RESERVED_METADATA_KEYS}
-    blob = json.dumps([buyer, price], sort_keys=True, separators=(",", ":"), default=str)
+    blob = json.dumps([buyer, mode, price], sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

@@ -23,6 +23,7 @@ from django.utils.translation import gettext as _
 from ..exceptions import KhaimeRequestInvalidError
 from ..money import format_money
 from ..purchases import Purchase
+from ..services import buyers
 
 register = template.Library()
 logger = logging.getLogger(__name__)
@@ -74,9 +75,13 @@ def khaime_buy_button(
         return format_html(
             '<p class="khaime-buy-button-unavailable">{}</p>', _("This item cannot be bought online right now.")
         )
+    request = context.get("request")
+    # The browser's token goes into its Django session now, so the session cookie is set before
+    # the first POST: a double-click on a first visit then shares one session too.
+    buyers.browser_token(request, create=True)
     user = context.get("user")
-    if user is None and context.get("request") is not None:
-        user = getattr(context["request"], "user", None)
+    if user is None and request is not None:
+        user = getattr(request, "user", None)
     has_email = bool(user is not None and getattr(user, "is_authenticated", False) and getattr(user, "email", ""))
     return render_to_string(
         "khaime_django/buy_button.html",
