@@ -8,7 +8,9 @@ import copy
 import pytest
 from django.urls import reverse
 
+from khaime_django.exceptions import KhaimeResponseError
 from khaime_django.models import PaymentSession, Status
+from khaime_django.services import start_checkout
 
 from .conftest import API_BASE, SEED_CREATE_RESPONSE
 
@@ -100,3 +102,17 @@ def test_after_a_malformed_answer_the_next_buy_creates_a_new_session_at_once(cli
     checkout(client, buy_token)
     assert checkout(client, buy_token).status_code == 303
     assert [s.status for s in PaymentSession.objects.order_by("pk")] == [Status.ERROR, Status.PENDING]
+
+
+@pytest.mark.usefixtures("transactional_db")
+def test_any_failure_after_the_insert_moves_the_row_to_error_before_raising(seed_create, settings, make_session):
+    """Khaime names a session id another row already has: storing it breaks the unique index."""
+    settings.KHAIME = {**settings.KHAIME, "SITE_URL": "https://shop.test"}
+    make_session(Status.PENDING, session_id=SEED_CREATE_RESPONSE["data"]["session_id"])
+    with pytest.raises(Exception) as raised:
+        start_checkout(amount=5000, currency="USD", customer_email="other@example.com", product_name="Premium Plan")
+    assert not isinstance(raised.value, KhaimeResponseError)
+    session = PaymentSession.objects.get(customer_email="other@example.com")
+    assert session.status == Status.ERROR
+    assert type(raised.value).__name__ in session.last_error
+    assert session.status_changes.get().to_status == Status.ERROR
