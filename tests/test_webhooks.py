@@ -662,3 +662,38 @@ def test_event_with_a_nul_character_is_stored_and_applied(deliver, make_session)
     assert event.payload["data"]["customer"]["name"] == "Ada\ufffd"
     session.refresh_from_db()
     assert session.status == Status.COMPLETED
+
+
+def _nested(depth: int):
+    value: object = {"leaf": "\u0000"}
+    for level in range(depth):
+        value = {"level": level, "inner": value} if level % 2 else [value]
+    return value
+
+
+@pytest.mark.parametrize("depth", [33, 600, 100_000])
+def test_deeply_nested_signed_json_is_400_and_nothing_stored(deliver, make_session, depth):
+    """Issue 10, item 5: a signed body nested a few hundred levels deep answered 500 (the NUL
+    scrubbing recursed outside the RecursionError guard), so Khaime retried it three times."""
+    payload = payment_event("payment.succeeded", make_session(Status.PENDING), nested="NESTED")
+    body = json.dumps(payload).replace('"NESTED"', "[" * depth + '"\\u0000"' + "]" * depth)
+    response = deliver(body=body.encode())
+    assert response.status_code == 400
+    assert "deeper than" in response.content.decode() or "not JSON" in response.content.decode()
+    assert not WebhookEvent.objects.exists()
+
+
+def test_nesting_within_the_bound_is_stored_with_every_nul_replaced(deliver, make_session):
+    session = make_session(Status.PENDING)
+    response = deliver(payment_event("payment.succeeded", session, nested=_nested(25), **{"k\u0000": ["a\u0000"]}))
+    assert response.status_code == 200
+    stored = json.dumps(WebhookEvent.objects.get().payload)
+    assert "\\u0000" not in stored
+    assert stored.count("\\ufffd") == 3
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_a_signed_body_with_a_number_that_is_not_json_is_400(deliver, constant):
+    body = b'{"event_id":"evt_nan","event_type":"payment.succeeded","data":{"amount":' + constant.encode() + b"}}"
+    assert deliver(body=body).status_code == 400
+    assert not WebhookEvent.objects.exists()
