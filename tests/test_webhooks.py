@@ -21,6 +21,7 @@ from khaime_django.models import (
     WebhookEvent,
     WebhookOutcome,
 )
+from khaime_django.statuses import WEBHOOK_STATUS
 from khaime_django.webhook_views import WebhookBodyTooLarge, read_body
 
 from .webhook_helpers import (
@@ -452,12 +453,55 @@ def test_wrong_currency_flags_for_review(deliver, make_session):
     assert "paid in EUR, but the session is in USD" in session.review_reason
 
 
-def test_live_event_for_a_sandbox_session_flags_for_review(deliver, make_session):
+@pytest.mark.parametrize("event_type", ["payment.succeeded", "payment.refunded", "payment.disputed", "payment.failed"])
+def test_live_event_for_a_sandbox_session_is_never_applied_and_flags_for_review(
+    deliver, make_session, signal_log, event_type
+):
+    """Issue 10, item 3: stored as ignored, the session flagged, payment_needs_review sent."""
     session = make_session()
-    deliver(payment_event("payment.succeeded", session, is_live=True))
+    response = deliver(payment_event(event_type, session, is_live=True))
+    assert response.status_code == 200
+    session.refresh_from_db()
+    assert (session.status, session.needs_review) == (Status.PENDING, True)
+    assert "a live event for a sandbox session" in session.review_reason
+    event = WebhookEvent.objects.get()
+    assert (event.outcome, event.session) == (WebhookOutcome.IGNORED, session)
+    assert "not applied" in event.detail
+    [review] = signals_named(signal_log, "payment_needs_review")
+    assert (review["session"], review["event"]) == (session, event)
+    assert not session.status_changes.exists()
+
+
+def test_sandbox_event_for_a_live_session_is_never_applied(deliver, make_session):
+    session = make_session(Status.COMPLETED, mode="live")
+    deliver(payment_event("payment.refunded", session, is_live=False))
     session.refresh_from_db()
     assert (session.status, session.needs_review) == (Status.COMPLETED, True)
-    assert "a live event for a sandbox session" in session.review_reason
+
+
+@pytest.mark.parametrize("event_type", ["payment.refunded", "payment.disputed"])
+def test_a_refund_or_dispute_arriving_first_is_reviewed_like_the_payment(deliver, make_session, signal_log, event_type):
+    """Issue 10, item 3 (the fuzz branch's "refund-first skips review"): a short payment that is
+    then refunded or disputed, delivered before payment.succeeded, completes the session flagged."""
+    session = make_session()
+    deliver(payment_event(event_type, session, amount=4320))
+    session.refresh_from_db()
+    assert session.status == WEBHOOK_STATUS[event_type]
+    assert session.needs_review
+    assert "paid 4320 USD, less than the 5000 USD asked for" in session.review_reason
+    [review] = signals_named(signal_log, "payment_needs_review")
+    assert review["event"] == WebhookEvent.objects.get()
+    assert [c.to_status for c in session.status_changes.all()] == [Status.COMPLETED, WEBHOOK_STATUS[event_type]]
+
+
+def test_the_review_compares_with_the_requested_amount_not_only_with_khaimes_total(deliver, make_session):
+    """Issue 10, item 2: a total Khaime quoted below the price (stored by 0.1.0) does not make a
+    payment of that total pass the review."""
+    session = make_session(total_amount=1)
+    deliver(payment_event("payment.succeeded", session, amount=1))
+    session.refresh_from_db()
+    assert (session.status, session.needs_review) == (Status.COMPLETED, True)
+    assert "less than the 5000 USD asked for" in session.review_reason
 
 
 def test_legacy_flat_amount_that_differs_flags_for_review(deliver, make_session):
