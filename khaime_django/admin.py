@@ -329,6 +329,7 @@ class WebhookEventAdmin(admin.ModelAdmin):
         "received_at",
         "processed_at",
         "deliveries",
+        "redacted_at",
         "pretty_payload",
     )
     readonly_fields = fields
