@@ -351,7 +351,8 @@ def _check_created_session(data: dict, request: SessionRequest) -> None:
             problems[name] = f"is longer than {longest} characters"
     if "amount" in data and not _is_amount(data["amount"]):
         problems["amount"] = "is not a non-negative integer"
-    fees = data.get("fee_details") if isinstance(data.get("fee_details"), dict) else {}
+    fee_details = data.get("fee_details")
+    fees: dict = fee_details if isinstance(fee_details, dict) else {}
     for name in _FEE_AMOUNTS:
         if fees.get(name) is not None and not _is_amount(fees[name]):
             problems[f"fee_details.{name}"] = "is not a non-negative integer"

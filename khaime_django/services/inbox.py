@@ -212,7 +212,7 @@ def without_personal_data(payload):
     """``payload`` with the value of every :data:`PERSONAL_KEYS` key replaced, at any depth
     (iterative: a stored payload is at most webhooks.MAX_NESTING deep, but never trust that)."""
     root = [payload]
-    pending = [root]
+    pending: list[dict | list] = [root]
     while pending:
         container = pending.pop()
         items = container.items() if isinstance(container, dict) else enumerate(container)

@@ -101,7 +101,9 @@ def _complete(session: PaymentSession, data: Mapping[str, Any], *, source: str, 
             payments.notify_review(session)
         return False
     amount, currency = data.get("amount"), data.get("currency")
-    paid = (amount, currency) if _is_int(amount) and isinstance(currency, str) and currency else None
+    paid = None
+    if isinstance(amount, int) and not isinstance(amount, bool) and isinstance(currency, str) and currency:
+        paid = (amount, currency)
     reasons = payments.review_payment(session, paid)
     flagged = payments.flag_for_review(session, f"{why}: {'; '.join(reasons)}") if reasons else False
     completed_at = parse_timestamp(data.get("completed_at")) or now
@@ -111,10 +113,6 @@ def _complete(session: PaymentSession, data: Mapping[str, Any], *, source: str, 
     if flagged:
         payments.notify_review(session)
     return changed
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _mark_checked(session: PaymentSession, when) -> None:
