@@ -151,6 +151,16 @@ class PaymentSessionAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False  # a payment record is evidence: keep it (delete through the shell if you must)
 
+    def changelist_view(self, request, extra_context=None):
+        warn_about_failed_deliveries(request, self.admin_site.name)
+        return super().changelist_view(request, extra_context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        session = self.get_object(request, object_id)
+        if session is not None and request.method == "GET":
+            warn_about_session_deliveries(request, self.admin_site.name, session)
+        return super().change_view(request, object_id, form_url, extra_context)
+
     @admin.display(description=_("reference"), ordering="reference")
     def short_reference(self, obj):
         return str(obj.reference)[:8]
@@ -242,6 +252,48 @@ class PaymentSessionAdmin(admin.ModelAdmin):
         )
 
 
+def failed_deliveries():
+    """Webhook events whose last delivery failed on our side. Khaime stops retrying after three
+    attempts, and reconciliation cannot recover a refund or dispute (Khaime's session still says
+    completed), so each needs an operator: fix the cause, then "Apply again"."""
+    return WebhookEvent.objects.filter(outcome=WebhookOutcome.ERROR)
+
+
+def warn_about_failed_deliveries(request, site_name: str) -> None:
+    count = failed_deliveries().count()
+    if count:
+        url = reverse(f"{site_name}:khaime_django_webhookevent_changelist") + "?outcome__exact=error"
+        text = ngettext(
+            "%(n)d webhook delivery ended in error and changed nothing",
+            "%(n)d webhook deliveries ended in error and changed nothing",
+            count,
+        ) % {"n": count}
+        messages.warning(
+            request,
+            format_html('{}: <a href="{}">{}</a>', text, url, _('review them, fix the cause, then "Apply again"')),
+        )
+
+
+def warn_about_session_deliveries(request, site_name: str, session: PaymentSession) -> None:
+    """Name the failed deliveries about ``session`` (linked, or naming its reference)."""
+    events = failed_deliveries().filter(
+        Q(session=session) | Q(payload__data__metadata__reference=str(session.reference))
+    )
+    links = [
+        (reverse(f"{site_name}:khaime_django_webhookevent_change", args=[event.pk]), event.event_type, event.event_id)
+        for event in events.order_by("-received_at")[:10]
+    ]
+    if links:
+        messages.warning(
+            request,
+            format_html(
+                "{} {}",
+                _("Khaime's news about this session ended in error and was not applied; it may be out of date:"),
+                format_html_join(", ", '<a href="{}">{} {}</a>', links),
+            ),
+        )
+
+
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(admin.ModelAdmin):
     """The webhook inbox. Read-only: events are what Khaime sent. An event that failed on our
@@ -278,9 +330,14 @@ class WebhookEventAdmin(admin.ModelAdmin):
         "received_at",
         "processed_at",
         "deliveries",
+        "redacted_at",
         "pretty_payload",
     )
     readonly_fields = fields
+
+    def changelist_view(self, request, extra_context=None):
+        warn_about_failed_deliveries(request, self.admin_site.name)
+        return super().changelist_view(request, extra_context)
 
     #: Outcomes "Apply again" acts on: our own failure, no session found, or an interrupted apply.
     APPLICABLE_AGAIN = (WebhookOutcome.ERROR, WebhookOutcome.UNMATCHED, WebhookOutcome.RECEIVED)

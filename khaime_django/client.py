@@ -100,6 +100,7 @@ class KhaimeClient:
         """``POST /payments/sessions``; returns Khaime's ``data`` (session_id, payment_url, ...)."""
         data = self._request("POST", "/payments/sessions", json=request.to_body())
         _require_fields(data, CREATE_SESSION_FIELDS)
+        _check_created_session(data, request)
         return data
 
     def get_session(self, session_id: str, *, timeout: tuple[float, float] | None = None) -> dict:
@@ -318,6 +319,73 @@ def _require_fields(data: dict, fields: tuple[str, ...]) -> None:
         raise KhaimeResponseError(
             "Khaime's answer lacks " + ", ".join(missing) + ".", details={field: "missing" for field in missing}
         )
+
+
+#: Optional fields of the create answer -> the types each may have (None: Khaime sent null).
+_CREATED_SESSION_TYPES: dict[str, tuple[type, ...]] = {
+    "session_id": (str,),
+    "payment_url": (str,),
+    "status": (str,),
+    "stripe_session_id": (str, type(None)),
+    "expires_at": (str, type(None)),
+    "mode": (str, type(None)),
+    "payment_type": (str, type(None)),
+    "currency": (str, type(None)),
+    "fee_details": (dict, type(None)),
+}
+_FEE_AMOUNTS = ("base_product_price", "transaction_fee", "total_amount")
+#: The widths of the columns these fields are stored in.
+_LONGEST_TEXT = {"session_id": 255, "stripe_session_id": 255, "payment_url": 2048, "payment_type": 32}
+
+
+def _check_created_session(data: dict, request: SessionRequest) -> None:
+    """Refuse a create answer with a field of the wrong type, or one that does not describe what
+    we asked for: another currency, a base price other than the requested amount, or a total
+    below it. Stored as it is, such an answer would become what a payment is checked against."""
+    problems: dict[str, str] = {}
+    for name, types in _CREATED_SESSION_TYPES.items():
+        if name in data and not isinstance(data[name], types):
+            problems[name] = f"is a {type(data[name]).__name__}"
+    for name, longest in _LONGEST_TEXT.items():
+        if isinstance(data.get(name), str) and len(data[name]) > longest:
+            problems[name] = f"is longer than {longest} characters"
+    if "amount" in data and not _is_amount(data["amount"]):
+        problems["amount"] = "is not a non-negative integer"
+    fee_details = data.get("fee_details")
+    fees: dict = fee_details if isinstance(fee_details, dict) else {}
+    for name in _FEE_AMOUNTS:
+        if fees.get(name) is not None and not _is_amount(fees[name]):
+            problems[f"fee_details.{name}"] = "is not a non-negative integer"
+    if not problems:
+        problems = _mismatches(data, fees, request)
+    if problems:
+        raise KhaimeResponseError(
+            "Khaime's answer does not match the session we asked for: "
+            + "; ".join(f"{name} {why}" for name, why in problems.items())
+            + ".",
+            details=problems,
+        )
+
+
+def _mismatches(data: dict, fees: dict, request: SessionRequest) -> dict[str, str]:
+    problems: dict[str, str] = {}
+    currency = data.get("currency")
+    if currency is not None and currency.upper() != request.currency.upper():
+        problems["currency"] = f"is {currency[:8]}, not {request.currency}"
+    base = fees.get("base_product_price")
+    if base is not None and base != request.amount:
+        problems["fee_details.base_product_price"] = f"is {base}, not the requested {request.amount}"
+    for name, total in (("amount", data.get("amount")), ("fee_details.total_amount", fees.get("total_amount"))):
+        if total is not None and total < request.amount:
+            problems[name] = f"is {total}, below the requested {request.amount}"
+    totals = {data.get("amount"), fees.get("total_amount")} - {None}
+    if len(totals) > 1:
+        problems["amount"] = f"is {data['amount']}, but fee_details.total_amount is {fees['total_amount']}"
+    return problems
+
+
+def _is_amount(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 _clients: dict[tuple, KhaimeClient] = {}

@@ -40,6 +40,9 @@ DEFAULTS: dict[str, object] = {
     "WEBHOOK_MAX_BODY": 1024 * 1024,
     # khaime_sync: leave sessions alone this long after creation; expire offline this long past expires_at.
     "SYNC_GRACE": timedelta(minutes=10),
+    # khaime_prune_events redacts the customer's personal data from webhook payloads this old
+    # (a timedelta, or a number of days); None keeps payloads whole.
+    "WEBHOOK_PAYLOAD_RETENTION": timedelta(days=90),
     # Absolute origin ("https://shop.example") for return URLs when no request is at hand.
     "SITE_URL": "",
     # Extra origins the checkout may redirect buyers to besides https URLs (say, an emulator).
@@ -99,6 +102,8 @@ def _normalise(name: str, value):
         return tuple(value)  # requests takes (connect, read) only as a tuple; a list raises ValueError
     if name == "SYNC_GRACE" and isinstance(value, (int, float)):
         return timedelta(seconds=value)
+    if name == "WEBHOOK_PAYLOAD_RETENTION" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return timedelta(days=value)
     return value
 
 

@@ -205,6 +205,12 @@ class WebhookEvent(models.Model):
         _("detail"), blank=True, help_text=_("What applying the event did, or why it changed nothing.")
     )
     deliveries = models.PositiveIntegerField(_("deliveries"), default=1)
+    redacted_at = models.DateTimeField(
+        _("personal data redacted at"),
+        null=True,
+        blank=True,
+        help_text=_("When khaime_prune_events removed the customer's personal data from the payload."),
+    )
     session = models.ForeignKey(
         PaymentSession,
         verbose_name=_("payment session"),

@@ -52,7 +52,10 @@ ALLOWED_FROM: dict[str, frozenset[str]] = {
     Status.COMPLETED: frozenset(
         {Status.CREATED, Status.PENDING, Status.CANCELLED, Status.FAILED, Status.EXPIRED, Status.ERROR}
     ),
-    Status.FAILED: frozenset({Status.PENDING, Status.CANCELLED}),
+    # `expired` too: khaime_sync --offline expires a session without asking Khaime, which may
+    # have declined the buyer's card before that; its "failed" is the better answer. Never the
+    # other way (a failed session stays failed), so the two cannot undo each other.
+    Status.FAILED: frozenset({Status.PENDING, Status.CANCELLED, Status.EXPIRED}),
     Status.EXPIRED: frozenset({Status.PENDING, Status.CANCELLED}),
     Status.REFUNDED: frozenset({Status.COMPLETED, Status.DISPUTED}),
     Status.DISPUTED: frozenset({Status.COMPLETED}),

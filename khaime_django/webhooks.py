@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -165,26 +166,48 @@ class KhaimeEvent:
         return None
 
 
+#: The deepest nesting of objects and arrays a body may have. Khaime's envelopes are a few levels
+#: deep; a bound far above that keeps every later step (storing, the admin's pretty-print) away
+#: from a recursion limit, whatever a signed body holds.
+MAX_NESTING = 32
+
+
 def parse_event(body: bytes, *, api_version_header: str = "") -> KhaimeEvent:
     """The verified ``body`` as a :class:`KhaimeEvent`; :class:`WebhookPayloadError` when it is
-    not a JSON object with ``event_id`` and ``event_type``."""
+    not a JSON object with ``event_id`` and ``event_type``, or nests deeper than ``MAX_NESTING``."""
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise WebhookPayloadError("the body is not JSON") from None
-    return KhaimeEvent.from_payload(_without_nul(payload), api_version_header=api_version_header)
+    return KhaimeEvent.from_payload(_checked(payload), api_version_header=api_version_header)
 
 
-def _without_nul(value: Any) -> Any:
-    """JSON allows "\u0000" in strings; PostgreSQL's jsonb does not. Storing it would fail every
-    delivery of a signed, valid event with a 500, so it is stored as U+FFFD instead."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd") if "\x00" in value else value
-    if isinstance(value, dict):
-        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_without_nul(item) for item in value]
-    return value
+def _checked(payload: Any) -> Any:
+    """``payload`` with every NUL in its strings replaced (JSON allows "\u0000" in strings;
+    PostgreSQL's jsonb does not, so storing it would fail every delivery of a signed, valid event
+    with a 500: it is stored as U+FFFD instead). Iterative, and refuses a payload nested deeper
+    than ``MAX_NESTING`` with :class:`WebhookPayloadError`."""
+    root: list[Any] = [payload]
+    # (container, key or index, value, depth of value)
+    pending: list[tuple[Any, Any, Any, int]] = [(root, 0, payload, 0)]
+    while pending:
+        parent, key, value, depth = pending.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                parent[key] = value.replace("\x00", "\ufffd")
+        elif isinstance(value, (dict, list)):
+            if depth >= MAX_NESTING:
+                raise WebhookPayloadError(f"the body nests objects or arrays deeper than {MAX_NESTING} levels")
+            if isinstance(value, dict):
+                if any("\x00" in name for name in value):
+                    value = {name.replace("\x00", "\ufffd"): item for name, item in value.items()}
+                    parent[key] = value
+                pending.extend((value, name, item, depth + 1) for name, item in value.items())
+            else:
+                pending.extend((value, index, item, depth + 1) for index, item in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise WebhookPayloadError("the body holds a number that is not finite (NaN, Infinity or too large)")
+    return root[0]
 
 
 def _dig(data: Mapping[str, Any], path: tuple[str, ...]) -> Any:

@@ -79,9 +79,29 @@ def unstubbed_calls(mock: responses_lib.RequestsMock) -> list[str]:
     ]
 
 
+def created_answer(request_body: dict) -> dict:
+    """Khaime's seed create answer for the price ``request_body`` asks for (the seed itself for
+    $50.00): the client refuses an answer that does not describe what it asked for."""
+    import copy
+
+    answer = copy.deepcopy(SEED_CREATE_RESPONSE)
+    amount, currency = request_body["amount"], request_body["currency"]
+    fee = amount * 64 // 1000
+    answer["data"].update(amount=amount + fee, currency=currency.upper())
+    answer["data"]["fee_details"].update(base_product_price=amount, transaction_fee=fee, total_amount=amount + fee)
+    return answer
+
+
 @pytest.fixture
 def seed_create(khaime_api):
-    khaime_api.post(f"{API_BASE}/payments/sessions", json=SEED_CREATE_RESPONSE, status=201)
+    import json
+
+    khaime_api.add_callback(
+        responses_lib.POST,
+        f"{API_BASE}/payments/sessions",
+        callback=lambda request: (201, {}, json.dumps(created_answer(json.loads(request.body)))),
+        content_type="application/json",
+    )
     return khaime_api
 
 

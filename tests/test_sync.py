@@ -305,3 +305,38 @@ def test_payment_after_offline_expiry_still_completes(stale_session, khaime_api)
     session.refresh_from_db()
     services.apply_khaime_status(session, {"status": "completed"}, source=Source.WEBHOOK)
     assert statuses(session) == [Status.COMPLETED]
+
+
+def test_khaimes_failed_after_an_offline_expiry_moves_the_session_to_failed(
+    client, stale_session, signal_log, django_capture_on_commit_callbacks
+):
+    """The fuzz branch's "offline expiry refuses Khaime's failed": khaime_sync --offline expired a
+    session whose card Khaime had declined; the late payment.failed was stored ignored and the
+    merchant never got payment_failed. Khaime's answer now wins over our local guess."""
+    from .webhook_helpers import payment_event, post_webhook
+
+    session = stale_session(expires_at=past(hours=2))
+    sync("--offline")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post_webhook(client, payment_event("payment.failed", session, paid_at=None))
+    assert response.json()["outcome"] == "applied"
+    session.refresh_from_db()
+    assert session.status == Status.FAILED
+    assert [k["session"].pk for name, k in signal_log if name == "payment_failed"] == [session.pk]
+    assert list(session.status_changes.values_list("to_status", flat=True)) == [Status.EXPIRED, Status.FAILED]
+
+
+def test_a_failed_session_is_never_expired_offline(stale_session):
+    session = stale_session(Status.FAILED, expires_at=past(hours=2))
+    sync("--offline")
+    session.refresh_from_db()
+    assert session.status == Status.FAILED
+
+
+def test_khaime_saying_failed_about_a_session_expired_offline_is_applied(khaime_api, stale_session):
+    session = stale_session(expires_at=past(hours=2))
+    sync("--offline")
+    khaime_answers(khaime_api, session, "failed")
+    services.refresh_session(PaymentSession.objects.get(pk=session.pk), source=Source.ADMIN)
+    session.refresh_from_db()
+    assert session.status == Status.FAILED

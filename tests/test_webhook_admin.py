@@ -152,3 +152,56 @@ def test_events_cannot_be_deleted_in_admin_so_a_replay_stays_a_duplicate(admin_c
     event.refresh_from_db()
     assert event.deliveries == 2
     assert WebhookEvent.objects.count() == 1
+
+
+# -- deliveries that ended in error are visible (issue 10, item 15) ---------------------------------
+
+
+@pytest.fixture
+def failed_refund(make_session, deliver, monkeypatch):
+    """A refund whose delivery failed on our side: Khaime's session still says completed, so
+    reconciliation cannot recover it; only an operator can."""
+    from khaime_django import services
+
+    session = make_session(Status.COMPLETED)
+    monkeypatch.setitem(services.EVENT_HANDLERS, "payment", lambda record, event, source: 1 / 0)
+    deliver(payment_event("payment.refunded", session))
+    monkeypatch.undo()
+    return session, WebhookEvent.objects.get(outcome=WebhookOutcome.ERROR)
+
+
+def warnings_on(response) -> list[str]:
+    return [str(m) for m in get_messages(response.wsgi_request) if m.level_tag == "warning"]
+
+
+@pytest.mark.parametrize(
+    "changelist", ["admin:khaime_django_webhookevent_changelist", "admin:khaime_django_paymentsession_changelist"]
+)
+def test_changelists_warn_about_deliveries_that_ended_in_error(admin_client, failed_refund, changelist):
+    response = admin_client.get(reverse(changelist))
+    [warning] = warnings_on(response)
+    assert "1 webhook delivery ended in error" in warning
+    assert reverse(CHANGELIST) + "?outcome__exact=error" in warning
+    assert "1 webhook delivery ended in error" in response.content.decode()
+
+
+def test_the_error_filter_lists_exactly_the_failed_deliveries(admin_client, failed_refund, deliver, make_session):
+    deliver(payment_event("payment.succeeded", make_session()))
+    assert listed(admin_client, outcome__exact="error") == [failed_refund[1]]
+
+
+def test_session_page_names_the_failed_delivery_about_it(admin_client, failed_refund, make_session):
+    session, event = failed_refund
+    response = admin_client.get(reverse("admin:khaime_django_paymentsession_change", args=[session.pk]))
+    page = response.content.decode()
+    assert "ended in error and was not applied" in page
+    assert reverse("admin:khaime_django_webhookevent_change", args=[event.pk]) in page
+    other = make_session(Status.COMPLETED)
+    response = admin_client.get(reverse("admin:khaime_django_paymentsession_change", args=[other.pk]))
+    assert "ended in error and was not applied" not in response.content.decode()
+
+
+def test_no_warning_without_failed_deliveries(admin_client, deliver, make_session):
+    deliver(payment_event("payment.succeeded", make_session()))
+    response = admin_client.get(reverse(CHANGELIST))
+    assert warnings_on(response) == []

@@ -21,6 +21,7 @@ from khaime_django.models import (
     WebhookEvent,
     WebhookOutcome,
 )
+from khaime_django.statuses import WEBHOOK_STATUS
 from khaime_django.webhook_views import WebhookBodyTooLarge, read_body
 
 from .webhook_helpers import (
@@ -452,12 +453,55 @@ def test_wrong_currency_flags_for_review(deliver, make_session):
     assert "paid in EUR, but the session is in USD" in session.review_reason
 
 
-def test_live_event_for_a_sandbox_session_flags_for_review(deliver, make_session):
+@pytest.mark.parametrize("event_type", ["payment.succeeded", "payment.refunded", "payment.disputed", "payment.failed"])
+def test_live_event_for_a_sandbox_session_is_never_applied_and_flags_for_review(
+    deliver, make_session, signal_log, event_type
+):
+    """Issue 10, item 3: stored as ignored, the session flagged, payment_needs_review sent."""
     session = make_session()
-    deliver(payment_event("payment.succeeded", session, is_live=True))
+    response = deliver(payment_event(event_type, session, is_live=True))
+    assert response.status_code == 200
+    session.refresh_from_db()
+    assert (session.status, session.needs_review) == (Status.PENDING, True)
+    assert "a live event for a sandbox session" in session.review_reason
+    event = WebhookEvent.objects.get()
+    assert (event.outcome, event.session) == (WebhookOutcome.IGNORED, session)
+    assert "not applied" in event.detail
+    [review] = signals_named(signal_log, "payment_needs_review")
+    assert (review["session"], review["event"]) == (session, event)
+    assert not session.status_changes.exists()
+
+
+def test_sandbox_event_for_a_live_session_is_never_applied(deliver, make_session):
+    session = make_session(Status.COMPLETED, mode="live")
+    deliver(payment_event("payment.refunded", session, is_live=False))
     session.refresh_from_db()
     assert (session.status, session.needs_review) == (Status.COMPLETED, True)
-    assert "a live event for a sandbox session" in session.review_reason
+
+
+@pytest.mark.parametrize("event_type", ["payment.refunded", "payment.disputed"])
+def test_a_refund_or_dispute_arriving_first_is_reviewed_like_the_payment(deliver, make_session, signal_log, event_type):
+    """Issue 10, item 3 (the fuzz branch's "refund-first skips review"): a short payment that is
+    then refunded or disputed, delivered before payment.succeeded, completes the session flagged."""
+    session = make_session()
+    deliver(payment_event(event_type, session, amount=4320))
+    session.refresh_from_db()
+    assert session.status == WEBHOOK_STATUS[event_type]
+    assert session.needs_review
+    assert "paid 4320 USD, less than the 5000 USD asked for" in session.review_reason
+    [review] = signals_named(signal_log, "payment_needs_review")
+    assert review["event"] == WebhookEvent.objects.get()
+    assert [c.to_status for c in session.status_changes.all()] == [Status.COMPLETED, WEBHOOK_STATUS[event_type]]
+
+
+def test_the_review_compares_with_the_requested_amount_not_only_with_khaimes_total(deliver, make_session):
+    """Issue 10, item 2: a total Khaime quoted below the price (stored by 0.1.0) does not make a
+    payment of that total pass the review."""
+    session = make_session(total_amount=1)
+    deliver(payment_event("payment.succeeded", session, amount=1))
+    session.refresh_from_db()
+    assert (session.status, session.needs_review) == (Status.COMPLETED, True)
+    assert "less than the 5000 USD asked for" in session.review_reason
 
 
 def test_legacy_flat_amount_that_differs_flags_for_review(deliver, make_session):
@@ -662,3 +706,38 @@ def test_event_with_a_nul_character_is_stored_and_applied(deliver, make_session)
     assert event.payload["data"]["customer"]["name"] == "Ada\ufffd"
     session.refresh_from_db()
     assert session.status == Status.COMPLETED
+
+
+def _nested(depth: int):
+    value: object = {"leaf": "\u0000"}
+    for level in range(depth):
+        value = {"level": level, "inner": value} if level % 2 else [value]
+    return value
+
+
+@pytest.mark.parametrize("depth", [33, 600, 100_000])
+def test_deeply_nested_signed_json_is_400_and_nothing_stored(deliver, make_session, depth):
+    """Issue 10, item 5: a signed body nested a few hundred levels deep answered 500 (the NUL
+    scrubbing recursed outside the RecursionError guard), so Khaime retried it three times."""
+    payload = payment_event("payment.succeeded", make_session(Status.PENDING), nested="NESTED")
+    body = json.dumps(payload).replace('"NESTED"', "[" * depth + '"\\u0000"' + "]" * depth)
+    response = deliver(body=body.encode())
+    assert response.status_code == 400
+    assert "deeper than" in response.content.decode() or "not JSON" in response.content.decode()
+    assert not WebhookEvent.objects.exists()
+
+
+def test_nesting_within_the_bound_is_stored_with_every_nul_replaced(deliver, make_session):
+    session = make_session(Status.PENDING)
+    response = deliver(payment_event("payment.succeeded", session, nested=_nested(25), **{"k\u0000": ["a\u0000"]}))
+    assert response.status_code == 200
+    stored = json.dumps(WebhookEvent.objects.get().payload)
+    assert "\\u0000" not in stored
+    assert stored.count("\\ufffd") == 3
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_a_signed_body_with_a_number_that_is_not_json_is_400(deliver, constant):
+    body = b'{"event_id":"evt_nan","event_type":"payment.succeeded","data":{"amount":' + constant.encode() + b"}}"
+    assert deliver(body=body).status_code == 400
+    assert not WebhookEvent.objects.exists()

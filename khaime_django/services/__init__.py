@@ -23,8 +23,17 @@ from .inbox import (
     handle_webhook_event,
     prune_webhook_events,
     record_webhook_event,
+    redact_webhook_payloads,
 )
-from .payments import apply_payment_event, flag_for_review, match_session, review_reasons
+from .payments import (
+    apply_payment_event,
+    flag_for_review,
+    match_session,
+    mode_mismatch,
+    notify_review,
+    review_payment,
+    review_reasons,
+)
 from .reconcile import (
     EXPIRE_BATCH_SIZE,
     SyncReport,
@@ -55,11 +64,15 @@ __all__ = [
     "flag_for_review",
     "handle_webhook_event",
     "match_session",
+    "mode_mismatch",
+    "notify_review",
     "prune_webhook_events",
     "record_webhook_event",
+    "redact_webhook_payloads",
     "refresh_if_due",
     "refresh_session",
     "remote_target",
+    "review_payment",
     "review_reasons",
     "start_checkout",
     "sync_sessions",

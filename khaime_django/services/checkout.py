@@ -115,18 +115,33 @@ def start_checkout(
     try:
         data = client.create_session(khaime_request)
         _check_payment_url(data["payment_url"])
+        fields = _session_fields(data, session)
+        if not transition(session, Status.PENDING, source=Source.CHECKOUT, **fields):
+            # Something else (a webhook matched by metadata.reference) moved the row on while we
+            # waited for Khaime. Keep what Khaime told us anyway; the status stays what it is now.
+            PaymentSession.objects.filter(pk=session.pk).update(**fields)
+            for name, value in fields.items():
+                setattr(session, name, value)
     except KhaimeError as error:
         logger.error("Khaime refused or failed to create payment session %s: %s", session.reference, error)
-        transition(session, Status.ERROR, source=Source.CHECKOUT, detail=str(error), last_error=str(error))
+        _give_up(session, str(error))
         raise
-    fields = _session_fields(data, session)
-    if not transition(session, Status.PENDING, source=Source.CHECKOUT, **fields):
-        # Something else (a webhook matched by metadata.reference) moved the row on while we
-        # waited for Khaime. Keep what Khaime told us anyway; the status stays what it is now.
-        PaymentSession.objects.filter(pk=session.pk).update(**fields)
-        for name, value in fields.items():
-            setattr(session, name, value)
+    except Exception as error:
+        # Whatever failed after the INSERT, the row must not stay `created`: that would block the
+        # buyer's next Buy for the in-flight wait and leave the session for no one to finish.
+        logger.exception("Creating payment session %s failed", session.reference)
+        _give_up(session, f"{type(error).__name__}: {error}")
+        raise
     return session
+
+
+def _give_up(session: PaymentSession, reason: str) -> None:
+    """Move a session still ``created`` to ``error`` with ``reason``; never raises over the
+    exception the caller is handling."""
+    try:
+        transition(session, Status.ERROR, source=Source.CHECKOUT, detail=reason, last_error=reason)
+    except Exception:
+        logger.exception("Could not mark payment session %s as failed", session.reference)
 
 
 def cancel_session(session: PaymentSession, *, request: HttpRequest | None = None) -> bool:

@@ -167,3 +167,58 @@ def prune_webhook_events(
         if not ids:
             return deleted
         deleted += WebhookEvent.objects.filter(pk__in=ids).delete()[0]
+
+
+#: Keys whose values are the customer's personal data, wherever they appear in a payload.
+PERSONAL_KEYS = frozenset(
+    {
+        "customer",
+        "customer_email",
+        "customer_name",
+        "email",
+        "name",
+        "first_name",
+        "last_name",
+        "phone",
+        "address",
+        "billing_details",
+        "shipping",
+    }
+)
+REDACTED = "[redacted]"
+
+
+def redact_webhook_payloads(*, older_than: timedelta, dry_run: bool = False, batch_size: int = PRUNE_BATCH_SIZE) -> int:
+    """Remove the customer's personal data (:data:`PERSONAL_KEYS`) from the payloads of events
+    received more than ``older_than`` ago, in batches; the event, its id (the de-duplication),
+    amounts, references and outcome stay. Returns how many were (or would be) redacted."""
+    old = WebhookEvent.objects.filter(received_at__lt=timezone.now() - older_than, redacted_at__isnull=True)
+    if dry_run:
+        return old.count()
+    redacted = 0
+    while True:
+        with transaction.atomic():
+            batch = list(old.order_by("pk").select_for_update()[:batch_size].only("pk", "payload"))
+            if not batch:
+                return redacted
+            now = timezone.now()
+            for record in batch:
+                record.payload, record.redacted_at = without_personal_data(record.payload), now
+            WebhookEvent.objects.bulk_update(batch, ["payload", "redacted_at"])
+        redacted += len(batch)
+
+
+def without_personal_data(payload):
+    """``payload`` with the value of every :data:`PERSONAL_KEYS` key replaced, at any depth
+    (iterative: a stored payload is at most webhooks.MAX_NESTING deep, but never trust that)."""
+    root = [payload]
+    pending: list[dict | list] = [root]
+    while pending:
+        container = pending.pop()
+        items = container.items() if isinstance(container, dict) else enumerate(container)
+        for key, value in list(items):
+            if isinstance(container, dict) and key in PERSONAL_KEYS and value not in (None, "", {}, []):
+                container[key] = REDACTED
+            elif isinstance(value, (dict, list)):
+                pending.append(value)
+    return root[0]

@@ -35,7 +35,17 @@ def apply_payment_event(record: WebhookEvent, event: KhaimeEvent, source: str) -
             ),
         )
     why = f"{event.event_type} {event.event_id}"
-    reasons = review_reasons(session, event) if target == Status.COMPLETED else []
+    wrong_mode = mode_mismatch(session, event.is_live)
+    if wrong_mode:
+        # A sandbox event must never settle a live session (or the reverse): not applied, but
+        # stored, and a human told.
+        if flag_for_review(session, f"{why}: {wrong_mode}"):
+            notify_review(session, record)
+        return Applied(WebhookOutcome.IGNORED, session, f"not applied: {wrong_mode}; needs review")
+    # Every event that completes the session is reviewed, whichever arrives first: a refund or
+    # dispute before payment.succeeded completes it too.
+    completes = target == Status.COMPLETED or (target in PAID_STATUSES and session.status not in PAID_STATUSES)
+    reasons = review_payment(session, event.paid) if completes else []
     flagged = flag_for_review(session, f"{why}: {'; '.join(reasons)}") if reasons else False
     changed = False
     if target in PAID_STATUSES and session.status not in PAID_STATUSES:
@@ -49,8 +59,7 @@ def apply_payment_event(record: WebhookEvent, event: KhaimeEvent, source: str) -
         changed = transition(session, target, source=source, detail=why) or changed
     if flagged:
         # After the transition's own on-commit signals: payment_completed first, then this.
-        hook = current_receiver_error_hook()
-        transaction.on_commit(partial(_send_needs_review, session, session.review_reason, record, hook))
+        notify_review(session, record)
     notes = [f"needs review: {'; '.join(reasons)}"] if reasons else []
     if changed:
         return Applied(WebhookOutcome.APPLIED, session, "; ".join([f"session is now {session.status}", *notes]))
@@ -77,18 +86,34 @@ def match_session(event: KhaimeEvent) -> PaymentSession | None:
 def review_reasons(session: PaymentSession, event: KhaimeEvent) -> list[str]:
     """Why a payment Khaime reports for ``session`` needs a human look: amount, currency or
     environment differ from what we asked for. A field the event does not carry is not checked."""
-    reasons = []
-    paid = event.paid
-    if paid is not None:
-        expected = session.total_amount if session.total_amount is not None else session.amount
-        amount, currency = paid
-        if currency != session.currency.upper():
-            reasons.append(f"paid in {currency}, but the session is in {session.currency}")
-        elif amount != expected:
-            reasons.append(f"paid {amount} {currency}, but the session expects {expected} {session.currency}")
-    if event.is_live is not None and event.is_live != (session.mode == Mode.LIVE):
-        reasons.append(f"a {'live' if event.is_live else 'sandbox'} event for a {session.mode} session")
-    return reasons
+    reasons = review_payment(session, event.paid)
+    wrong_mode = mode_mismatch(session, event.is_live)
+    return [*reasons, wrong_mode] if wrong_mode else reasons
+
+
+def review_payment(session: PaymentSession, paid: tuple[int, str] | None) -> list[str]:
+    """Why ``paid`` (minor units, currency; None when Khaime did not say) does not settle
+    ``session``. Checked against what we asked for (``amount``, ``currency``), and against the
+    total Khaime quoted (``total_amount``, checked against the request at creation) when known."""
+    if paid is None:
+        return []
+    amount, currency = paid
+    if currency.upper() != session.currency.upper():
+        return [f"paid in {currency}, but the session is in {session.currency}"]
+    expected = session.total_amount if session.total_amount is not None else session.amount
+    if amount < session.amount:
+        return [f"paid {amount} {currency}, less than the {session.amount} {session.currency} asked for"]
+    if amount != expected:
+        return [f"paid {amount} {currency}, but the session expects {expected} {session.currency}"]
+    return []
+
+
+def mode_mismatch(session: PaymentSession, is_live: bool | None) -> str:
+    """Why news marked live (or sandbox) cannot be about ``session``, or "" when it can (or
+    does not say)."""
+    if is_live is None or is_live == (session.mode == Mode.LIVE):
+        return ""
+    return f"a {'live' if is_live else 'sandbox'} event for a {session.mode} session"
 
 
 def flag_for_review(session: PaymentSession, reason: str) -> bool:
@@ -105,8 +130,15 @@ def flag_for_review(session: PaymentSession, reason: str) -> bool:
     return bool(flagged)
 
 
+def notify_review(session: PaymentSession, record: WebhookEvent | None = None) -> None:
+    """Send ``payment_needs_review`` for a session just flagged, on commit (after the signals of
+    the transitions made before this call). ``record`` is the event that caused it, if any."""
+    hook = current_receiver_error_hook()
+    transaction.on_commit(partial(_send_needs_review, session, session.review_reason, record, hook))
+
+
 def _send_needs_review(
-    session: PaymentSession, reason: str, record: WebhookEvent, on_receiver_errors: ReceiverErrorHook | None
+    session: PaymentSession, reason: str, record: WebhookEvent | None, on_receiver_errors: ReceiverErrorHook | None
 ) -> None:
     errors = send_robust(signals.payment_needs_review, session=session, reason=reason, event=record)
     if errors and on_receiver_errors is not None:

@@ -26,6 +26,7 @@ from ..models import PaymentSession, Source
 from ..statuses import AWAITING_STATUSES, REMOTE_STATUS, REMOTE_STATUS_UNCHANGED, Status, can_transition
 from ..timestamps import parse_timestamp
 from ..transitions import transition, transition_many
+from . import payments
 
 logger = logging.getLogger(__name__)
 
@@ -79,15 +80,38 @@ def apply_khaime_status(session: PaymentSession, data: Mapping[str, Any], *, sou
     remote = data.get("status")
     target = remote_target(data)
     changed = False
-    if target is not None:
-        fields: dict[str, Any] = {"last_checked_at": now}
-        if target == Status.COMPLETED:
-            fields["completed_at"] = parse_timestamp(data.get("completed_at")) or now
-        changed = transition(session, target, source=source, detail=f"Khaime says {remote}", **fields)
+    if target == Status.COMPLETED:
+        changed = _complete(session, data, source=source, now=now)
+    elif target is not None:
+        changed = transition(session, target, source=source, detail=f"Khaime says {remote}", last_checked_at=now)
     elif remote not in REMOTE_STATUS_UNCHANGED:
         logger.warning("Khaime reported unknown status %r for payment session %s", remote, session.reference)
     if not changed:
         _mark_checked(session, now)
+    return changed
+
+
+def _complete(session: PaymentSession, data: Mapping[str, Any], *, source: str, now) -> bool:
+    """Apply Khaime's "completed" after the same review a payment webhook gets."""
+    why = f"Khaime says {data.get('status')}"
+    is_live = {"live": True, "sandbox": False}.get(data.get("mode", ""))
+    wrong_mode = payments.mode_mismatch(session, is_live)
+    if wrong_mode:
+        if payments.flag_for_review(session, f"{why}: {wrong_mode}"):
+            payments.notify_review(session)
+        return False
+    amount, currency = data.get("amount"), data.get("currency")
+    paid = None
+    if isinstance(amount, int) and not isinstance(amount, bool) and isinstance(currency, str) and currency:
+        paid = (amount, currency)
+    reasons = payments.review_payment(session, paid)
+    flagged = payments.flag_for_review(session, f"{why}: {'; '.join(reasons)}") if reasons else False
+    completed_at = parse_timestamp(data.get("completed_at")) or now
+    changed = transition(
+        session, Status.COMPLETED, source=source, detail=why, last_checked_at=now, completed_at=completed_at
+    )
+    if flagged:
+        payments.notify_review(session)
     return changed
 
 
