@@ -28,6 +28,7 @@ from .payments import apply_payment_event, flag_for_review, match_session, revie
 from .reconcile import (
     EXPIRE_BATCH_SIZE,
     SyncReport,
+    abandon_stale_created,
     apply_khaime_status,
     expire_stale,
     refresh_if_due,
@@ -46,6 +47,7 @@ __all__ = [
     "Applied",
     "EventHandler",
     "SyncReport",
+    "abandon_stale_created",
     "apply_khaime_status",
     "apply_payment_event",
     "apply_webhook_event",
