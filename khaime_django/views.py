@@ -12,7 +12,12 @@ from django.views import View
 from django.views.decorators.cache import never_cache
 
 from . import services
-from .exceptions import KhaimeError, KhaimeRateLimitError, KhaimeRequestInvalidError
+from .exceptions import (
+    KhaimeCheckoutInProgressError,
+    KhaimeError,
+    KhaimeRateLimitError,
+    KhaimeRequestInvalidError,
+)
 from .forms import CheckoutForm
 from .models import PaymentSession, Source, Status
 from .purchases import InvalidPurchaseError, Purchase
@@ -70,15 +75,26 @@ class CheckoutView(View):
 
     def error(self, request: HttpRequest, form: CheckoutForm, error: KhaimeError) -> HttpResponse:
         # Khaime failed; the row is kept in `error` with the reason. 503 tells caches and
-        # monitors it is temporary when Khaime is only rate limiting us.
-        status = 503 if isinstance(error, KhaimeRateLimitError) else 502
+        # monitors it is temporary when Khaime is only rate limiting us, or another request is
+        # still creating this purchase's session.
+        temporary = isinstance(error, (KhaimeRateLimitError, KhaimeCheckoutInProgressError))
+        status = 503 if temporary else 502
         # "Try again" re-posts what was posted, to this view: a subclass may live at another URL
         # than khaime:checkout and price from its own fields.
         retry_fields = [
             (name, value) for name, values in request.POST.lists() if name != "csrfmiddlewaretoken" for value in values
         ]
-        context = {"form": form, "transient": error.transient, "retry_url": request.path, "retry_fields": retry_fields}
-        return render(request, self.template_error, context, status=status)
+        context = {
+            "form": form,
+            "transient": error.transient,
+            "in_progress": isinstance(error, KhaimeCheckoutInProgressError),
+            "retry_url": request.path,
+            "retry_fields": retry_fields,
+        }
+        response = render(request, self.template_error, context, status=status)
+        if isinstance(error, KhaimeCheckoutInProgressError):
+            response["Retry-After"] = str(error.retry_after)
+        return response
 
 
 @method_decorator(never_cache, name="dispatch")
