@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, render
 from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
@@ -23,6 +25,10 @@ from .models import PaymentSession, Source, Status
 from .purchases import InvalidPurchaseError, Purchase
 
 logger = logging.getLogger(__name__)
+
+#: A dropped database connection (a restarted or failed-over server, a proxy's idle timeout):
+#: answered like a Khaime failure, with the same retryable page, not Django's bare 500.
+DATABASE_DROPPED = (OperationalError, InterfaceError)
 
 
 class HttpResponseSeeOther(HttpResponseRedirect):
@@ -57,6 +63,9 @@ class CheckoutView(View):
             return self.invalid(request, form, _("This purchase cannot be paid: %(error)s") % {"error": error})
         except KhaimeError as error:
             return self.error(request, form, error)
+        except DATABASE_DROPPED as error:
+            logger.error("Checkout failed on the database: %s", error)
+            return self.error(request, form, None)
         if not session.is_payable:
             return HttpResponseSeeOther(session.get_absolute_url())  # already settled: show it
         return HttpResponseSeeOther(session.payment_url)
@@ -73,11 +82,11 @@ class CheckoutView(View):
         # A tampered, expired or foreign token: nothing was stored and Khaime was not called.
         return render(request, self.template_invalid, {"message": message, "form": form}, status=400)
 
-    def error(self, request: HttpRequest, form: CheckoutForm, error: KhaimeError) -> HttpResponse:
+    def error(self, request: HttpRequest, form: CheckoutForm, error: KhaimeError | None) -> HttpResponse:
         # Khaime failed; the row is kept in `error` with the reason. 503 tells caches and
-        # monitors it is temporary when Khaime is only rate limiting us, or another request is
-        # still creating this purchase's session.
-        temporary = isinstance(error, (KhaimeRateLimitError, KhaimeCheckoutInProgressError))
+        # monitors it is temporary when Khaime is only rate limiting us, another request is
+        # still creating this purchase's session, or (error None) the database connection dropped.
+        temporary = error is None or isinstance(error, (KhaimeRateLimitError, KhaimeCheckoutInProgressError))
         status = 503 if temporary else 502
         # "Try again" re-posts what was posted, to this view: a subclass may live at another URL
         # than khaime:checkout and price from its own fields.
@@ -86,7 +95,7 @@ class CheckoutView(View):
         ]
         context = {
             "form": form,
-            "transient": error.transient,
+            "transient": error is None or error.transient,
             "in_progress": isinstance(error, KhaimeCheckoutInProgressError),
             "retry_url": request.path,
             "retry_fields": retry_fields,
@@ -101,6 +110,16 @@ class CheckoutView(View):
 class SessionPageView(View):
     http_method_names = ["get"]
     template_name = "khaime_django/session.html"
+
+    template_unavailable = "khaime_django/checkout_error.html"
+
+    def dispatch(self, request: HttpRequest, *args, **kwargs) -> HttpResponseBase:
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        except DATABASE_DROPPED as error:
+            logger.error("Return page failed on the database: %s", error)
+            context = {"transient": True, "reload_url": request.get_full_path()}
+            return render(request, self.template_unavailable, context, status=503)
 
     def get_session(self, reference) -> PaymentSession:
         return get_object_or_404(PaymentSession, reference=reference)
@@ -134,6 +153,13 @@ class StatusView(View):
     """JSON for the processing page to poll; asks Khaime at most every STATUS_REFRESH_INTERVAL."""
 
     http_method_names = ["get"]
+
+    def dispatch(self, request: HttpRequest, *args, **kwargs) -> HttpResponseBase:
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        except DATABASE_DROPPED as error:
+            logger.error("Status endpoint failed on the database: %s", error)
+            return JsonResponse({"error": "temporarily unavailable", "retry": True}, status=503)
 
     def get(self, request: HttpRequest, reference) -> JsonResponse:
         session = get_object_or_404(PaymentSession, reference=reference)
