@@ -39,6 +39,9 @@ DEFAULTS: dict[str, object] = {
     # Khaime requests that page loads (success page, status endpoint) may start per API key and
     # hour, counted in the database across processes; the rest of the quota stays for checkouts.
     "REFRESH_BUDGET_PER_HOUR": 600,
+    # Seconds the success page first waits for the webhook to land (reading only the database)
+    # before it asks Khaime, on the buyer's first return; 0 asks at once.
+    "RETURN_WEBHOOK_WAIT": 1.5,
     # How long after creation a `failed` or `expired` session is still asked about (it may have
     # been paid after all: a declined card retried on the same page, a webhook lost).
     "RECHECK_LOOKBACK": timedelta(days=3),

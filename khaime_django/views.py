@@ -134,6 +134,8 @@ class SuccessView(SessionPageView):
 
     def get(self, request: HttpRequest, reference) -> HttpResponse:
         session = self.get_session(reference)
+        # On the first return, give the webhook a moment to land before spending a Khaime request.
+        services.wait_for_webhook(session)
         # Asks Khaime unless it was asked moments ago (a reload, or the page's own polling).
         unconfirmed = not services.refresh_if_due(session, source=Source.RETURN)
         return self.render_session(request, session, returned_from="success", unconfirmed=unconfirmed)

@@ -35,6 +35,7 @@ from .reconcile import (
     refresh_session,
     remote_target,
     sync_sessions,
+    wait_for_webhook,
 )
 
 __all__ = [
@@ -65,4 +66,5 @@ __all__ = [
     "review_reasons",
     "start_checkout",
     "sync_sessions",
+    "wait_for_webhook",
 ]

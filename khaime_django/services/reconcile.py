@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -92,6 +93,27 @@ def refresh_if_due(session: PaymentSession, *, source: str = Source.RETURN) -> b
     return True
 
 
+#: How often ``wait_for_webhook`` re-reads the session.
+WEBHOOK_POLL_STEP = 0.25
+
+
+def wait_for_webhook(session: PaymentSession, seconds: float | None = None) -> bool:
+    """On the buyer's first return (never asked about yet), wait up to RETURN_WEBHOOK_WAIT
+    seconds for the webhook to move the session on, reading only the database, so a working
+    webhook spares a Khaime request. Returns True (and refreshes ``session``) if it moved."""
+    seconds = float(khaime_settings.RETURN_WEBHOOK_WAIT) if seconds is None else seconds
+    if seconds <= 0 or session.status not in AWAITING_STATUSES or session.last_checked_at is not None:
+        return False
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(min(WEBHOOK_POLL_STEP, max(deadline - time.monotonic(), 0)))
+        status = PaymentSession.objects.filter(pk=session.pk).values_list("status", flat=True).first()
+        if status is not None and status != session.status:
+            session.refresh_from_db()
+            return True
+    return False
+
+
 def worth_asking(session: PaymentSession, now) -> bool:
     """Khaime may still report a payment for this session: it awaits one, or it ``failed`` or
     expired within RECHECK_LOOKBACK of its creation (a declined card may be retried on the same
@@ -106,6 +128,12 @@ def _worth_asking_q(now) -> Q:
     return Q(status__in=AWAITING_STATUSES) | Q(
         status__in=RECHECKED_STATUSES, created_at__gte=now - khaime_settings.RECHECK_LOOKBACK
     )
+
+
+def _this_hours_budget(now):
+    """The RefreshBudget rows of this API key and hour (none, or the one)."""
+    key = hashlib.sha256(str(khaime_settings.API_KEY).encode()).hexdigest()
+    return RefreshBudget.objects.filter(key=key, window=now.replace(minute=0, second=0, microsecond=0))
 
 
 def _claim_check(session: PaymentSession, now, interval: timedelta) -> bool:
@@ -127,15 +155,16 @@ def take_refresh_budget(now) -> bool:
     limit = int(khaime_settings.REFRESH_BUDGET_PER_HOUR)
     if limit <= 0:
         return False
-    key = hashlib.sha256(str(khaime_settings.API_KEY).encode()).hexdigest()
+    this_hour = _this_hours_budget(now)
     window = now.replace(minute=0, second=0, microsecond=0)
-    this_hour = RefreshBudget.objects.filter(key=key, window=window)
     for _attempt in range(2):
         if this_hour.filter(used__lt=limit).update(used=F("used") + 1):
             return True
         try:
             with transaction.atomic():
-                RefreshBudget.objects.create(key=key, window=window, used=1)
+                RefreshBudget.objects.create(
+                    key=hashlib.sha256(str(khaime_settings.API_KEY).encode()).hexdigest(), window=window, used=1
+                )
         except IntegrityError:
             continue  # the hour's row exists: full, or another process just made it
         RefreshBudget.objects.filter(window__lt=window - timedelta(days=1)).delete()
