@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from django.db import connection
@@ -13,10 +14,11 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from khaime_django.models import PaymentSession, Source, Status
+from khaime_django.models import PaymentSession, RefreshBudget, Source, Status
 from khaime_django.services import reconcile
 from khaime_django.transitions import transition
 
+from .conftest import API_BASE
 from .webhook_helpers import payment_event, post_webhook
 
 pytestmark = pytest.mark.django_db
@@ -104,3 +106,45 @@ def test_a_real_webhook_request_landing_during_the_wait_spares_the_khaime_reques
     assert PaymentSession.objects.get(pk=session.pk).status == Status.COMPLETED
     assert time.monotonic() - started < 2
     assert len(khaime_api.calls) == 0
+
+
+# -- 429: back off ---------------------------------------------------------------------------------
+
+
+def rate_limited(khaime_api, session, retry_after):
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+    return khaime_api.get(
+        f"{API_BASE}/payments/sessions/{session.session_id}",
+        status=429,
+        json={"success": False, "error": "Rate limit exceeded"},
+        headers=headers,
+    )
+
+
+def test_a_429_keeps_page_loads_off_that_session_until_retry_after(client, make_session, khaime_api, khaime_says):
+    """0.1.0 asked again at the next interval (and retried the 429 inside the request)."""
+    session = make_session(Status.PENDING)
+    rate_limited(khaime_api, session, 20)
+    assert success(client, session).context["unconfirmed"] is True
+    assert len(khaime_api.calls) == 1
+    # Past the 5 s interval, but not past Retry-After: no request.
+    PaymentSession.objects.filter(pk=session.pk).update(
+        last_checked_at=PaymentSession.objects.get(pk=session.pk).last_checked_at - timedelta(seconds=6)
+    )
+    success(client, session)
+    assert len(khaime_api.calls) == 1
+    # Another session is still asked about: a short Retry-After is not the hourly quota.
+    other = make_session(Status.PENDING)
+    khaime_says(other, "pending")
+    success(client, other)
+    assert len(khaime_api.calls) == 2
+
+
+@pytest.mark.parametrize("retry_after", [None, 600])
+def test_a_429_for_the_hourly_quota_stops_page_loads_asking_for_the_hour(client, make_session, khaime_api, retry_after):
+    session, other = make_session(Status.PENDING), make_session(Status.PENDING)
+    rate_limited(khaime_api, session, retry_after)
+    success(client, session)
+    assert success(client, other).context["unconfirmed"] is True
+    assert len(khaime_api.calls) == 1
+    assert RefreshBudget.objects.get().used == 600

@@ -84,9 +84,13 @@ def refresh_if_due(session: PaymentSession, *, source: str = Source.RETURN) -> b
     timeout = khaime_settings.RETURN_TIMEOUT
     try:
         data = get_client(max_retries=0).get_session(session.session_id, timeout=timeout, deadline=max(timeout))
+    except KhaimeRateLimitError as error:
+        logger.warning("Khaime rate limited the check of payment session %s: %s", session.reference, error)
+        _back_off(session, now, error.retry_after)
+        return False
     except KhaimeError as error:
-        # The claim already stamped last_checked_at: while Khaime is down or rate limiting us,
-        # polls do not turn into a Khaime request each.
+        # The claim already stamped last_checked_at: while Khaime is down, polls do not turn
+        # into a Khaime request each.
         logger.warning("Could not ask Khaime about payment session %s: %s", session.reference, error)
         return False
     apply_khaime_status(session, data, source=source, stamped=True)
@@ -95,6 +99,8 @@ def refresh_if_due(session: PaymentSession, *, source: str = Source.RETURN) -> b
 
 #: How often ``wait_for_webhook`` re-reads the session.
 WEBHOOK_POLL_STEP = 0.25
+#: A 429 without Retry-After keeps page loads from asking about that session this long (seconds).
+RATE_LIMIT_BACKOFF = 60.0
 
 
 def wait_for_webhook(session: PaymentSession, seconds: float | None = None) -> bool:
@@ -128,6 +134,18 @@ def _worth_asking_q(now) -> Q:
     return Q(status__in=AWAITING_STATUSES) | Q(
         status__in=RECHECKED_STATUSES, created_at__gte=now - khaime_settings.RECHECK_LOOKBACK
     )
+
+
+def _back_off(session: PaymentSession, now, retry_after: float | None) -> None:
+    """After a 429: no page load asks about this session again before Retry-After (or
+    RATE_LIMIT_BACKOFF) has passed, and when Khaime asks for a minute or more (the hourly quota),
+    page loads stop asking about any session for the rest of the hour."""
+    wait = RATE_LIMIT_BACKOFF if retry_after is None else retry_after
+    until = now + timedelta(seconds=wait)
+    PaymentSession.objects.filter(pk=session.pk).update(last_checked_at=until)
+    session.last_checked_at = until
+    if wait >= RATE_LIMIT_BACKOFF:
+        _this_hours_budget(now).update(used=max(int(khaime_settings.REFRESH_BUDGET_PER_HOUR), 0))
 
 
 def _this_hours_budget(now):
