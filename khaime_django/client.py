@@ -210,9 +210,12 @@ class KhaimeClient:
                     break
                 chunks.append(chunk)
         except (OSError, urllib3_exceptions.HTTPError) as exc:
+            response.close()  # a half-read answer: the connection cannot be reused
             raise requests.ReadTimeout(f"reading the answer failed: {type(exc).__name__}") from exc
-        finally:
+        except BaseException:
             response.close()
+            raise
+        response.raw.release_conn()  # read to the end: back to the pool for the next call
         # What requests itself does once the body is read, so .json() and .text work as usual.
         response._content = b"".join(chunks)
         return response
