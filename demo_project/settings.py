@@ -39,6 +39,11 @@ if not DEBUG and SECRET_KEY in ("", PUBLISHED_SECRET_KEY):
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+# Keep connections between requests, but check a kept one before a request uses it: a connection
+# the server dropped meanwhile (a restart, a failover, a proxy's idle timeout) is then replaced
+# instead of failing the buyer's checkout or return page.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 EMULATOR_API_BASE_URL = "http://127.0.0.1:8765/api/v1/partner"
 _real_key = env("KHAIME_API_KEY", default="")

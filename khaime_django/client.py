@@ -31,6 +31,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import quote, urlsplit
 
 import requests
+from urllib3 import exceptions as urllib3_exceptions
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from . import __version__
@@ -103,32 +104,41 @@ class KhaimeClient:
         _check_created_session(data, request)
         return data
 
-    def get_session(self, session_id: str, *, timeout: tuple[float, float] | None = None) -> dict:
-        """``GET /payments/sessions/{session_id}``; returns Khaime's ``data`` (status, ...)."""
+    def get_session(
+        self, session_id: str, *, timeout: tuple[float, float] | None = None, deadline: float | None = None
+    ) -> dict:
+        """``GET /payments/sessions/{session_id}``; returns Khaime's ``data`` (status, ...).
+
+        ``deadline`` (seconds) bounds the whole call, retries, waits and the body included: a
+        buyer-facing page passes it so a slow Khaime cannot hold the buyer longer."""
         if not session_id:
             raise KhaimeRequestInvalidError("A session id is required.", details={"session_id": "required"})
-        data = self._request("GET", f"/payments/sessions/{quote(session_id, safe='')}", timeout=timeout)
+        data = self._request(
+            "GET", f"/payments/sessions/{quote(session_id, safe='')}", timeout=timeout, deadline=deadline
+        )
         _require_fields(data, GET_SESSION_FIELDS)
         return data
 
     def longest_call(self) -> float:
         """The longest one call can take, retries and waits included (seconds)."""
-        connect, read = self.timeout
-        return (connect + read) * (self.max_retries + 1) + self._longest_wait() * self.max_retries + 1
+        return longest_call(self.timeout, self.max_retries, self.backoff_max)
 
     def close(self) -> None:
         self._http.close()
 
     # -- transport ----------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, *, json=None, timeout=None) -> dict:
+    def _request(self, method: str, path: str, *, json=None, timeout=None, deadline: float | None = None) -> dict:
         url = self.base_url + path
+        ends = None if deadline is None else time.monotonic() + deadline
         attempt = 0
         while True:
             try:
-                return self._send_once(method, url, json=json, timeout=timeout or self.timeout)
+                return self._send_once(method, url, json=json, timeout=timeout or self.timeout, ends=ends)
             except KhaimeError as error:
                 delay = self._retry_delay(method, error, attempt)
+                if delay is not None and ends is not None and time.monotonic() + delay >= ends:
+                    delay = None  # no time left for another attempt
                 if delay is None:
                     raise
                 logger.warning(
@@ -143,10 +153,13 @@ class KhaimeClient:
                 self._sleep(delay)
                 attempt += 1
 
-    def _send_once(self, method: str, url: str, *, json, timeout) -> dict:
+    def _send_once(self, method: str, url: str, *, json, timeout, ends: float | None = None) -> dict:
         started = time.monotonic()
         try:
-            response = self._http.request(method, url, json=json, timeout=timeout)
+            if ends is None:
+                response = self._http.request(method, url, json=json, timeout=timeout)
+            else:
+                response = self._request_until(ends, method, url, json=json, timeout=timeout)
         except requests.Timeout as exc:
             error: KhaimeConnectionError = KhaimeTimeoutError(f"Khaime did not answer within {timeout}s.")
             error.never_sent = isinstance(exc, requests.ConnectTimeout)
@@ -176,6 +189,38 @@ class KhaimeClient:
             _redact(error, self._api_key)
             raise
 
+    def _request_until(self, ends: float, method: str, url: str, *, json, timeout) -> requests.Response:
+        """One request that ends by ``ends`` (a ``time.monotonic()`` value) however Khaime
+        answers: each socket wait is capped by the time left, and the body is read in chunks that
+        stop at the deadline (a (connect, read) timeout alone bounds each wait, not the sum)."""
+        remaining = ends - time.monotonic()
+        if remaining <= 0:
+            raise requests.ReadTimeout("deadline passed before the request")
+        connect, read = timeout
+        response = self._http.request(
+            method, url, json=json, timeout=(min(connect, remaining), min(read, remaining)), stream=True
+        )
+        chunks = []
+        try:
+            while True:
+                remaining = ends - time.monotonic()
+                if remaining <= 0:
+                    raise requests.ReadTimeout("deadline passed while reading the answer")
+                chunk = _read_some(response, remaining)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except (OSError, urllib3_exceptions.HTTPError) as exc:
+            response.close()  # a half-read answer: the connection cannot be reused
+            raise requests.ReadTimeout(f"reading the answer failed: {type(exc).__name__}") from exc
+        except BaseException:
+            response.close()
+            raise
+        response.raw.release_conn()  # read to the end: back to the pool for the next call
+        # What requests itself does once the body is read, so .json() and .text work as usual.
+        response._content = b"".join(chunks)
+        return response
+
     def _retry_delay(self, method: str, error: KhaimeError, attempt: int) -> float | None:
         """Seconds to wait before retrying after ``error``, or None to raise it now."""
         if attempt >= self.max_retries or not self._may_retry(method, error):
@@ -198,12 +243,29 @@ class KhaimeClient:
         # connection was never established.
         return isinstance(error, KhaimeConnectionError) and error.never_sent
 
-    def _longest_wait(self) -> float:
-        return max(float(self.backoff_max), MAX_RETRY_AFTER)
-
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.backoff_max, self.backoff_base * (2**attempt))
         return random.uniform(0, ceiling)  # noqa: S311 - retry jitter, not a secret
+
+
+def _read_some(response: requests.Response, remaining: float) -> bytes:
+    """What has arrived of the body, waiting at most ``remaining`` seconds for it (one socket read
+    where urllib3 offers ``read1``, so a body sent a byte at a time cannot hold us past it)."""
+    raw = response.raw
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    if sock is not None:
+        sock.settimeout(max(remaining, 0.001))
+    read1 = getattr(raw, "read1", None)
+    if read1 is not None:
+        return read1(16384, decode_content=True)
+    return raw.read(1, decode_content=True)
+
+
+def longest_call(timeout: tuple[float, float], max_retries: int, backoff_max: float) -> float:
+    """The longest one call can take with this timeout and retry policy, waits included (seconds)."""
+    connect, read = timeout
+    longest_wait = max(float(backoff_max), MAX_RETRY_AFTER)
+    return (connect + read) * (max_retries + 1) + longest_wait * max_retries + 1
 
 
 def _retry_after(value: str | None) -> float | None:

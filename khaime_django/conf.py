@@ -36,6 +36,18 @@ DEFAULTS: dict[str, object] = {
     "TOKEN_MAX_AGE": 24 * 3600,
     # The status page re-asks Khaime at most this often per session, in seconds.
     "STATUS_REFRESH_INTERVAL": 5,
+    # Khaime requests that page loads (success page, status endpoint) may start per API key and
+    # hour, counted in the database across processes; the rest of the quota stays for checkouts.
+    "REFRESH_BUDGET_PER_HOUR": 600,
+    # Seconds the success page first waits for the webhook to land (reading only the database)
+    # before it asks Khaime, on the buyer's first return; 0 asks at once.
+    "RETURN_WEBHOOK_WAIT": 1.5,
+    # How long after creation a `failed` or `expired` session is still asked about (it may have
+    # been paid after all: a declined card retried on the same page, a webhook lost).
+    "RECHECK_LOOKBACK": timedelta(days=3),
+    # Longest a Buy waits, in seconds, for a session another request is creating for the same
+    # purchase before answering "still being created, try again" (503).
+    "IN_FLIGHT_WAIT": 3.0,
     # Largest webhook body accepted, in bytes.
     "WEBHOOK_MAX_BODY": 1024 * 1024,
     # khaime_sync: leave sessions alone this long after creation; expire offline this long past expires_at.
@@ -100,7 +112,7 @@ def _normalise(name: str, value):
         return (value, value)
     if name in ("TIMEOUT", "RETURN_TIMEOUT") and isinstance(value, list):
         return tuple(value)  # requests takes (connect, read) only as a tuple; a list raises ValueError
-    if name == "SYNC_GRACE" and isinstance(value, (int, float)):
+    if name in ("SYNC_GRACE", "RECHECK_LOOKBACK") and isinstance(value, (int, float)):
         return timedelta(seconds=value)
     if name == "WEBHOOK_PAYLOAD_RETENTION" and isinstance(value, (int, float)) and not isinstance(value, bool):
         return timedelta(days=value)

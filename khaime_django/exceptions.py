@@ -71,6 +71,17 @@ class KhaimeTimeoutError(KhaimeConnectionError):
     """Khaime did not answer within the configured timeout."""
 
 
+class KhaimeCheckoutInProgressError(KhaimeError):
+    """Another request is still creating the Khaime session for this purchase; try again shortly.
+    ``retry_after`` is the seconds to suggest (the view sends it as ``Retry-After``)."""
+
+    transient = True
+
+    def __init__(self, message: str, *, retry_after: int = 5, **kwargs):
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
 class KhaimeResponseError(KhaimeError):
     """Khaime answered something we cannot read: not JSON, ``success`` false, fields missing."""
 

@@ -231,3 +231,22 @@ class WebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.event_id}"
+
+
+class RefreshBudget(models.Model):
+    """Khaime requests started by page loads, per API key (its SHA-256) and hour.
+
+    Counted in the database with a conditional UPDATE, so the limit holds across processes and
+    machines (``services.reconcile.take_refresh_budget``)."""
+
+    key = models.CharField(_("API key hash"), max_length=64)
+    window = models.DateTimeField(_("hour"))
+    used = models.PositiveIntegerField(_("requests"), default=0)
+
+    class Meta:
+        verbose_name = _("refresh budget")
+        verbose_name_plural = _("refresh budgets")
+        constraints = [models.UniqueConstraint(fields=["key", "window"], name="khaime_refresh_budget_window")]
+
+    def __str__(self) -> str:
+        return f"{self.window:%Y-%m-%d %H:00} {self.used}"

@@ -30,6 +30,10 @@ OPEN_STATUSES = (Status.CREATED, Status.PENDING, Status.CANCELLED)
 #: Khaime may still report a payment for a session in these states; khaime_sync asks about them,
 #: and the buyer may be sent (back) to Khaime's payment page.
 AWAITING_STATUSES = (Status.PENDING, Status.CANCELLED)
+#: Khaime may still report a payment for these "final" statuses (a declined card retried on the
+#: same hosted page; an expiry decided without asking Khaime): khaime_sync and the success page
+#: keep asking within RECHECK_LOOKBACK.
+RECHECKED_STATUSES = (Status.FAILED, Status.EXPIRED)
 #: Money was received.
 PAID_STATUSES = (Status.COMPLETED, Status.REFUNDED, Status.DISPUTED)
 #: No buyer action can change a session in these states any more (the status page stops polling).

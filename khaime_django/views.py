@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, render
 from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
@@ -12,13 +14,22 @@ from django.views import View
 from django.views.decorators.cache import never_cache
 
 from . import services
-from .exceptions import KhaimeError, KhaimeRateLimitError, KhaimeRequestInvalidError
+from .exceptions import (
+    KhaimeCheckoutInProgressError,
+    KhaimeError,
+    KhaimeRateLimitError,
+    KhaimeRequestInvalidError,
+)
 from .forms import CheckoutForm
 from .models import PaymentSession, Source, Status
 from .purchases import InvalidPurchaseError, Purchase
 from .return_urls import UnsafeReturnURL
 
 logger = logging.getLogger(__name__)
+
+#: A dropped database connection (a restarted or failed-over server, a proxy's idle timeout):
+#: answered like a Khaime failure, with the same retryable page, not Django's bare 500.
+DATABASE_DROPPED = (OperationalError, InterfaceError)
 
 
 class HttpResponseSeeOther(HttpResponseRedirect):
@@ -53,6 +64,9 @@ class CheckoutView(View):
             return self.invalid(request, form, _("This purchase cannot be paid: %(error)s") % {"error": error})
         except (KhaimeError, UnsafeReturnURL) as error:
             return self.error(request, form, error)
+        except DATABASE_DROPPED as error:
+            logger.error("Checkout failed on the database: %s", error)
+            return self.error(request, form, None)
         if not session.is_payable:
             return HttpResponseSeeOther(session.get_absolute_url())  # already settled: show it
         return HttpResponseSeeOther(session.payment_url)
@@ -69,11 +83,18 @@ class CheckoutView(View):
         # A tampered, expired or foreign token: nothing was stored and Khaime was not called.
         return render(request, self.template_invalid, {"message": message, "form": form}, status=400)
 
-    def error(self, request: HttpRequest, form: CheckoutForm, error: KhaimeError | UnsafeReturnURL) -> HttpResponse:
+    def error(
+        self, request: HttpRequest, form: CheckoutForm, error: KhaimeError | UnsafeReturnURL | None
+    ) -> HttpResponse:
         # Khaime failed; the row is kept in `error` with the reason. 503 tells caches and
-        # monitors it is temporary when Khaime is only rate limiting us. UnsafeReturnURL is our
-        # own configuration (logged at ERROR with the fix): 503 too, and nothing was stored.
-        status = 503 if isinstance(error, (KhaimeRateLimitError, UnsafeReturnURL)) else 502
+        # monitors it is temporary when Khaime is only rate limiting us, another request is
+        # still creating this purchase's session, or (error None) the database connection dropped.
+        # UnsafeReturnURL is our own configuration (logged at ERROR with the fix): 503 too, and
+        # nothing was stored.
+        temporary = error is None or isinstance(
+            error, (KhaimeRateLimitError, KhaimeCheckoutInProgressError, UnsafeReturnURL)
+        )
+        status = 503 if temporary else 502
         # "Try again" re-posts what was posted, to this view: a subclass may live at another URL
         # than khaime:checkout and price from its own fields.
         retry_fields = [
@@ -81,17 +102,31 @@ class CheckoutView(View):
         ]
         context = {
             "form": form,
-            "transient": getattr(error, "transient", False),
+            "transient": error is None or getattr(error, "transient", False),
+            "in_progress": isinstance(error, KhaimeCheckoutInProgressError),
             "retry_url": request.path,
             "retry_fields": retry_fields,
         }
-        return render(request, self.template_error, context, status=status)
+        response = render(request, self.template_error, context, status=status)
+        if isinstance(error, KhaimeCheckoutInProgressError):
+            response["Retry-After"] = str(error.retry_after)
+        return response
 
 
 @method_decorator(never_cache, name="dispatch")
 class SessionPageView(View):
     http_method_names = ["get"]
     template_name = "khaime_django/session.html"
+
+    template_unavailable = "khaime_django/checkout_error.html"
+
+    def dispatch(self, request: HttpRequest, *args, **kwargs) -> HttpResponseBase:
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        except DATABASE_DROPPED as error:
+            logger.error("Return page failed on the database: %s", error)
+            context = {"transient": True, "reload_url": request.get_full_path()}
+            return render(request, self.template_unavailable, context, status=503)
 
     def get_session(self, reference) -> PaymentSession:
         return get_object_or_404(PaymentSession, reference=reference)
@@ -106,6 +141,8 @@ class SuccessView(SessionPageView):
 
     def get(self, request: HttpRequest, reference) -> HttpResponse:
         session = self.get_session(reference)
+        # On the first return, give the webhook a moment to land before spending a Khaime request.
+        services.wait_for_webhook(session)
         # Asks Khaime unless it was asked moments ago (a reload, or the page's own polling).
         unconfirmed = not services.refresh_if_due(session, source=Source.RETURN)
         return self.render_session(request, session, returned_from="success", unconfirmed=unconfirmed)
@@ -129,6 +166,13 @@ class StatusView(View):
     """JSON for the processing page to poll; asks Khaime at most every STATUS_REFRESH_INTERVAL."""
 
     http_method_names = ["get"]
+
+    def dispatch(self, request: HttpRequest, *args, **kwargs) -> HttpResponseBase:
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        except DATABASE_DROPPED as error:
+            logger.error("Status endpoint failed on the database: %s", error)
+            return JsonResponse({"error": "temporarily unavailable", "retry": True}, status=503)
 
     def get(self, request: HttpRequest, reference) -> JsonResponse:
         session = get_object_or_404(PaymentSession, reference=reference)

@@ -42,6 +42,7 @@ def khaime_test_settings(settings):
         "WEBHOOK_SECRETS": ["whsec_test_secret"],
         "TIMEOUT": (1, 2),
         "RETURN_TIMEOUT": (1, 1),
+        "RETURN_WEBHOOK_WAIT": 0,
         "MAX_RETRIES": 2,
         "BACKOFF_BASE": 0,
         "BACKOFF_MAX": 0,

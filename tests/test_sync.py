@@ -102,8 +102,10 @@ def test_sync_skips_sessions_it_asked_about_within_the_grace(khaime_api, stale_s
 
 
 def test_sync_leaves_settled_sessions_alone(khaime_api, stale_session):
-    for status in (Status.COMPLETED, Status.FAILED, Status.EXPIRED, Status.REFUNDED):
+    for status in (Status.COMPLETED, Status.REFUNDED, Status.DISPUTED, Status.ERROR):
         stale_session(status)
+    for status in (Status.FAILED, Status.EXPIRED):  # past RECHECK_LOOKBACK (3 days)
+        stale_session(status, minutes_ago=3 * 24 * 60 + 1)
     sync()
     assert len(khaime_api.calls) == 0
 

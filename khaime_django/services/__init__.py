@@ -37,12 +37,14 @@ from .payments import (
 from .reconcile import (
     EXPIRE_BATCH_SIZE,
     SyncReport,
+    abandon_stale_created,
     apply_khaime_status,
     expire_stale,
     refresh_if_due,
     refresh_session,
     remote_target,
     sync_sessions,
+    wait_for_webhook,
 )
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "Applied",
     "EventHandler",
     "SyncReport",
+    "abandon_stale_created",
     "apply_khaime_status",
     "apply_payment_event",
     "apply_webhook_event",
@@ -76,4 +79,5 @@ __all__ = [
     "review_reasons",
     "start_checkout",
     "sync_sessions",
+    "wait_for_webhook",
 ]

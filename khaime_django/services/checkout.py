@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Mapping
@@ -18,9 +19,15 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 
-from ..client import KhaimeClient, get_client
+from ..client import KhaimeClient, get_client, longest_call
 from ..conf import khaime_settings
-from ..exceptions import KhaimeConfigurationError, KhaimeError, KhaimeRequestInvalidError, KhaimeUnsafeRedirectError
+from ..exceptions import (
+    KhaimeCheckoutInProgressError,
+    KhaimeConfigurationError,
+    KhaimeError,
+    KhaimeRequestInvalidError,
+    KhaimeUnsafeRedirectError,
+)
 from ..models import PaymentSession, Source
 from ..purchases import Purchase
 from ..return_urls import require_safe_return_urls
@@ -36,6 +43,9 @@ logger = logging.getLogger(__name__)
 RESERVED_METADATA_KEYS = frozenset({"reference"})
 _WAIT_STEP = 0.05
 _MAX_INSERT_MISSES = 3
+#: The detail and last_error of a row left in `created` by a request that died.
+ABANDONED_DETAIL = "abandoned while creating"
+ABANDONED_ERROR = "Abandoned while creating the Khaime session."
 
 
 def start_checkout(
@@ -174,15 +184,27 @@ def _session_fields(data: Mapping[str, Any], session: PaymentSession) -> dict[st
     }
 
 
+def in_flight_limit() -> float:
+    """Seconds after which a row still in ``created`` cannot belong to a live request any more:
+    the longest the create call can take with the settings (its request died: a killed worker, a
+    dropped database connection)."""
+    return longest_call(
+        tuple(khaime_settings.TIMEOUT), int(khaime_settings.MAX_RETRIES), float(khaime_settings.BACKOFF_MAX)
+    )
+
+
 def _insert_or_reuse(purchase_key: str, client: KhaimeClient, **values: Any) -> PaymentSession:
     """INSERT the session, or hand back the open one for the same purchase.
 
     The partial unique index on ``purchase_key`` decides which of two racing requests inserts;
-    the other one waits for that session to leave ``created`` (at most as long as ``client`` can
-    take to create one) and reuses it.
+    the other one waits for that session to leave ``created`` and reuses it. It waits at most
+    IN_FLIGHT_WAIT seconds (well under a WSGI worker's timeout), then raises
+    ``KhaimeCheckoutInProgressError``; a row older than anything ``client`` can take is abandoned
+    (moved to ``error``) at once, never waited on.
     """
-    in_flight_limit = client.longest_call()
-    deadline = time.monotonic() + in_flight_limit
+    abandoned_before = timedelta(seconds=client.longest_call())
+    wait = float(khaime_settings.IN_FLIGHT_WAIT)
+    deadline = time.monotonic() + wait
     misses = 0
     while True:
         try:
@@ -207,16 +229,18 @@ def _insert_or_reuse(purchase_key: str, client: KhaimeClient, **values: Any) -> 
                 return existing
             transition(existing, Status.EXPIRED, source=Source.CHECKOUT, detail="expires_at passed; not reused")
             continue
-        # `created`: another request is talking to Khaime for this purchase right now.
-        if time.monotonic() >= deadline or existing.created_at < timezone.now() - timedelta(seconds=in_flight_limit):
+        # `created`: another request is talking to Khaime for this purchase right now, unless it
+        # died (then its row is older than any call to Khaime can take).
+        if existing.created_at < timezone.now() - abandoned_before:
             transition(
-                existing,
-                Status.ERROR,
-                source=Source.CHECKOUT,
-                detail="abandoned while creating",
-                last_error="Abandoned while creating the Khaime session.",
+                existing, Status.ERROR, source=Source.CHECKOUT, detail=ABANDONED_DETAIL, last_error=ABANDONED_ERROR
             )
             continue
+        if time.monotonic() >= deadline:
+            raise KhaimeCheckoutInProgressError(
+                "The payment for this purchase is still being created; please try again in a moment.",
+                retry_after=max(1, math.ceil(wait)),
+            )
         time.sleep(_WAIT_STEP)
 
 

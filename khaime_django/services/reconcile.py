@@ -3,14 +3,17 @@ khaime_sync), and expire stale sessions without asking."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, cast
 
-from django.db.models import Q
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from ..client import get_client
@@ -22,11 +25,19 @@ from ..exceptions import (
     KhaimeRateLimitError,
     KhaimeServerError,
 )
-from ..models import PaymentSession, Source
-from ..statuses import AWAITING_STATUSES, REMOTE_STATUS, REMOTE_STATUS_UNCHANGED, Status, can_transition
+from ..models import PaymentSession, RefreshBudget, Source
+from ..statuses import (
+    AWAITING_STATUSES,
+    RECHECKED_STATUSES,
+    REMOTE_STATUS,
+    REMOTE_STATUS_UNCHANGED,
+    Status,
+    can_transition,
+)
 from ..timestamps import parse_timestamp
 from ..transitions import transition, transition_many
 from . import payments
+from .checkout import ABANDONED_DETAIL, ABANDONED_ERROR, in_flight_limit
 
 logger = logging.getLogger(__name__)
 
@@ -48,25 +59,136 @@ def refresh_session(
 
 
 def refresh_if_due(session: PaymentSession, *, source: str = Source.RETURN) -> bool:
-    """``refresh_session`` at most once per STATUS_REFRESH_INTERVAL per session (the return and
-    status pages are reloaded and polled; Khaime allows 1,000 requests an hour per key).
+    """Ask Khaime about the session for a page load (the success page, the status endpoint), at
+    most once per STATUS_REFRESH_INTERVAL per session, within REFRESH_BUDGET_PER_HOUR.
 
-    Khaime errors are logged, not raised. Returns False only when Khaime was asked and could not
-    answer (the page then says it could not confirm yet)."""
-    if session.is_final or session.status == Status.ERROR or not session.session_id:
+    The ask is claimed with a conditional UPDATE of ``last_checked_at``, so of many concurrent
+    polls only one calls Khaime. The call makes one attempt that ends within RETURN_TIMEOUT's
+    longer value, retries included: the buyer is waiting.
+
+    Khaime errors are logged, not raised. Returns False only when the session was due and Khaime
+    could not answer, or the page-load budget is spent (the page then says it could not confirm
+    yet)."""
+    now = timezone.now()
+    if not session.session_id or not worth_asking(session, now):
         return True
     interval = timedelta(seconds=khaime_settings.STATUS_REFRESH_INTERVAL)
-    if session.last_checked_at and session.last_checked_at > timezone.now() - interval:
-        return True
-    try:
-        refresh_session(session, source=source, timeout=khaime_settings.RETURN_TIMEOUT)
-    except KhaimeError as error:
-        logger.warning("Could not ask Khaime about payment session %s: %s", session.reference, error)
-        # A failed attempt counts too: otherwise, while Khaime is down or rate limiting us, every
-        # poll of every open status page becomes a Khaime request (with retries).
-        _mark_checked(session, timezone.now())
+    if session.last_checked_at and session.last_checked_at > now - interval:
+        return True  # asked moments ago (read from the row we already have: no UPDATE)
+    if not _claim_check(session, now, interval):
+        return True  # another request is asking right now, or just did
+    if not take_refresh_budget(now):
+        logger.warning(
+            "Not asking Khaime about payment session %s: page loads spent REFRESH_BUDGET_PER_HOUR", session.reference
+        )
         return False
+    timeout = khaime_settings.RETURN_TIMEOUT
+    try:
+        data = get_client(max_retries=0).get_session(session.session_id, timeout=timeout, deadline=max(timeout))
+    except KhaimeRateLimitError as error:
+        logger.warning("Khaime rate limited the check of payment session %s: %s", session.reference, error)
+        _back_off(session, now, error.retry_after)
+        return False
+    except KhaimeError as error:
+        # The claim already stamped last_checked_at: while Khaime is down, polls do not turn
+        # into a Khaime request each.
+        logger.warning("Could not ask Khaime about payment session %s: %s", session.reference, error)
+        return False
+    apply_khaime_status(session, data, source=source, stamped=True)
     return True
+
+
+#: How often ``wait_for_webhook`` re-reads the session.
+WEBHOOK_POLL_STEP = 0.25
+#: A 429 without Retry-After keeps page loads from asking about that session this long (seconds).
+RATE_LIMIT_BACKOFF = 60.0
+
+
+def wait_for_webhook(session: PaymentSession, seconds: float | None = None) -> bool:
+    """On the buyer's first return (never asked about yet), wait up to RETURN_WEBHOOK_WAIT
+    seconds for the webhook to move the session on, reading only the database, so a working
+    webhook spares a Khaime request. Returns True (and refreshes ``session``) if it moved."""
+    seconds = float(khaime_settings.RETURN_WEBHOOK_WAIT) if seconds is None else seconds
+    if seconds <= 0 or session.status not in AWAITING_STATUSES or session.last_checked_at is not None:
+        return False
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(min(WEBHOOK_POLL_STEP, max(deadline - time.monotonic(), 0)))
+        status = PaymentSession.objects.filter(pk=session.pk).values_list("status", flat=True).first()
+        if status is not None and status != session.status:
+            session.refresh_from_db()
+            return True
+    return False
+
+
+def worth_asking(session: PaymentSession, now) -> bool:
+    """Khaime may still report a payment for this session: it awaits one, or it ``failed`` or
+    expired within RECHECK_LOOKBACK of its creation (a declined card may be retried on the same
+    hosted page; an offline expiry did not ask Khaime)."""
+    if session.status in AWAITING_STATUSES:
+        return True
+    return session.status in RECHECKED_STATUSES and session.created_at >= now - khaime_settings.RECHECK_LOOKBACK
+
+
+def _worth_asking_q(now) -> Q:
+    """``worth_asking`` as a query."""
+    return Q(status__in=AWAITING_STATUSES) | Q(
+        status__in=RECHECKED_STATUSES, created_at__gte=now - khaime_settings.RECHECK_LOOKBACK
+    )
+
+
+def _back_off(session: PaymentSession, now, retry_after: float | None) -> None:
+    """After a 429: no page load asks about this session again before Retry-After (or
+    RATE_LIMIT_BACKOFF) has passed, and when Khaime asks for a minute or more (the hourly quota),
+    page loads stop asking about any session for the rest of the hour."""
+    wait = RATE_LIMIT_BACKOFF if retry_after is None else retry_after
+    until = now + timedelta(seconds=wait)
+    PaymentSession.objects.filter(pk=session.pk).update(last_checked_at=until)
+    session.last_checked_at = until
+    if wait >= RATE_LIMIT_BACKOFF:
+        _this_hours_budget(now).update(used=max(int(khaime_settings.REFRESH_BUDGET_PER_HOUR), 0))
+
+
+def _this_hours_budget(now):
+    """The RefreshBudget rows of this API key and hour (none, or the one)."""
+    key = hashlib.sha256(str(khaime_settings.API_KEY).encode()).hexdigest()
+    return RefreshBudget.objects.filter(key=key, window=now.replace(minute=0, second=0, microsecond=0))
+
+
+def _claim_check(session: PaymentSession, now, interval: timedelta) -> bool:
+    """Stamp ``last_checked_at`` if nobody asked within ``interval``; True for the one winner."""
+    won = (
+        PaymentSession.objects.filter(pk=session.pk)
+        .filter(Q(last_checked_at__isnull=True) | Q(last_checked_at__lte=now - interval))
+        .update(last_checked_at=now)
+    )
+    if won:
+        session.last_checked_at = now
+    return bool(won)
+
+
+def take_refresh_budget(now) -> bool:
+    """Count one page-load request to Khaime against REFRESH_BUDGET_PER_HOUR for this API key;
+    False when this hour's budget is spent. Holds across processes: a conditional UPDATE, or
+    the INSERT of the hour's row that the unique constraint lets only one process make."""
+    limit = int(khaime_settings.REFRESH_BUDGET_PER_HOUR)
+    if limit <= 0:
+        return False
+    this_hour = _this_hours_budget(now)
+    window = now.replace(minute=0, second=0, microsecond=0)
+    for _attempt in range(2):
+        if this_hour.filter(used__lt=limit).update(used=F("used") + 1):
+            return True
+        try:
+            with transaction.atomic():
+                RefreshBudget.objects.create(
+                    key=hashlib.sha256(str(khaime_settings.API_KEY).encode()).hexdigest(), window=window, used=1
+                )
+        except IntegrityError:
+            continue  # the hour's row exists: full, or another process just made it
+        RefreshBudget.objects.filter(window__lt=window - timedelta(days=1)).delete()
+        return True
+    return False
 
 
 def remote_target(data: Mapping[str, Any]) -> str | None:
@@ -74,8 +196,11 @@ def remote_target(data: Mapping[str, Any]) -> str | None:
     return REMOTE_STATUS.get(data.get("status", ""))
 
 
-def apply_khaime_status(session: PaymentSession, data: Mapping[str, Any], *, source: str) -> bool:
-    """Apply what ``GET /payments/sessions/{id}`` said. Returns True when the status changed."""
+def apply_khaime_status(
+    session: PaymentSession, data: Mapping[str, Any], *, source: str, stamped: bool = False
+) -> bool:
+    """Apply what ``GET /payments/sessions/{id}`` said. Returns True when the status changed.
+    ``stamped``: ``last_checked_at`` was already written for this ask (a claimed refresh)."""
     now = timezone.now()
     remote = data.get("status")
     target = remote_target(data)
@@ -86,7 +211,7 @@ def apply_khaime_status(session: PaymentSession, data: Mapping[str, Any], *, sou
         changed = transition(session, target, source=source, detail=f"Khaime says {remote}", last_checked_at=now)
     elif remote not in REMOTE_STATUS_UNCHANGED:
         logger.warning("Khaime reported unknown status %r for payment session %s", remote, session.reference)
-    if not changed:
+    if not changed and not stamped:
         _mark_checked(session, now)
     return changed
 
@@ -138,6 +263,8 @@ class SyncReport:
     #: --offline: sessions expired (or that would be) past expires_at + grace, Khaime not asked.
     offline: bool = False
     expired_offline: int = 0
+    #: Rows still in `created` past the in-flight limit, moved to `error` (both modes).
+    abandoned: int = 0
 
 
 def sync_sessions(
@@ -147,10 +274,11 @@ def sync_sessions(
     dry_run: bool = False,
     on_change: Callable[[PaymentSession, str, str], None] | None = None,
 ) -> SyncReport:
-    """Ask Khaime about sessions still pending or cancelled ``grace`` after creation, newest
-    first, and apply the answers, spending at most ``budget`` requests (Khaime allows 1,000 an
-    hour per key). Stops at the first 429. A session asked about within ``grace`` is skipped, so
-    successive runs work through a backlog instead of re-asking about the newest ones.
+    """Ask Khaime about sessions still pending or cancelled ``grace`` after creation, and about
+    ``failed`` or ``expired`` ones created within RECHECK_LOOKBACK, newest first, and apply the
+    answers, spending at most ``budget`` requests (Khaime allows 1,000 an hour per key). Stops at
+    the first 429. A session asked about within ``grace`` is skipped, so successive runs work
+    through a backlog instead of re-asking about the newest ones.
 
     The client is ``get_client(max_retries=0)``: one request per session, so the budget
     is exact, and a failure waits for the next run rather than spending more of the hour's quota.
@@ -158,9 +286,10 @@ def sync_sessions(
     report = SyncReport(dry_run=dry_run)
     grace = khaime_settings.SYNC_GRACE if grace is None else grace
     client = get_client(max_retries=0)
-    cutoff = timezone.now() - grace
+    now = timezone.now()
+    cutoff = now - grace
     due = (
-        PaymentSession.objects.filter(status__in=AWAITING_STATUSES, session_id__isnull=False, created_at__lte=cutoff)
+        PaymentSession.objects.filter(_worth_asking_q(now), session_id__isnull=False, created_at__lte=cutoff)
         .filter(Q(last_checked_at__isnull=True) | Q(last_checked_at__lte=cutoff))
         .order_by("-created_at", "-pk")
     )
@@ -233,4 +362,34 @@ def expire_stale(
         if not changed:
             return expired
         expired += len(changed)
+        last_pk = changed[-1]
+
+
+def abandon_stale_created(*, dry_run: bool = False, batch_size: int = EXPIRE_BATCH_SIZE) -> int:
+    """Move rows still ``created`` longer than any create call can take (``in_flight_limit()``)
+    to ``error``: the request that inserted them died between its INSERT and Khaime's answer (a
+    killed worker, a dropped connection). Khaime may hold a session for such a row; a later
+    ``payment.succeeded`` matched by ``metadata.reference`` still completes it (``error ->
+    completed`` is allowed). Returns how many were (or, with ``dry_run``, would be) moved.
+
+    Works in primary-key batches, like ``expire_stale``; needs no API key and makes no request.
+    """
+    stale = PaymentSession.objects.filter(
+        status=Status.CREATED, created_at__lt=timezone.now() - timedelta(seconds=in_flight_limit())
+    ).order_by("pk")
+    if dry_run:
+        return stale.count()
+    abandoned = 0
+    last_pk = 0
+    while True:
+        changed = transition_many(
+            stale.filter(pk__gt=last_pk)[:batch_size],
+            Status.ERROR,
+            source=Source.SYNC,
+            detail=ABANDONED_DETAIL,
+            last_error=ABANDONED_ERROR,
+        )
+        if not changed:
+            return abandoned
+        abandoned += len(changed)
         last_pk = changed[-1]

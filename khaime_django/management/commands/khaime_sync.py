@@ -23,7 +23,7 @@ class Command(BaseCommand):
     help = (
         "Ask Khaime about sessions still pending or cancelled after a grace period and apply the "
         "answers (at most --budget requests, stopping at a 429); with --offline, expire sessions past "
-        "expires_at without asking Khaime."
+        "expires_at without asking Khaime. Both modes move sessions abandoned while being created to error."
     )
 
     def add_arguments(self, parser):
@@ -54,6 +54,8 @@ class Command(BaseCommand):
     def handle(self, *args, budget, grace, offline, dry_run, verbosity, **options):
         if budget < 0:
             raise CommandError("--budget cannot be negative.")
+        # Both modes: a row left in `created` by a request that died needs no request to Khaime.
+        abandoned = services.abandon_stale_created(dry_run=dry_run)
         if offline:
             report = services.SyncReport(dry_run=dry_run, offline=True)
             report.expired_offline = services.expire_stale(grace=grace, dry_run=dry_run)
@@ -68,6 +70,7 @@ class Command(BaseCommand):
                 report = services.sync_sessions(budget=budget, grace=grace, dry_run=dry_run, on_change=show)
             except KhaimeConfigurationError as error:
                 raise CommandError(f"{error} (--offline needs no API key)") from None
+        report.abandoned = abandoned
         self.stdout.write(format_report(report))
         if report.unreachable:
             raise CommandError("Khaime could not be reached (or refused the API key); nothing was synced.")
@@ -77,7 +80,11 @@ def format_report(report: services.SyncReport) -> str:
     """The last line a khaime_sync run prints."""
     if report.offline:
         verb = "would expire" if report.dry_run else "expired"
-        return f"khaime_sync --offline: {verb} {report.expired_offline} sessions past expires_at, requests 0"
+        return (
+            f"khaime_sync --offline: {verb} {report.expired_offline} sessions past expires_at"
+            + _abandoned(report)
+            + ", requests 0"
+        )
     verb = "would change" if report.dry_run else "changed"
     changed = sum(report.changed.values())
     per_status = ", ".join(f"{status} {count}" for status, count in sorted(report.changed.items()))
@@ -87,7 +94,14 @@ def format_report(report: services.SyncReport) -> str:
         f"errors {report.errors}",
         f"requests {report.requests}",
     ]
-    line = "khaime_sync: " + ", ".join(parts)
+    line = "khaime_sync: " + ", ".join(parts) + _abandoned(report)
     if report.stopped:
         line += f"; stopped early: {report.stopped}"
     return line + (" (dry run: nothing was changed)" if report.dry_run else "")
+
+
+def _abandoned(report: services.SyncReport) -> str:
+    if not report.abandoned:
+        return ""
+    verb = "would move" if report.dry_run else "moved"
+    return f", {verb} {report.abandoned} abandoned while creating to error"

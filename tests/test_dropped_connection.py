@@ -1,0 +1,98 @@
+"""A database connection dropped mid-request (issue 10, item 16): the checkout and return pages
+answer with the same clear, retryable 503 page as a Khaime failure, not Django's bare 500, and the
+row ends consistent.
+
+The connection is really dropped: a second connection runs ``pg_terminate_backend`` on the test
+connection's backend while the request waits for Khaime."""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+import pytest
+from django.db import connection
+from django.urls import reverse
+
+from demo_project import settings as demo_settings
+from khaime_django.models import PaymentSession, Status
+
+from .conftest import API_BASE, SEED_CREATE_RESPONSE
+
+on_postgres = pytest.mark.skipif(connection.vendor != "postgresql", reason="drops a real PostgreSQL connection")
+
+
+def terminate_this_connection():
+    """A callback for a stubbed Khaime call: drop the request's database connection from outside."""
+    pid = connection.connection.info.backend_pid
+    db = connection.settings_dict
+
+    def drop(request):
+        with psycopg.connect(
+            host=db["HOST"] or "127.0.0.1",
+            port=db["PORT"] or 5432,
+            user=db["USER"],
+            password=db.get("PASSWORD") or None,
+            dbname=db["NAME"],
+            autocommit=True,
+        ) as other:
+            assert other.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone() == (True,)
+        return drop.status, {}, drop.body
+
+    return drop
+
+
+def fresh_connection():
+    connection.close()  # what CONN_HEALTH_CHECKS does before the next request
+
+
+def test_the_demo_checks_kept_connections_before_each_request():
+    assert demo_settings.DATABASES["default"]["CONN_HEALTH_CHECKS"] is True
+    assert demo_settings.DATABASES["default"]["CONN_MAX_AGE"] > 0
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@on_postgres
+def test_checkout_answers_a_dropped_connection_with_the_retryable_error_page(client, khaime_api, buy_token):
+    """0.1.0: the UPDATE after Khaime answered raised OperationalError, a bare 500."""
+    connection.ensure_connection()
+    drop = terminate_this_connection()
+    drop.status, drop.body = 201, json.dumps(SEED_CREATE_RESPONSE)
+    khaime_api.add_callback("POST", f"{API_BASE}/payments/sessions", callback=drop)
+    page = client.post(reverse("khaime:checkout"), {"token": buy_token, "email": "buyer@example.com"})
+    assert page.status_code == 503
+    assert b"Please try again in a moment" in page.content
+    assert b"Try again" in page.content
+    fresh_connection()
+    # The INSERT was committed before Khaime was called: the row is there, in `created`, for
+    # khaime_sync to move to `error` once past the in-flight limit, and for a payment matched by
+    # reference to complete.
+    row = PaymentSession.objects.get()
+    assert (row.status, row.session_id) == (Status.CREATED, None)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@on_postgres
+@pytest.mark.parametrize("page_name", ["khaime:success", "khaime:status"])
+def test_return_pages_answer_a_dropped_connection_with_a_retryable_503(client, khaime_api, make_session, page_name):
+    session = make_session(Status.PENDING)
+    connection.ensure_connection()
+    drop = terminate_this_connection()
+    drop.status = 200
+    drop.body = json.dumps({"success": True, "data": {"session_id": session.session_id, "status": "completed"}})
+    khaime_api.add_callback("GET", f"{API_BASE}/payments/sessions/{session.session_id}", callback=drop)
+    url = reverse(page_name, kwargs={"reference": session.reference})
+    page = client.get(url)
+    assert page.status_code == 503
+    if page_name == "khaime:success":
+        assert b"If you paid, your payment is safe" in page.content
+        assert f'href="{url}"'.encode() in page.content
+    else:
+        assert page.json() == {"error": "temporarily unavailable", "retry": True}
+    fresh_connection()
+    # Nothing half-applied: still pending, no history row; the reload applies Khaime's answer.
+    row = PaymentSession.objects.get()
+    assert row.status == Status.PENDING
+    assert not row.status_changes.exists()
