@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
@@ -92,12 +93,21 @@ def age(session: PaymentSession, seconds: float) -> None:
 
 
 @pytest.fixture
-def stuck_row(make_session):
-    """A row in `created` for the $50.00 buy button's purchase, as a request that died leaves it."""
+def stuck_row(make_session, client):
+    """A row in `created` for the $50.00 buy button's purchase, as a request from the test
+    client's browser that died after its INSERT leaves it."""
 
     def make(seconds_ago: float = 0):
+        from khaime_django.conf import khaime_settings
         from khaime_django.purchases import Purchase
+        from khaime_django.services import buyers
         from khaime_django.services.checkout import _purchase_key
+
+        browser = client.session
+        token = browser.get(buyers.SESSION_KEY) or "browser-token-of-the-test-client"
+        browser[buyers.SESSION_KEY] = token
+        browser.save()
+        client.cookies[settings.SESSION_COOKIE_NAME] = browser.session_key
 
         purchase = Purchase(amount=5000, currency="USD", product_name="Premium Plan")
         request = purchase.session_request(
@@ -106,7 +116,12 @@ def stuck_row(make_session):
             cancel_url="https://shop.test/c",
             reference="r",
         )
-        row = make_session(Status.CREATED, purchase_key=_purchase_key(None, request), total_amount=None)
+        row = make_session(
+            Status.CREATED,
+            purchase_key=_purchase_key(None, buyers.buyer_key(token), request, khaime_settings.mode),
+            buyer_key=buyers.buyer_key(token),
+            total_amount=None,
+        )
         age(row, seconds_ago)
         return PaymentSession.objects.get(pk=row.pk)
 
