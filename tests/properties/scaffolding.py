@@ -334,8 +334,8 @@ class World:
     def signal_key(self) -> str:
         raise NotImplementedError
 
-    def check_after_delivery(self, event: Event, response) -> None:
-        """Extra checks a World makes after each delivery (e.g. review flags)."""
+    def check_after_delivery(self, event: Event, before: str) -> None:
+        """Extra checks a World makes after each delivery (``before``: the status before it)."""
 
     # Shared. ----------------------------------------------------------------------------------
 
@@ -354,6 +354,7 @@ class World:
         return events
 
     def deliver(self, event: Event):
+        before = self.status()
         response = post_signed(
             self.env.client, event.body, HTTP_X_KHAIME_EVENT=event.event_type, HTTP_X_KHAIME_EVENT_ID=event.event_id
         )
@@ -361,7 +362,7 @@ class World:
         assert response.status_code == 200, (
             f"delivery of {event!r} answered {response.status_code}: {response.content[:300]!r}"
         )
-        self.check_after_delivery(event, response)
+        self.check_after_delivery(event, before)
         return response
 
     def settle(self) -> None:
