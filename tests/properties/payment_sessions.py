@@ -5,6 +5,7 @@ with webhooks, return pages, the cancel page, khaime_sync (online and offline) a
 from __future__ import annotations
 
 import io
+import os
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +26,18 @@ FAILED, EXPIRED, REFUNDED, DISPUTED, ERROR = "failed", "expired", "refunded", "d
 #: Khaime's clock for the news itself: fixed, so every run of a scenario stores the same times.
 PAID_AT = datetime(2026, 3, 27, 14, 31, 58, tzinfo=UTC)
 PRICE = 5000
+#: Defects the machine has found and that other work fixes, each with its strict-xfail example in
+#: test_found_sequences.py. The machine tolerates them (so it can look for new ones) unless
+#: KHAIME_FUZZ_KNOWN_DEFECTS=strict; delete an entry when its fix lands.
+KNOWN_DEFECTS = frozenset(
+    {
+        # test_a_refund_before_the_payment_flags_a_wrong_amount_for_review (issue 10)
+        "refund or dispute first completes without the review checks",
+        # test_khaime_failed_after_an_offline_expiry_converges_to_failed
+        "an offline expiry refuses Khaime's later failed",
+    }
+)
+TOLERATE_KNOWN_DEFECTS = os.environ.get("KHAIME_FUZZ_KNOWN_DEFECTS", "") != "strict"
 SHORT_BY = 1000  # a payment that does not match the session (the buyer paid less)
 
 
@@ -214,11 +227,21 @@ class PaymentSessionWorld(World):
         # Every session went through checkout (pending); a paid one was completed exactly once.
         return {final, PENDING} | ({COMPLETED} if final in self.PAID else set())
 
+    def check_converged(self, canonical) -> None:
+        mine = self.snapshot()
+        if TOLERATE_KNOWN_DEFECTS and (mine["status"], canonical.snapshot["status"]) == (EXPIRED, FAILED):
+            # KNOWN_DEFECTS: "an offline expiry refuses Khaime's later failed"
+            assert (PENDING, EXPIRED) in self.history() or (CANCELLED, EXPIRED) in self.history()
+            return
+        super().check_converged(canonical)
+
     def check_after_delivery(self, event: Event, before: str) -> None:
         """A payment that does not match the session is flagged for review by the very delivery
         that first records it as paid, whichever payment event that is."""
         session = self.stored()
         short = self.paid_amount is not None and self.paid_amount != self.khaime_session.amount
+        if TOLERATE_KNOWN_DEFECTS and event.event_type != "payment.succeeded":
+            return  # KNOWN_DEFECTS: "refund or dispute first completes without the review checks"
         if short and before not in self.PAID and session.status in self.PAID:
             assert session.needs_review, (
                 f"{event!r} left the session {session.status} for a payment of {self.paid_amount}"

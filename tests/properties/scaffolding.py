@@ -537,3 +537,40 @@ class ScenarioMachine(RuleBasedStateMachine):
 def deliveries(events: Iterable[Event]) -> list[str]:
     """A readable list of events, for messages."""
     return [repr(event) for event in events]
+
+
+class replaying:
+    """Replays a sequence as Hypothesis prints it, with the same checks after every step and at
+    the end; for the named examples of sequences the machines found::
+
+        with replaying(PaymentSessionMachine, world_env) as state:
+            state.checkout(scenario="paid")
+            (paid,) = state.khaime_moves_on()
+            state.deliver(event=paid)
+    """
+
+    def __init__(self, machine_class: type[ScenarioMachine], env: Env) -> None:
+        self.machine = machine_class.bound(env)()
+
+    def __enter__(self) -> _Steps:
+        return _Steps(self.machine)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.machine._checked = -1  # teardown then only rolls back
+        self.machine.teardown()
+
+
+class _Steps:
+    def __init__(self, machine: ScenarioMachine) -> None:
+        self._machine = machine
+
+    def __getattr__(self, name: str):
+        method = getattr(self._machine, name)
+
+        def step(**kwargs):
+            result = method(**kwargs)
+            self._machine.every_step_keeps_the_promises()
+            return tuple(result.values) if hasattr(result, "values") else result
+
+        return step
