@@ -32,7 +32,7 @@ _COMMON = {
 
 settings.register_profile(
     "ci",
-    max_examples=12,
+    max_examples=20,
     stateful_step_count=16,
     derandomize=True,
     **_COMMON,

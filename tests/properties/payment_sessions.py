@@ -67,7 +67,17 @@ class PaymentSessionWorld(World):
     }
     INITIAL = CREATED
     PAID = frozenset({COMPLETED, REFUNDED, DISPUTED})
-    RANK = {CREATED: 0, ERROR: 0, PENDING: 1, CANCELLED: 2, FAILED: 3, EXPIRED: 3, COMPLETED: 4, DISPUTED: 5, REFUNDED: 6}
+    RANK = {
+        CREATED: 0,
+        ERROR: 0,
+        PENDING: 1,
+        CANCELLED: 2,
+        FAILED: 3,
+        EXPIRED: 3,
+        COMPLETED: 4,
+        DISPUTED: 5,
+        REFUNDED: 6,
+    }
     SIGNAL = {
         PENDING: "payment_session_created",
         COMPLETED: "payment_completed",
@@ -275,9 +285,11 @@ class PaymentSessionMachine(ScenarioMachine):
         """khaime_sync asks Khaime about open sessions; --offline expires those past expires_at
         without asking; the admin action asks about the selected session."""
         self._mark_step()
-        {"khaime_sync": self.w.sync, "khaime_sync --offline": self.w.sync_offline, "admin refresh": self.w.admin_refresh}[
-            how
-        ]()
+        {
+            "khaime_sync": self.w.sync,
+            "khaime_sync --offline": self.w.sync_offline,
+            "admin refresh": self.w.admin_refresh,
+        }[how]()
 
     # Khaime can only let a session expire once the scenario has played out at its end (a
     # session that is paid, failed or already expired there).

@@ -32,7 +32,7 @@ import json
 import re
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -532,11 +532,6 @@ class ScenarioMachine(RuleBasedStateMachine):
         finally:
             self._savepoint.rollback()
             self.env.signals.sent.clear()
-
-
-def deliveries(events: Iterable[Event]) -> list[str]:
-    """A readable list of events, for messages."""
-    return [repr(event) for event in events]
 
 
 class replaying:
