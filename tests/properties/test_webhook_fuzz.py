@@ -165,5 +165,5 @@ def test_deeply_nested_signed_json_is_answered_400_not_500(db, raw_client, depth
 )
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity", "1e400"])
 def test_a_signed_body_with_a_non_json_number_is_answered_400_not_500(db, raw_client, constant):
-    body = ('{"event_id":"evt_nan","event_type":"payment.succeeded","data":{"amount":%s}}' % constant).encode()
+    body = b'{"event_id":"evt_nan","event_type":"payment.succeeded","data":{"amount":' + constant.encode() + b"}}"
     check_delivery(raw_client, body)

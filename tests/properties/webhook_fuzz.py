@@ -11,8 +11,8 @@ an allowed transition; delivering the same body again changes nothing but the de
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
