@@ -135,19 +135,16 @@ class KhaimeModel:
 
     def __init__(self) -> None:
         self.sessions: dict[str, KhaimeSession] = {}
-        self.requests: Counter[str] = Counter()
         self._ids = itertools.count(1)
 
     def reset(self) -> None:
         self.sessions.clear()
-        self.requests.clear()
 
     def install(self, responses_mock) -> None:
         responses_mock.add_callback("POST", f"{API_BASE}/payments/sessions", callback=self._create)
         responses_mock.add_callback("GET", self.SESSION_URL, callback=self._get)
 
     def _create(self, request):
-        self.requests["create"] += 1
         body = json.loads(request.body)
         session_id = f"sess_prop_{next(self._ids)}_{uuid.uuid4().hex[:8]}"
         total = body["amount"] + 320
@@ -177,7 +174,6 @@ class KhaimeModel:
         return 201, {"Content-Type": "application/json"}, json.dumps({"success": True, "data": data})
 
     def _get(self, request):
-        self.requests["get"] += 1
         match = self.SESSION_URL.match(request.url)
         session = self.sessions.get(match.group("id")) if match else None
         if session is None:
