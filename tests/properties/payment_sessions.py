@@ -102,14 +102,32 @@ class PaymentSessionWorld(World):
 
     def start(self) -> None:
         """The buyer presses Buy: a real POST to the checkout view, answered 303 to Khaime."""
+        response = self.press_buy()
+        self.session = PaymentSession.objects.get(customer_email=self.email)
+        assert response["Location"] == self.session.payment_url
+        self.khaime_session = self.env.khaime.sessions[self.session.session_id]
+
+    def press_buy(self):
         token = Purchase(amount=PRICE, currency="USD", product_name="Premium Plan").sign()
         response = with_commit_hooks(
             lambda: self.env.client.post(reverse("khaime:checkout"), {"token": token, "email": self.email})
         )
         assert response.status_code == 303, response.content[:300]
-        self.session = PaymentSession.objects.get(customer_email=self.email)
-        assert response["Location"] == self.session.payment_url
-        self.khaime_session = self.env.khaime.sessions[self.session.session_id]
+        return response
+
+    @property
+    def may_buy_again(self) -> bool:
+        """The buyer's session is still open and unexpired, so pressing Buy again must reuse it."""
+        return (
+            self.session is not None and self.env.clock.offset == timedelta() and self.status() in (PENDING, CANCELLED)
+        )
+
+    def buy_again(self) -> None:
+        """A double click or a back-button resubmit: the same Khaime session, no second row."""
+        assert self.session is not None
+        response = self.press_buy()
+        assert response["Location"] == self.session.payment_url, "pressing Buy again did not reuse the open session"
+        assert PaymentSession.objects.filter(customer_email=self.email).count() == 1
 
     def khaime_takes(self, step: str) -> list[tuple[str, dict]]:
         khaime = self.khaime_session
@@ -290,6 +308,12 @@ class PaymentSessionMachine(ScenarioMachine):
             "khaime_sync --offline": self.w.sync_offline,
             "admin refresh": self.w.admin_refresh,
         }[how]()
+
+    @precondition(lambda self: self.world is not None and self.w.may_buy_again)
+    @rule()
+    def buyer_presses_buy_again(self) -> None:
+        self._mark_step()
+        self.w.buy_again()
 
     # Khaime can only let a session expire once the scenario has played out at its end (a
     # session that is paid, failed or already expired there).
