@@ -255,6 +255,11 @@ class PaymentSessionWorld(World):
         # Every session went through checkout (pending); a paid one was completed exactly once.
         return {final, PENDING} | ({COMPLETED} if final in self.PAID else set())
 
+    def check_signals_match_history(self) -> None:
+        super().check_signals_match_history()
+        flagged = self.env.signals.counts(self.signal_key)["payment_needs_review"]
+        assert flagged == int(self.stored().needs_review), f"payment_needs_review sent {flagged} times"
+
     def check_converged(self, canonical) -> None:
         mine = self.snapshot()
         if TOLERATE_KNOWN_DEFECTS and (mine["status"], canonical.snapshot["status"]) == (EXPIRED, FAILED):
