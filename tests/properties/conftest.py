@@ -38,7 +38,7 @@ settings.register_profile(
     **_COMMON,
 )
 settings.register_profile("dev", max_examples=60, stateful_step_count=30, **_COMMON)
-settings.register_profile("fuzz", max_examples=1000, stateful_step_count=50, **_COMMON)
+settings.register_profile("fuzz", max_examples=400, stateful_step_count=40, **_COMMON)
 
 #: The profile the machines and fuzz tests run with (tests use ``settings.get_profile(PROFILE)``
 #: explicitly, so loading it never changes Hypothesis' defaults for the rest of the suite).
