@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench soak soak-short lint typecheck docs matrix wheel-check venv clean
+.PHONY: demo test fuzz bench soak soak-short lint typecheck docs matrix wheel-check venv clean
 
 venv: $(STAMP)
 
@@ -19,6 +19,13 @@ test: $(STAMP)
 	$(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/python -m coverage run -m pytest $(PYTEST_ARGS)
 	$(BIN)/python -m coverage report --fail-under=90
+
+# The property-based machines and the webhook fuzz (tests/properties/) with many more examples
+# from a random seed; `make test` runs the same few, derandomized. Set DATABASE_URL for
+# PostgreSQL; FUZZ_PROFILE=dev for a shorter run.
+FUZZ_PROFILE ?= fuzz
+fuzz: $(STAMP)
+	KHAIME_HYPOTHESIS_PROFILE=$(FUZZ_PROFILE) $(BIN)/python -m pytest tests/properties $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
@@ -65,4 +72,4 @@ wheel-check:
 	bash .ci/wheel-check
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .tox .coverage htmlcov build dist *.egg-info docs/_build
+	rm -rf $(VENV) .hypothesis .pytest_cache .mypy_cache .tox .coverage htmlcov build dist *.egg-info docs/_build
