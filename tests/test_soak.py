@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from django.db import connection
@@ -47,11 +48,22 @@ def local(session_id: str | None, status: str, reference: str = "", last_to: str
     }
 
 
-def facts(sessions=(), rows=(), *, events=(), deliveries=(), inbox=None, hits=(), trips=(), fired=(), log=""):
+def buyer(*hits: Hit, email: str = "a@soak.example") -> Trip:
+    trip = Trip(
+        "pay", email, browser=SimpleNamespace(history=list(hits)), shop_url="", rng=None, reload_pause=0, reloads=0
+    )  # type: ignore[arg-type]
+    return trip
+
+
+def facts(
+    sessions=(), rows=(), *, events=(), deliveries=(), inbox=None, hits=(), trips=(), fired=(), log="", errors=()
+):
     chaos = Chaos(stack=None, injections=[], started=lambda: 0, total=1)
     chaos.fired.extend(fired)
     ledger = Ledger(list(rows), Counter(inbox or {}), Counter())
-    return Facts(Truth(list(sessions), list(events), list(deliveries)), ledger, list(trips), list(hits), chaos, log)
+    trips = list(trips) or ([buyer(*hits)] if hits else [])
+    truth = Truth(list(sessions), list(events), list(deliveries))
+    return Facts(truth, ledger, trips, list(hits), chaos, log, tuple(sorted(errors)))
 
 
 def offenders(facts: Facts) -> dict[str, int]:
@@ -105,13 +117,41 @@ def test_a_delivered_event_missing_from_the_inbox_is_caught():
     assert offenders(facts(deliveries=delivered + failed_only, inbox={})) == {"delivered_events_in_inbox_once": 1}
 
 
-def test_a_checkout_error_page_is_an_injected_fault_but_a_bare_500_is_not():
+def test_a_khaime_error_page_counts_as_injected_only_when_khaime_failed_during_it():
     hits = [
-        Hit("buy", "POST", "/payments/checkout/", 502, 0.1, 0.0, khaime_fault=True),
-        Hit("buy", "POST", "/payments/checkout/", 500, 0.1, 1.0),
+        Hit("buy", "POST", "/payments/checkout/", 502, 0.1, 0.0, page="khaime", wall=1000.0),
+        Hit("buy", "POST", "/payments/checkout/", 502, 0.1, 5.0, page="khaime", wall=1005.0),  # Khaime was fine
+        Hit("buy", "POST", "/payments/checkout/", 500, 0.1, 9.0, wall=1009.0),  # a bare 500: never injected
     ]
 
-    assert offenders(facts(hits=hits)) == {"app_5xx_not_injected": 1}
+    assert offenders(facts(hits=hits, errors=[1000.05])) == {"app_5xx_not_injected": 2}
+
+
+def test_a_database_page_counts_as_injected_only_during_a_connection_drop():
+    fired = [Fired("drop the app's database connections", 100.0, "terminated 4")]
+    hits = [
+        Hit("success return", "GET", "/s/", 503, 1.5, 99.0, page="database", wall=1.0),
+        Hit("success return", "GET", "/s/", 503, 0.2, 120.0, page="database", wall=2.0),  # no drop then
+        Hit("buy", "POST", "/payments/checkout/", 503, 0.5, 99.8, page="khaime or database", wall=3.0),
+    ]
+
+    assert offenders(facts(hits=hits, fired=fired)) == {"app_5xx_not_injected": 1}
+
+
+def test_a_still_being_created_page_counts_as_injected_only_after_this_buyers_request_was_cut_off():
+    fired = [Fired("kill -9 a gunicorn worker mid-checkout", 100.0, "SIGKILL")]
+    cut = Hit("buy", "POST", "/payments/checkout/", None, 0.5, 99.8, error="ConnectionError")
+    waited = Hit("buy (again)", "POST", "/payments/checkout/", 503, 3.0, 101.0, page="in progress", wall=1.0)
+    after_kill = buyer(cut, waited)
+    double_click = buyer(
+        Hit("buy", "POST", "/payments/checkout/", 303, 3.5, 200.0, wall=2.0),
+        Hit("buy", "POST", "/payments/checkout/", 503, 3.0, 200.0, page="in progress", wall=2.0),
+        email="b@soak.example",
+    )
+
+    found = facts(trips=[after_kill, double_click], fired=fired)
+    assert offenders(found) == {"app_5xx_not_injected": 1}
+    assert offenders(facts(trips=[double_click], errors=[3.0])) == {}  # a 429 held up the first click
 
 
 def test_a_dropped_connection_counts_only_away_from_an_injection():
@@ -127,7 +167,7 @@ def test_a_dropped_connection_counts_only_away_from_an_injection():
 
 
 def test_a_return_page_showing_paid_for_an_unpaid_session_is_caught():
-    trip = Trip("pay", "a@soak.example", browser=None, shop_url="", rng=None, reload_pause=0, reloads=0)  # type: ignore[arg-type]
+    trip = buyer()
     trip.shown.append(("r1", "completed"))
 
     lied = facts([remote("s1", "pending", reference="r1")], [local("s1", "pending", reference="r1")], trips=[trip])

@@ -119,11 +119,13 @@ class Chaos:
                     self.stack.release()
                 self.fired.append(Fired(injection.name, at, what))
 
-    def explains(self, at: float, seconds: float) -> bool:
-        """A request started at ``at`` that ended ``seconds`` later was cut off by an injection:
-        it was in flight then, and ended within BLAST_SECONDS of it (a request that ran on for
-        half a minute after a kill was ended by something else, e.g. gunicorn's timeout)."""
+    def explains(self, at: float, seconds: float, kind: str = "") -> bool:
+        """A request started at ``at`` that ended ``seconds`` later was cut off by an injection
+        (whose name contains ``kind``, e.g. "kill" or "drop"): it was in flight then, and ended
+        within BLAST_SECONDS of it (a request that ran on for half a minute after a kill was ended
+        by something else, e.g. gunicorn's timeout)."""
         end = at + seconds
         return any(
-            at <= fired.at + BLAST_SECONDS and fired.at <= end <= fired.at + BLAST_SECONDS for fired in self.fired
+            kind in fired.name and at <= fired.at + BLAST_SECONDS and fired.at <= end <= fired.at + BLAST_SECONDS
+            for fired in self.fired
         )

@@ -5,6 +5,7 @@ with a function and a line.
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ class Facts:
     hits: list[Hit]
     chaos: Chaos
     app_log: str = ""  # gunicorn's log: its own lines, the access log and the app's errors
+    khaime_errors: tuple[float, ...] = ()  # when the emulator answered 429/5xx (time.time(), sorted)
 
     @cached_property
     def local_by_session_id(self) -> dict[str, dict]:
@@ -147,12 +149,63 @@ def double_submits_share_a_session(facts: Facts) -> list[str]:
     ]
 
 
+#: How far (seconds) an emulator log line may fall outside the buyer's request it answered.
+KHAIME_SLACK = 0.5
+
+
+def khaime_failed_during(facts: Facts, hit: Hit) -> bool:
+    """The emulator answered some Partner API call with a 429 or a 5xx while ``hit`` was in flight."""
+    times = facts.khaime_errors
+    first = bisect.bisect_left(times, hit.wall - KHAIME_SLACK)
+    return first < len(times) and times[first] <= hit.wall + hit.seconds + KHAIME_SLACK
+
+
+def injected_cause(facts: Facts, hit: Hit, earlier: list[str]) -> str:
+    """The injected fault a buyer-visible 5xx answered, or "" when it cannot be tied to one.
+
+    Each retryable page is tied only to the faults that can show it: a Khaime error page to an
+    error the emulator answered during the request; the database page to a connection drop the
+    request was in flight for; the "still being created" page to a Khaime error during the wait,
+    or to an injection that cut off or failed this buyer's earlier request (its row was left in
+    ``created`` by the killed worker or the dropped connection). ``earlier`` holds the causes of
+    this buyer's earlier failures. A bare 5xx is never tied."""
+    khaime = "Khaime error" if khaime_failed_during(facts, hit) else ""
+    drop = "connection drop" if facts.chaos.explains(hit.at, hit.seconds, "drop") else ""
+    if hit.page == "khaime":
+        return khaime
+    if hit.page == "khaime or database":
+        return khaime or drop
+    if hit.page == "database":
+        return drop
+    if hit.page == "in progress":
+        return khaime or next((f"after {cause}" for cause in earlier if cause), "")
+    return ""
+
+
+def classify_5xx(facts: Facts) -> list[tuple[Trip, Hit, str]]:
+    """Every buyer-visible 5xx or dropped connection, with its injected cause ("" if none)."""
+    found = []
+    for trip in facts.trips:
+        earlier: list[str] = []
+        for hit in sorted(trip.browser.history, key=lambda h: h.at):
+            if hit.status is None:
+                cause = "worker kill" if facts.chaos.explains(hit.at, hit.seconds, "kill") else ""
+                cause = cause or ("connection drop" if facts.chaos.explains(hit.at, hit.seconds, "drop") else "")
+            elif hit.status >= 500:
+                cause = injected_cause(facts, hit, earlier)
+            else:
+                continue
+            found.append((trip, hit, cause))
+            earlier.append(cause)
+    return found
+
+
 def app_5xx_not_injected(facts: Facts) -> list[str]:
-    """Server errors a buyer saw that are not the app reporting an (injected) Khaime failure."""
+    """Server errors a buyer saw that cannot be tied to an injected fault (see injected_cause)."""
     return [
-        f"{hit.status} on {hit.step}: {hit.method} {hit.url}"
-        for hit in facts.hits
-        if hit.status is not None and hit.status >= 500 and not hit.khaime_fault
+        f"{hit.status} {hit.page or 'bare'} page on {hit.step} ({trip.email}): {hit.method} {hit.url}"
+        for trip, hit, cause in classify_5xx(facts)
+        if hit.status is not None and not cause
     ]
 
 

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+from .invariants import classify_5xx
+
 SHOWN_OFFENDERS = 8
 SHOWN_TRIPS = 12
 _HIDDEN_OPTIONS = ("webhook_url", "webhook_secret")
@@ -56,6 +58,17 @@ def _table(header: list[str], rows: list[list[object]]) -> list[str]:
     return lines
 
 
+def failure_rows(classified) -> list[list[object]]:
+    counts = Counter(
+        ("no answer" if hit.status is None else hit.status, hit.page or ("-" if hit.status is None else "bare"), cause)
+        for _, hit, cause in classified
+    )
+    return [
+        [answer, page, cause or "**nothing**", n]
+        for (answer, page, cause), n in sorted(counts.items(), key=lambda item: [str(x) for x in item[0]])
+    ]
+
+
 def step_rows(hits) -> list[list[object]]:
     by_step = defaultdict(list)
     for hit in hits:
@@ -99,6 +112,7 @@ def render(settings, outcome, stack, started: float) -> str:
     load, truth, facts = outcome.load, outcome.truth, outcome.facts
     paid = sum(1 for session in truth.sessions if session["status"] == "completed")
     hits = facts.hits
+    classified = classify_5xx(facts)
     lines = [
         "# Soak: the shop as production runs it",
         "",
@@ -176,6 +190,17 @@ def render(settings, outcome, stack, started: float) -> str:
         + (", ".join(f"{name} x{n}" for name, n in exceptions.most_common()) or "no exception")
         + f"; workers SIGKILLed (injected, or by gunicorn after a timeout): {len(deaths)}",
         "",
+        "## Buyer-visible failures and their causes",
+        "",
+        "Each 5xx page and each request with no answer, by what the page said (`bare`: Django's own",
+        "error page) and the injected fault it is tied to: a Khaime error page to a 429/5xx the",
+        "emulator answered while the request was in flight; the database page to a connection drop",
+        'the request was in flight for; the "still being created" page to a Khaime error during its',
+        "wait or to an injection that cut off this buyer's earlier request; no answer to a kill or",
+        "drop it was in flight for. An untied one fails the 5xx (or dropped connection) invariant.",
+        "",
+        *_table(["answer", "page", "tied to", "n"], failure_rows(classified)),
+        "",
         "## Invariants",
         "",
         *_table(
@@ -192,8 +217,9 @@ def render(settings, outcome, stack, started: float) -> str:
                 lines.append(f"- ... and {len(result.offenders) - SHOWN_OFFENDERS} more")
             lines.append("")
     troubled = [trip for trip in load.trips if trip.notes or any(_failed(hit) for hit in trip.browser.history)]
-    # The app's own failures first (a bare 5xx, no answer), then those who met Khaime's faults.
-    troubled.sort(key=lambda trip: not any(_failed(hit) and not hit.khaime_fault for hit in trip.browser.history))
+    # The app's own failures first (a 5xx or no answer tied to no injection), then the others.
+    untied = {id(trip) for trip, _, cause in classified if not cause}
+    troubled.sort(key=lambda trip: id(trip) not in untied)
     if troubled:
         lines += [
             "## Buyers who met a failure",

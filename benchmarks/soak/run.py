@@ -11,7 +11,7 @@ from .chaos import Chaos, Injection
 from .invariants import Facts, Result, check_all
 from .ledger import read_ledger
 from .load import Load
-from .truth import Truth, read_truth, wait_for_webhooks
+from .truth import Truth, khaime_error_times, read_truth, wait_for_webhooks
 
 _PARTNER_REQUEST = re.compile(r'"(GET|POST|PUT|PATCH|DELETE) (/api/v1/partner[^" ]*)" (\d{3})')
 
@@ -81,8 +81,16 @@ def run(settings, stack, shop_url: str, injections: list[Injection]) -> Outcome:
     sync_seconds = time.monotonic() - began
 
     truth = read_truth(emulator)
-    facts = Facts(truth, read_ledger(), load.trips, load.recorder.snapshot(), chaos, stack.gunicorn.log_text())
     log = emulator.log_text()
+    facts = Facts(
+        truth,
+        read_ledger(),
+        load.trips,
+        load.recorder.snapshot(),
+        chaos,
+        stack.gunicorn.log_text(),
+        tuple(khaime_error_times(log[:load_log_end])),
+    )
     return Outcome(
         load=load,
         chaos=chaos,
