@@ -65,11 +65,12 @@ def test_checkout_answers_a_dropped_connection_with_the_retryable_error_page(cli
     assert b"Please try again in a moment" in page.content
     assert b"Try again" in page.content
     fresh_connection()
-    # The INSERT was committed before Khaime was called: the row is there, in `created`, for
-    # khaime_sync to move to `error` once past the in-flight limit, and for a payment matched by
-    # reference to complete.
+    # The INSERT was committed before Khaime was called: the row is there, moved to `error` with
+    # the reason (any failure after the INSERT gives up the row, so the buyer's next Buy is not
+    # blocked), and a payment matched by its reference still completes it.
     row = PaymentSession.objects.get()
-    assert (row.status, row.session_id) == (Status.CREATED, None)
+    assert (row.status, row.session_id) == (Status.ERROR, None)
+    assert "OperationalError" in row.last_error
 
 
 @pytest.mark.postgres
@@ -96,3 +97,51 @@ def test_return_pages_answer_a_dropped_connection_with_a_retryable_503(client, k
     row = PaymentSession.objects.get()
     assert row.status == Status.PENDING
     assert not row.status_changes.exists()
+
+
+def _demo_product(slug: str = "tea-set"):
+    from demo_project.shop.models import Product
+
+    return Product.objects.create(slug=slug, name="Tea set", amount=4200, currency="USD")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@on_postgres
+def test_the_demo_product_page_answers_a_dropped_connection_with_a_retryable_503(client, monkeypatch):
+    """Soak (issue 14): a connection drop while the product page read its product gave the buyer
+    Django's bare 500; the demo's own pages now answer like khaime_django's, 503 "try again"."""
+    from demo_project.shop import views
+
+    product = _demo_product()
+    connection.ensure_connection()
+    drop = terminate_this_connection()
+    drop.status, drop.body = 200, ""
+    real_lookup = views.get_object_or_404
+
+    def lookup_after_the_drop(*args, **kwargs):
+        drop(None)
+        return real_lookup(*args, **kwargs)
+
+    monkeypatch.setattr(views, "get_object_or_404", lookup_after_the_drop)
+    url = f"/products/{product.slug}/"
+    page = client.get(url)
+    assert page.status_code == 503
+    assert page["Retry-After"] == "2"
+    assert b"could not reach its database" in page.content
+    assert f'href="{url}"'.encode() in page.content
+    fresh_connection()
+    monkeypatch.undo()
+    assert client.get(url).status_code == 200  # the reload gets a fresh connection
+
+
+@pytest.mark.django_db
+def test_the_demo_leaves_other_exceptions_to_django(client, monkeypatch):
+    from demo_project.shop import views
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug, not a dropped connection")
+
+    monkeypatch.setattr(views, "get_object_or_404", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        client.get("/products/anything/")
