@@ -24,8 +24,6 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Last, so it sees the exceptions of the shop's views: a dropped database connection is a 503.
-    "demo_project.shop.middleware.DatabaseDroppedMiddleware",
 ]
 
 ROOT_URLCONF = "demo_project.urls"

@@ -1,8 +1,18 @@
+import logging
+import sys
+
 from django.shortcuts import get_object_or_404, render
+from django.views.defaults import server_error as django_server_error
 
 from khaime_django.models import PaymentSession
+from khaime_django.views import DATABASE_DROPPED
 
 from .models import Product
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a browser or a monitor is told to wait before trying a page again after a dropped connection.
+RETRY_AFTER = 2
 
 
 def product_list(request):
@@ -17,3 +27,17 @@ def order_status(request, reference):
     """The merchant's own page for one payment attempt: what we stored and how it got there."""
     session = get_object_or_404(PaymentSession, reference=reference)
     return render(request, "shop/order_status.html", {"session": session, "history": session.status_changes.all()})
+
+
+def server_error(request):
+    """The 500 handler: a database connection dropped mid-request (a restarted or failed-over
+    server, a proxy's idle timeout), in a view or in a middleware such as the session's save,
+    answers 503 with ``Retry-After`` and a "try again" page, as khaime_django's own pages do;
+    the next request gets a fresh connection (``CONN_HEALTH_CHECKS``). Anything else is Django's 500."""
+    error = sys.exc_info()[1]
+    if not isinstance(error, DATABASE_DROPPED):
+        return django_server_error(request)
+    logger.error("%s failed on the database: %s", request.path, error)
+    response = render(request, "shop/unavailable.html", {"reload_url": request.get_full_path()}, status=503)
+    response["Retry-After"] = str(RETRY_AFTER)
+    return response
