@@ -46,8 +46,10 @@ from django.conf import settings
 settings.KHAIME = json.loads(os.environ["KHAIME_JSON"])
 from khaime_django import services
 from khaime_django.purchases import Purchase
+from django.contrib.auth import get_user_model
 purchase = Purchase.from_token(sys.argv[1])
-services.start_checkout(customer_email=sys.argv[2], **purchase.checkout_kwargs())
+user = get_user_model().objects.get(pk=int(sys.argv[3]))
+services.start_checkout(customer_email=sys.argv[2], user=user, **purchase.checkout_kwargs())
 """
 
 
@@ -57,9 +59,15 @@ def database_url() -> str:
     return f"postgres://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-def kill_checkout_after_its_insert(buy_token, settings) -> PaymentSession:
+def kill_checkout_after_its_insert(buy_token, settings, client) -> PaymentSession:
     """Run start_checkout in another process against a Khaime that holds the create for a minute,
-    wait for its row to be committed, SIGKILL it; return the row it left behind."""
+    wait for its row to be committed, SIGKILL it; return the row it left behind. The killed
+    checkout is the test client's buyer's (a user logged in there): only the same buyer's next Buy
+    meets its row, as the purchase key binds a checkout to its buyer."""
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_user("killed-buyer", EMAIL)
+    client.force_login(user)
     with SlowKhaime(create_delay=60) as khaime:
         khaime_settings = {**settings.KHAIME, "API_BASE_URL": khaime.api_base_url, "SITE_URL": "https://shop.test"}
         env = {
@@ -68,7 +76,7 @@ def kill_checkout_after_its_insert(buy_token, settings) -> PaymentSession:
             "DATABASE_URL": database_url(),
             "KHAIME_JSON": json.dumps(khaime_settings),
         }
-        child = subprocess.Popen([sys.executable, "-c", CHILD, buy_token, EMAIL], cwd=ROOT, env=env)
+        child = subprocess.Popen([sys.executable, "-c", CHILD, buy_token, EMAIL, str(user.pk)], cwd=ROOT, env=env)
         try:
             deadline = time.monotonic() + 30
             while not khaime.count("POST"):  # the row is committed before Khaime is called
@@ -232,7 +240,7 @@ def test_a_payment_for_an_abandoned_row_still_completes_it(khaime_api, deliver, 
 def test_a_checkout_killed_after_its_insert_is_repaired_and_its_payment_still_lands(
     client, khaime_api, deliver, buy_token, settings
 ):
-    row = kill_checkout_after_its_insert(buy_token, settings)
+    row = kill_checkout_after_its_insert(buy_token, settings, client)
     assert (row.status, row.session_id) == (Status.CREATED, None)
 
     # The next Buy for the same purchase: a short wait, then "try again", not a hung worker.
@@ -261,7 +269,7 @@ def test_a_checkout_killed_after_its_insert_is_repaired_and_its_payment_still_la
 def test_a_buy_after_a_killed_checkout_past_the_limit_starts_a_new_session_at_once(
     client, seed_create, buy_token, settings
 ):
-    row = kill_checkout_after_its_insert(buy_token, settings)
+    row = kill_checkout_after_its_insert(buy_token, settings, client)
     age(row, in_flight_limit() + 1)
     started = time.monotonic()
     page = buy(client, buy_token)
