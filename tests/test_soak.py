@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 from django.db import connection
 
+from benchmarks.soak import invariants as soak_invariants
 from benchmarks.soak.browser import Hit
 from benchmarks.soak.chaos import Chaos, Fired
 from benchmarks.soak.invariants import INVARIANTS, Facts, check_all
@@ -36,8 +37,9 @@ def remote(session_id: str, status: str, reference: str = "", email: str = "a@so
     }
 
 
-def local(session_id: str | None, status: str, reference: str = "", last_to: str | None = None) -> dict:
+def local(session_id: str | None, status: str, reference: str = "", last_to: str | None = None, error="") -> dict:
     return {
+        "last_error": error,
         "reference": reference or f"ref-{session_id}",
         "session_id": session_id,
         "status": status,
@@ -93,6 +95,21 @@ def test_a_checkout_that_died_after_its_insert_shows_as_stuck_and_orphaned():
     died = facts([remote("s1", "pending", reference="r1")], [local(None, "created", reference="r1")])
 
     assert offenders(died) == {"none_stuck_in_created": 1, "one_row_per_session": 1}
+
+
+def test_a_session_whose_create_died_with_its_worker_is_known_by_reference_once_its_row_is_abandoned():
+    from khaime_django.services.checkout import ABANDONED_ERROR
+
+    assert ABANDONED_ERROR == soak_invariants.ABANDONED_ERROR
+    abandoned = local(None, "error", reference="r1", last_to="error", error=ABANDONED_ERROR)
+    assert offenders(facts([remote("s1", "pending", reference="r1")], [abandoned])) == {}
+    # Any other row without the id, or a payment on it that the row does not know, is still caught.
+    other_error = local(None, "error", reference="r1", last_to="error", error="KhaimeServerError: boom")
+    assert offenders(facts([remote("s1", "pending", reference="r1")], [other_error])) == {"one_row_per_session": 1}
+    assert offenders(facts([remote("s1", "completed", reference="r1")], [abandoned])) == {
+        "lost": 1,
+        "one_row_per_session": 1,
+    }
 
 
 def test_two_payable_sessions_for_one_purchase_are_caught():

@@ -116,6 +116,8 @@ def page_kind(status: int, text: str) -> str:
     """The kind of a retryable 502/503 page (PAGE_KINDS), "" for anything else."""
     if status not in (502, 503):
         return ""
+    if status == 502 and "Payment is unavailable right now" in text:
+        return "khaime"  # Khaime answered an error (a dropped database connection is a 503)
     return next((kind for marker, kind in PAGE_KINDS if marker in text), "")
 
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from .invariants import classify_5xx
+from .invariants import classify_5xx, lost_with_its_worker
 
 SHOWN_OFFENDERS = 8
 SHOWN_TRIPS = 12
@@ -155,7 +155,9 @@ def render(settings, outcome, stack, started: float) -> str:
         "",
         f"- {len(load.trips) / load.seconds:.1f} purchases/s, {len(hits) / load.seconds:.1f} buyer requests/s "
         f"({len(hits)} requests)",
-        f"- Khaime sessions: {len(truth.sessions)}, paid at Khaime: {paid}",
+        f"- Khaime sessions: {len(truth.sessions)}, paid at Khaime: {paid}; known locally only by reference "
+        f"(the create's answer died with a killed worker, its row abandoned): "
+        f"{sum(1 for remote in truth.sessions if lost_with_its_worker(facts, remote))}",
         f"- Settle: webhooks finished in {outcome.webhook_wait:.1f} s"
         + ("" if outcome.webhooks_settled else " (NOT all finished: timeout)")
         + f"; `khaime_sync --grace 0s` took {outcome.sync_seconds:.1f} s",
