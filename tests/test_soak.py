@@ -166,7 +166,14 @@ def test_a_still_being_created_page_counts_as_injected_only_after_this_buyers_re
         email="b@soak.example",
     )
 
-    found = facts(trips=[after_kill, double_click], fired=fired)
+    # A double click whose other click (started a moment later) was the one killed mid-checkout.
+    other_click_killed = buyer(
+        Hit("buy", "POST", "/payments/checkout/", 503, 4.9, 99.0, page="in progress", wall=3.0),
+        Hit("buy", "POST", "/payments/checkout/", None, 1.0, 99.1, error="ConnectionError"),
+        email="c@soak.example",
+    )
+
+    found = facts(trips=[after_kill, double_click, other_click_killed], fired=fired)
     assert offenders(found) == {"app_5xx_not_injected": 1}
     assert offenders(facts(trips=[double_click], errors=[3.0])) == {}  # a 429 held up the first click
 

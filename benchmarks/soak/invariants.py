@@ -179,15 +179,15 @@ def khaime_failed_during(facts: Facts, hit: Hit) -> bool:
     return first < len(times) and times[first] <= hit.wall + hit.seconds + KHAIME_SLACK
 
 
-def injected_cause(facts: Facts, hit: Hit, earlier: list[str]) -> str:
+def injected_cause(facts: Facts, hit: Hit, before: list[str]) -> str:
     """The injected fault a buyer-visible 5xx answered, or "" when it cannot be tied to one.
 
     Each retryable page is tied only to the faults that can show it: a Khaime error page to an
     error the emulator answered during the request; the database page to a connection drop the
     request was in flight for; the "still being created" page to a Khaime error during the wait,
-    or to an injection that cut off or failed this buyer's earlier request (its row was left in
-    ``created`` by the killed worker or the dropped connection). ``earlier`` holds the causes of
-    this buyer's earlier failures. A bare 5xx is never tied."""
+    or to an injection that cut off or failed another request of this buyer that ended before
+    it (its row was left in ``created`` by the killed worker or the dropped connection; for a
+    double click, the other click). ``before`` holds the causes of those. A bare 5xx is never tied."""
     khaime = "Khaime error" if khaime_failed_during(facts, hit) else ""
     drop = "connection drop" if facts.chaos.explains(hit.at, hit.seconds, "drop") else ""
     if hit.page == "khaime":
@@ -197,7 +197,7 @@ def injected_cause(facts: Facts, hit: Hit, earlier: list[str]) -> str:
     if hit.page == "database":
         return drop
     if hit.page == "in progress":
-        return khaime or next((f"after {cause}" for cause in earlier if cause), "")
+        return khaime or next((f"after {cause}" for cause in before if cause), "")
     return ""
 
 
@@ -205,17 +205,20 @@ def classify_5xx(facts: Facts) -> list[tuple[Trip, Hit, str]]:
     """Every buyer-visible 5xx or dropped connection, with its injected cause ("" if none)."""
     found = []
     for trip in facts.trips:
-        earlier: list[str] = []
-        for hit in sorted(trip.browser.history, key=lambda h: h.at):
+        failed = [hit for hit in trip.browser.history if hit.status is None or hit.status >= 500]
+        causes: dict[int, str] = {}
+        for hit in failed:
             if hit.status is None:
-                cause = "worker kill" if facts.chaos.explains(hit.at, hit.seconds, "kill") else ""
-                cause = cause or ("connection drop" if facts.chaos.explains(hit.at, hit.seconds, "drop") else "")
-            elif hit.status >= 500:
-                cause = injected_cause(facts, hit, earlier)
-            else:
-                continue
-            found.append((trip, hit, cause))
-            earlier.append(cause)
+                kill = facts.chaos.explains(hit.at, hit.seconds, "kill")
+                drop = facts.chaos.explains(hit.at, hit.seconds, "drop")
+                causes[id(hit)] = "worker kill" if kill else "connection drop" if drop else ""
+            elif hit.page != "in progress":
+                causes[id(hit)] = injected_cause(facts, hit, [])
+        for hit in failed:
+            if hit.page == "in progress" and hit.status is not None:
+                before = [causes.get(id(other), "") for other in failed if other is not hit and other.end <= hit.end]
+                causes[id(hit)] = injected_cause(facts, hit, before)
+        found += [(trip, hit, causes[id(hit)]) for hit in failed]
     return found
 
 
