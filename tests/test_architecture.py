@@ -48,7 +48,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     (
         "domain",
-        ("khaime_django.statuses", "khaime_django.models", "khaime_django.transitions", "khaime_django.purchases"),
+        (
+            "khaime_django.statuses",
+            "khaime_django.subscription_statuses",
+            "khaime_django.models",
+            "khaime_django.transitions",
+            "khaime_django.purchases",
+        ),
     ),
     ("services", ("khaime_django.services", "khaime_django.services.*")),
     (
