@@ -8,6 +8,8 @@ our own bookkeeping is named for what it means here (``reference``, ``last_error
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -16,6 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from .conf import khaime_settings
 from .money import format_money
 
 # Status and its sets live in statuses.py; they stay importable from here, as before.
@@ -221,6 +224,39 @@ class WebhookEvent(models.Model):
         return f"{self.event_type} {self.event_id}"
 
 
+class SubscriptionQuerySet(models.QuerySet):
+    def active(self, at: datetime | None = None) -> SubscriptionQuerySet:
+        """Subscriptions that give access now (or ``at``): the rule of :attr:`Subscription.is_active`."""
+        now = at or timezone.now()
+        grace = khaime_settings.SUBSCRIPTION_GRACE
+        return self.filter(
+            Q(status__in=(SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING))
+            | Q(status=SubscriptionStatus.DUE, next_payment_date__gt=now - grace)
+            | Q(status=SubscriptionStatus.CANCELLED, next_payment_date__gt=now)
+        )
+
+    def for_user(self, user: Any) -> SubscriptionQuerySet:
+        """The subscriptions of ``user``: started by their checkouts, or bought with their email."""
+        if user is None or not getattr(user, "is_authenticated", False):
+            return self.none()
+        condition = Q(user_id=user.pk)
+        email = getattr(user, "email", "")
+        if email:
+            condition |= Q(customer_email__iexact=email)
+        return self.filter(condition)
+
+    def for_email(self, email: str) -> SubscriptionQuerySet:
+        return self.filter(customer_email__iexact=email) if email else self.none()
+
+    def for_product(self, product: int | str | None) -> SubscriptionQuerySet:
+        """Of one product: a Khaime product id (an int, or digits) or a product name."""
+        if product is None or product == "":
+            return self
+        if isinstance(product, int) or (isinstance(product, str) and product.isdigit()):
+            return self.filter(product_id=int(product))
+        return self.filter(product_name__iexact=product)
+
+
 class Subscription(models.Model):
     """One recurring agreement Khaime runs, started by a checkout with a frequency key.
 
@@ -293,6 +329,8 @@ class Subscription(models.Model):
     created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
+    objects = SubscriptionQuerySet.as_manager()
+
     class Meta:
         verbose_name = _("subscription")
         verbose_name_plural = _("subscriptions")
@@ -308,6 +346,33 @@ class Subscription(models.Model):
     @property
     def display_amount(self) -> str:
         return format_money(self.amount, self.currency) if self.amount is not None and self.currency else ""
+
+    @property
+    def is_active(self) -> bool:
+        """Does the buyer have access now? While ``active`` or ``trialing``; while ``due``, until
+        ``KHAIME["SUBSCRIPTION_GRACE"]`` after ``next_payment_date``; when ``cancelled``, until the
+        end of the period already paid (``next_payment_date``); never otherwise."""
+        return self.is_active_at(timezone.now())
+
+    def is_active_at(self, at: datetime) -> bool:
+        if self.status in (SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING):
+            return True
+        if self.next_payment_date is None:
+            return False
+        if self.status == SubscriptionStatus.DUE:
+            return at < self.next_payment_date + khaime_settings.SUBSCRIPTION_GRACE
+        if self.status == SubscriptionStatus.CANCELLED:
+            return at < self.next_payment_date
+        return False
+
+    @property
+    def access_ends_at(self) -> datetime | None:
+        """When access ends if nothing else happens (None: it does not end on a date, or it ended)."""
+        if self.next_payment_date is None or self.status not in (SubscriptionStatus.DUE, SubscriptionStatus.CANCELLED):
+            return None
+        if self.status == SubscriptionStatus.DUE:
+            return self.next_payment_date + khaime_settings.SUBSCRIPTION_GRACE
+        return self.next_payment_date
 
 
 class SubscriptionStatusChange(models.Model):

@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
-from ..models import Mode, Payment, PaymentSession, Subscription, WebhookEvent
+from ..models import Mode, Payment, PaymentSession, Subscription, WebhookEvent, WebhookOutcome
 from ..webhooks import KhaimeEvent
-from . import payments
+from . import payments, subscriptions
 from .events import Applied
 
 logger = logging.getLogger(__name__)
@@ -150,19 +150,32 @@ def apply_payment_event(record: WebhookEvent, event: KhaimeEvent, source: str) -
     disputes only money it received, so when they overtake ``payment.succeeded`` the payment is
     recorded from them."""
     applied = payments.apply_payment_event(record, event, source)
-    if event.event_type not in MONEY_RECEIVED_EVENTS:
-        return applied
-    facts = payment_facts(event)
-    if facts is None:
-        return _with_note(applied, "no transaction id: no payment recorded")
-    payment, created = record_payment(facts, session=applied.session)
-    if payment is None:
-        return _with_note(applied, f"payment {facts.transaction_id} has no amount: not recorded")
-    if not created:
-        return _with_note(applied, f"payment {payment.transaction_id} was already recorded")
-    # The outcome stays the session's: a payment.succeeded after the return page completed the
-    # session is still a "duplicate" of that news; the detail says the ledger gained the row.
-    return _with_note(applied, f"recorded payment {payment.transaction_id} ({payment.display_amount})")
+    payment = None
+    if event.event_type in MONEY_RECEIVED_EVENTS:
+        facts = payment_facts(event)
+        if facts is None:
+            applied = _with_note(applied, "no transaction id: no payment recorded")
+        else:
+            payment, created = record_payment(facts, session=applied.session)
+            if payment is None:
+                applied = _with_note(applied, f"payment {facts.transaction_id} has no amount: not recorded")
+            elif not created:
+                applied = _with_note(applied, f"payment {payment.transaction_id} was already recorded")
+            else:
+                # The outcome stays the session's: a payment.succeeded after the return page
+                # completed the session is still a "duplicate" of that news; the detail says the
+                # ledger gained the row.
+                applied = _with_note(applied, f"recorded payment {payment.transaction_id} ({payment.display_amount})")
+    if event.event_type in ("payment.succeeded", "payment.failed"):
+        result = subscriptions.apply_subscription_payment(record, event, source, payment, applied.session)
+        if result is not None:
+            outcome = applied.outcome
+            if result.status_changed or result.created or result.renewals:
+                outcome = WebhookOutcome.APPLIED
+            return Applied(
+                outcome, applied.session or result.subscription.session, _join(applied.detail, result.describe())
+            )
+    return applied
 
 
 def _with_note(applied: Applied, note: str) -> Applied:

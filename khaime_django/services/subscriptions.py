@@ -1,0 +1,407 @@
+"""``subscription.*`` webhook events, and the subscription side of payment events and
+reconciliation: one :class:`~khaime_django.models.Subscription` per Khaime ``sub_...`` id, kept
+as new as the newest report about it.
+
+Every report (an event's subscription object, a ``GET /subscriptions`` item, a payment event
+naming a subscription) goes through :func:`apply_subscription_report`:
+
+1. the row is upserted by ``subscription_id`` (a ``renewed`` before ``created`` creates it);
+2. every payment in ``payment_history`` is recorded in the ledger, by transaction id, whether or
+   not the report is the newest: payments are facts, not state;
+3. the report's state (status, next payment date, ...) is applied only when it is not older than
+   the newest one applied: by ``occurred_at``; within one second (Khaime's resolution) by the
+   number of payments it lists, then by how far along its status is (``STATUS_RANK``);
+4. payments are classified: the oldest of ``payment_history`` is the checkout's, every other one a
+   renewal; each renewal sends ``subscription_renewed`` once (a conditional UPDATE claims it).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from .. import signals
+from ..models import Mode, Payment, PaymentSession, Subscription, WebhookEvent, WebhookOutcome
+from ..subscription_statuses import (
+    EVENT_SUBSCRIPTION_STATUS,
+    REMOTE_SUBSCRIPTION_STATUS,
+    STATUS_RANK,
+    SubscriptionStatus,
+)
+from ..timestamps import parse_timestamp
+from ..transitions import ReceiverErrorHook, current_receiver_error_hook, send_robust, transition
+from ..webhooks import KhaimeEvent
+from . import ledger
+from .events import Applied
+
+logger = logging.getLogger(__name__)
+
+#: The longest subscription id stored (``Subscription.subscription_id``).
+MAX_SUBSCRIPTION_ID = 255
+#: ``payment_history`` statuses that mean money was received.
+MONEY_RECEIVED = frozenset({"succeeded", "paid", "completed", "refunded", "partially_refunded", "disputed"})
+#: Keys under which a subscription object may carry its trial's end (Khaime documents none).
+_TRIAL_END_KEYS = ("trial_ends_at", "trial_end", "trial_end_date", "trial_ends")
+
+
+@dataclass
+class ReportResult:
+    """What applying one report did."""
+
+    subscription: Subscription
+    created: bool = False
+    newest: bool = True
+    status_changed: bool = False
+    fields_changed: bool = False
+    payments_recorded: list[str] = field(default_factory=list)
+    renewals: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return self.created or self.status_changed or self.fields_changed or bool(self.payments_recorded)
+
+    def describe(self) -> str:
+        sub = self.subscription
+        parts = []
+        if self.created:
+            parts.append(f"subscription {sub.subscription_id} recorded")
+        if self.status_changed:
+            parts.append(f"subscription is now {sub.status}")
+        elif self.fields_changed:
+            parts.append("subscription updated")
+        if not self.newest:
+            parts.append(f"an older report than the one applied ({sub.status}): state kept")
+        if self.payments_recorded:
+            parts.append("recorded payment " + ", ".join(self.payments_recorded))
+        if self.renewals:
+            parts.append("renewal " + ", ".join(self.renewals))
+        return "; ".join(parts) or f"subscription {sub.subscription_id} was already {sub.status}"
+
+
+# -- the webhook handlers --------------------------------------------------------------------------
+
+
+def apply_subscription_event(record: WebhookEvent, event: KhaimeEvent, source: str) -> Applied:
+    """``EVENT_HANDLERS["subscription"]``: apply a ``subscription.*`` event's subscription object."""
+    data = event.data
+    if subscription_id_of(data, "id", "subscription_id") is None:
+        return Applied(WebhookOutcome.IGNORED, detail=f"{event.event_type} names no subscription id")
+    status = _status_of(data) or EVENT_SUBSCRIPTION_STATUS.get(event.event_type)
+    if event.event_type == "subscription.trial_ending" and status is None:
+        status = SubscriptionStatus.TRIALING
+    result = apply_subscription_report(
+        data,
+        status=status,
+        occurred_at=_occurred_at(event, record),
+        is_live=event.is_live,
+        source=source,
+        detail=f"{event.event_type} {event.event_id}",
+    )
+    if event.event_type == "subscription.trial_ending" and _claim_trial_ending(result.subscription):
+        _on_commit_send(signals.subscription_trial_ending, subscription=result.subscription)
+        result.fields_changed = True
+    outcome = WebhookOutcome.APPLIED if result.changed else WebhookOutcome.DUPLICATE
+    if not result.newest and not result.payments_recorded:
+        outcome = WebhookOutcome.IGNORED
+    return Applied(outcome, result.subscription.session, result.describe())
+
+
+def apply_subscription_payment(
+    record: WebhookEvent, event: KhaimeEvent, source: str, payment: Payment | None, session: PaymentSession | None
+) -> ReportResult | None:
+    """The subscription side of a ``payment.*`` event that names ``data.subscription_id``:
+    upsert the subscription, link the payment to it, send ``subscription_renewed`` once if it
+    is a renewal; a newer ``payment.failed`` makes the subscription ``due``. None when the
+    event names no subscription."""
+    subscription_id = subscription_id_of(event.data, "subscription_id")
+    if subscription_id is None:
+        nested = event.data.get("subscription")
+        subscription_id = subscription_id_of(nested, "id") if isinstance(nested, Mapping) else None
+    if subscription_id is None:
+        return None
+    failed = event.event_type == "payment.failed"
+    report = {"id": subscription_id}
+    if session is not None:
+        report["session_id"] = session.session_id or ""
+    return apply_subscription_report(
+        report,
+        status=SubscriptionStatus.DUE if failed else None,
+        occurred_at=_occurred_at(event, record),
+        is_live=event.is_live,
+        source=source,
+        detail=f"{event.event_type} {event.event_id}",
+        session=session,
+        payment=payment,
+        state=failed,
+        strictly_newer=True,
+    )
+
+
+# -- one report ------------------------------------------------------------------------------------
+
+
+def apply_subscription_report(
+    data: Mapping[str, Any],
+    *,
+    status: str | None,
+    occurred_at: datetime,
+    source: str,
+    detail: str,
+    is_live: bool | None = None,
+    session: PaymentSession | None = None,
+    payment: Payment | None = None,
+    state: bool = True,
+    strictly_newer: bool = False,
+) -> ReportResult:
+    """Apply what ``data`` (a subscription object, or part of one) says, as of ``occurred_at``.
+    ``status`` is the status it implies (None: it says nothing about the status). ``payment``
+    is a ledger row the report is about (a payment event's). ``state=False``: the report says
+    nothing about the subscription's state (a ``payment.succeeded``): only payments and links
+    are recorded. ``strictly_newer``: a report of the same second as the newest applied one
+    changes nothing (a ``payment.failed``, which lists no payments to order it by). Call inside
+    a transaction."""
+    subscription_id = subscription_id_of(data, "id", "subscription_id")
+    if subscription_id is None:
+        raise ValueError("the report names no subscription id")
+    if session is None:
+        session = _match_session(data)
+    history = _payment_history(data)
+    with transaction.atomic():
+        subscription, created = ledger.insert_or_get(
+            Subscription,
+            {"subscription_id": subscription_id},
+            _initial_fields(data, session, is_live),
+        )
+        result = ReportResult(subscription, created=created)
+        if created:
+            _on_commit_send(signals.subscription_created, subscription=subscription)
+        first = history[0][0].transaction_id if history else ""
+        if first and not subscription.first_transaction_id:
+            _update(subscription, first_transaction_id=first)
+        for facts, _status in history:
+            recorded, new = ledger.record_payment(facts, session=subscription.session, subscription=subscription)
+            if new and recorded is not None:
+                result.payments_recorded.append(recorded.transaction_id)
+        if payment is not None and payment.subscription_id is None:
+            Payment.objects.filter(pk=payment.pk).update(subscription=subscription)
+            payment.subscription = subscription
+        if state:
+            result.newest = _is_newest(subscription, occurred_at, len(history) if history else None, status)
+            last = subscription.last_event_at
+            if strictly_newer and last is not None and occurred_at <= last:
+                result.newest = False
+        if state and result.newest:
+            result.fields_changed = _apply_fields(subscription, data, session, occurred_at, len(history) or None)
+            if status is not None and status != subscription.status:
+                result.status_changed = transition(subscription, status, source=source, detail=detail)
+        result.renewals = _send_renewals(subscription)
+    return result
+
+
+def _is_newest(subscription: Subscription, occurred_at: datetime, payments: int | None, status: str | None) -> bool:
+    """Is a report of ``occurred_at`` listing ``payments`` payments and implying ``status`` at
+    least as new as the newest applied to ``subscription``?"""
+    if subscription.last_event_at is None:
+        return True
+    if occurred_at != subscription.last_event_at:
+        return occurred_at > subscription.last_event_at
+    if payments is not None and payments != subscription.last_payment_count:
+        return payments > subscription.last_payment_count
+    if status is None:
+        return True
+    return STATUS_RANK[status] >= STATUS_RANK[subscription.status]
+
+
+def _initial_fields(data: Mapping[str, Any], session: PaymentSession | None, is_live: bool | None) -> dict[str, Any]:
+    fields: dict[str, Any] = {"session": session, "user": session.user if session is not None else None}
+    if is_live is not None:
+        fields["mode"] = Mode.LIVE if is_live else Mode.SANDBOX
+    elif session is not None:
+        fields["mode"] = session.mode
+    if session is not None:
+        fields.update(
+            customer_email=session.customer_email,
+            product_id=session.product_id,
+            product_name=session.product_name,
+            frequency=session.subscription_frequency_key,
+            currency=session.currency,
+            amount=session.total_amount if session.total_amount is not None else session.amount,
+        )
+    return fields
+
+
+def _apply_fields(
+    subscription: Subscription,
+    data: Mapping[str, Any],
+    session: PaymentSession | None,
+    occurred_at: datetime,
+    payments: int | None,
+) -> bool:
+    """Copy what the report says onto the row (the status aside). True when something Khaime
+    reports changed (our own bookkeeping does not count)."""
+    reported: dict[str, Any] = {}
+    for name, key in (("frequency", "frequency"), ("product_name", "product_title"), ("product_name", "product_name")):
+        value = data.get(key)
+        if isinstance(value, str) and value:
+            reported[name] = value[:255]
+    currency = data.get("currency")
+    if isinstance(currency, str) and len(currency) == 3:
+        reported["currency"] = currency.upper()
+    email = data.get("customer_email")
+    if isinstance(email, str) and "@" in email and len(email) <= 254:
+        reported["customer_email"] = email
+    for name in ("amount", "product_id"):
+        value = data.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            reported[name] = value
+    for name, keys in (
+        ("next_payment_date", ("next_payment_date",)),
+        ("cancelled_at", ("cancelled_at",)),
+        ("ended_at", ("ended_at",)),
+        ("started_at", ("created_at",)),
+        ("trial_ends_at", _TRIAL_END_KEYS),
+    ):
+        for key in keys:
+            if key in data:
+                value = data.get(key)
+                parsed = parse_timestamp(value)
+                if parsed is not None or value is None:
+                    reported[name] = parsed
+                break
+    metadata = data.get("metadata")
+    if isinstance(metadata, dict):
+        reported["metadata"] = metadata
+    if session is not None and subscription.session_id is None:
+        reported["session"] = session
+        if subscription.user_id is None and session.user_id is not None:
+            reported["user_id"] = session.user_id
+    changed = {name: value for name, value in reported.items() if getattr(subscription, name) != value}
+    bookkeeping: dict[str, Any] = {"last_event_at": occurred_at}
+    if payments is not None:
+        bookkeeping["last_payment_count"] = payments
+    _update(subscription, **changed, **bookkeeping)
+    return bool(changed)
+
+
+def _update(subscription: Subscription, **fields: Any) -> None:
+    if not fields:
+        return
+    Subscription.objects.filter(pk=subscription.pk).update(updated_at=timezone.now(), **fields)
+    for name, value in fields.items():
+        setattr(subscription, name, value)
+
+
+def _send_renewals(subscription: Subscription) -> list[str]:
+    """Classify the subscription's unclassified payments once its first one is known, and send
+    ``subscription_renewed`` once per renewal (the conditional UPDATE is the claim)."""
+    first = subscription.first_transaction_id
+    if first:
+        unknown = Payment.objects.filter(subscription=subscription, is_renewal__isnull=True)
+        unknown.filter(transaction_id=first).update(is_renewal=False)
+        unknown.exclude(transaction_id=first).update(is_renewal=True)
+    sent = []
+    pending = Payment.objects.filter(subscription=subscription, is_renewal=True, renewal_signalled_at__isnull=True)
+    for payment in pending.order_by("paid_at", "pk"):
+        if Payment.objects.filter(pk=payment.pk, renewal_signalled_at__isnull=True).update(
+            renewal_signalled_at=timezone.now()
+        ):
+            _on_commit_send(signals.subscription_renewed, subscription=subscription, payment=payment)
+            sent.append(payment.transaction_id)
+    return sent
+
+
+def _claim_trial_ending(subscription: Subscription) -> bool:
+    """Claim the one ``subscription_trial_ending`` of the subscription's current trial end."""
+    ends = subscription.trial_ends_at or subscription.started_at or subscription.created_at
+    return bool(
+        Subscription.objects.filter(pk=subscription.pk)
+        .exclude(trial_ending_notified_for=ends)
+        .update(trial_ending_notified_for=ends)
+    )
+
+
+def _on_commit_send(signal, **kwargs: Any) -> None:
+    transaction.on_commit(partial(_send, signal, current_receiver_error_hook(), kwargs))
+
+
+def _send(signal, hook: ReceiverErrorHook | None, kwargs: dict[str, Any]) -> None:
+    errors = send_robust(signal, sender=Subscription, **kwargs)
+    if errors and hook is not None:
+        hook(errors)
+
+
+# -- reading reports -------------------------------------------------------------------------------
+
+
+def subscription_id_of(data: Any, *keys: str) -> str | None:
+    if not isinstance(data, Mapping):
+        return None
+    for key in keys:
+        value = data.get(key)
+        if isinstance(value, str) and value.strip() and len(value) <= MAX_SUBSCRIPTION_ID:
+            return value.strip()
+    return None
+
+
+def _status_of(data: Mapping[str, Any]) -> str | None:
+    value = data.get("status")
+    return REMOTE_SUBSCRIPTION_STATUS.get(value.lower()) if isinstance(value, str) else None
+
+
+def _occurred_at(event: KhaimeEvent, record: WebhookEvent) -> datetime:
+    return parse_timestamp(event.payload.get("occurred_at")) or record.received_at
+
+
+def _payment_history(data: Mapping[str, Any]) -> list[tuple[ledger.PaymentFacts, str]]:
+    """The money-received entries of ``payment_history`` as ledger facts, in Khaime's order
+    (oldest first, as ``GET /subscriptions/{id}`` documents)."""
+    history = data.get("payment_history")
+    if not isinstance(history, list):
+        return []
+    entries = []
+    for entry in history:
+        transaction_id = ledger.transaction_id_of(entry)
+        status = entry.get("status") if isinstance(entry, dict) else None
+        if transaction_id is None or (isinstance(status, str) and status.lower() not in MONEY_RECEIVED):
+            continue
+        amount, currency = entry.get("amount"), entry.get("currency")
+        valid = isinstance(amount, int) and not isinstance(amount, bool) and isinstance(currency, str)
+        facts = ledger.PaymentFacts(
+            transaction_id=transaction_id,
+            amount=amount if valid else None,
+            currency=currency if valid else "",
+            paid_at=parse_timestamp(entry.get("paid_at")),
+            amounts={},
+            is_live=None,
+        )
+        entries.append((facts, str(status)))
+    return entries
+
+
+def _match_session(data: Mapping[str, Any]) -> PaymentSession | None:
+    """The checkout that started the subscription: by ``metadata.reference``, then session id."""
+    metadata = data.get("metadata")
+    reference = metadata.get("reference") if isinstance(metadata, Mapping) else None
+    lookups: list[dict[str, Any]] = []
+    if isinstance(reference, str):
+        try:
+            lookups.append({"reference": uuid.UUID(reference)})
+        except ValueError:
+            pass
+    session_id = data.get("session_id")
+    if isinstance(session_id, str) and session_id:
+        lookups.append({"session_id": session_id})
+    for lookup in lookups:
+        try:
+            return PaymentSession.objects.get(**lookup)
+        except PaymentSession.DoesNotExist:
+            continue
+    return None
