@@ -339,3 +339,10 @@ def test_querysets_find_a_users_and_an_emails_subscriptions(django_user_model):
 
     assert not Subscription.objects.for_user(AnonymousUser()).exists()
     assert not Subscription.objects.for_user(None).exists()
+
+
+def test_a_subscription_event_carrying_another_object_is_ignored(deliver, monthly):
+    payload = subscription_event("subscription.renewed", payment_event("payment.succeeded", monthly)["data"])
+    deliver(payload)
+    assert not Subscription.objects.exists()
+    assert WebhookEvent.objects.get().outcome == WebhookOutcome.IGNORED

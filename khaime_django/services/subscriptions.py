@@ -92,6 +92,11 @@ class ReportResult:
 def apply_subscription_event(record: WebhookEvent, event: KhaimeEvent, source: str) -> Applied:
     """``EVENT_HANDLERS["subscription"]``: apply a ``subscription.*`` event's subscription object."""
     data = event.data
+    kind = data.get("object")
+    if kind is not None and kind != "subscription":
+        return Applied(
+            WebhookOutcome.IGNORED, detail=f"{event.event_type} carries a {kind!r} object, not a subscription"
+        )
     if subscription_id_of(data, "id", "subscription_id") is None:
         return Applied(WebhookOutcome.IGNORED, detail=f"{event.event_type} names no subscription id")
     status = _status_of(data) or EVENT_SUBSCRIPTION_STATUS.get(event.event_type)
