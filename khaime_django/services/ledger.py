@@ -151,12 +151,18 @@ def apply_payment_event(record: WebhookEvent, event: KhaimeEvent, source: str) -
     recorded from them."""
     applied = payments.apply_payment_event(record, event, source)
     payment = None
+    claimed = None
+    subscription_id = subscriptions.subscription_id_of_payment(event)
+    if subscription_id is not None and event.event_type in ("payment.succeeded", "payment.failed"):
+        # The subscription is locked before its payment is recorded, as on every other path.
+        claimed = subscriptions.claim_subscription(subscription_id, session=applied.session, is_live=event.is_live)
     if event.event_type in MONEY_RECEIVED_EVENTS:
         facts = payment_facts(event)
         if facts is None:
             applied = _with_note(applied, "no transaction id: no payment recorded")
         else:
-            payment, created = record_payment(facts, session=applied.session)
+            subscription = claimed[0] if claimed is not None else None
+            payment, created = record_payment(facts, session=applied.session, subscription=subscription)
             if payment is None:
                 applied = _with_note(applied, f"payment {facts.transaction_id} has no amount: not recorded")
             elif not created:
@@ -166,15 +172,14 @@ def apply_payment_event(record: WebhookEvent, event: KhaimeEvent, source: str) -
                 # completed the session is still a "duplicate" of that news; the detail says the
                 # ledger gained the row.
                 applied = _with_note(applied, f"recorded payment {payment.transaction_id} ({payment.display_amount})")
-    if event.event_type in ("payment.succeeded", "payment.failed"):
-        result = subscriptions.apply_subscription_payment(record, event, source, payment, applied.session)
-        if result is not None:
-            outcome = applied.outcome
-            if result.status_changed or result.created or result.renewals:
-                outcome = WebhookOutcome.APPLIED
-            return Applied(
-                outcome, applied.session or result.subscription.session, _join(applied.detail, result.describe())
-            )
+    if claimed is not None:
+        result = subscriptions.apply_subscription_payment(record, event, source, payment, applied.session, claimed)
+        outcome = applied.outcome
+        if result.status_changed or result.created or result.renewals:
+            outcome = WebhookOutcome.APPLIED
+        return Applied(
+            outcome, applied.session or result.subscription.session, _join(applied.detail, result.describe())
+        )
     return applied
 
 

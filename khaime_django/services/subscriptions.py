@@ -119,19 +119,28 @@ def apply_subscription_event(record: WebhookEvent, event: KhaimeEvent, source: s
     return Applied(outcome, result.subscription.session, result.describe())
 
 
-def apply_subscription_payment(
-    record: WebhookEvent, event: KhaimeEvent, source: str, payment: Payment | None, session: PaymentSession | None
-) -> ReportResult | None:
-    """The subscription side of a ``payment.*`` event that names ``data.subscription_id``:
-    upsert the subscription, link the payment to it, send ``subscription_renewed`` once if it
-    is a renewal; a newer ``payment.failed`` makes the subscription ``due``. None when the
-    event names no subscription."""
+def subscription_id_of_payment(event: KhaimeEvent) -> str | None:
+    """The ``sub_...`` id a payment event names (``data.subscription_id``), or None."""
     subscription_id = subscription_id_of(event.data, "subscription_id")
     if subscription_id is None:
         nested = event.data.get("subscription")
         subscription_id = subscription_id_of(nested, "id") if isinstance(nested, Mapping) else None
-    if subscription_id is None:
-        return None
+    return subscription_id
+
+
+def apply_subscription_payment(
+    record: WebhookEvent,
+    event: KhaimeEvent,
+    source: str,
+    payment: Payment | None,
+    session: PaymentSession | None,
+    claimed: tuple[Subscription, bool],
+) -> ReportResult:
+    """The subscription side of a ``payment.*`` event that names ``data.subscription_id``
+    (``claimed`` is its row, locked by :func:`claim_subscription` before the payment was
+    recorded): link the payment, send ``subscription_renewed`` once if it is a renewal; a newer
+    ``payment.failed`` makes the subscription ``due``."""
+    subscription_id = claimed[0].subscription_id
     failed = event.event_type == "payment.failed"
     report = {"id": subscription_id}
     if session is not None:
@@ -147,6 +156,7 @@ def apply_subscription_payment(
         payment=payment,
         state=failed,
         strictly_newer=True,
+        claimed=claimed,
     )
 
 
@@ -165,13 +175,15 @@ def apply_subscription_report(
     payment: Payment | None = None,
     state: bool = True,
     strictly_newer: bool = False,
+    claimed: tuple[Subscription, bool] | None = None,
 ) -> ReportResult:
     """Apply what ``data`` (a subscription object, or part of one) says, as of ``occurred_at``.
     ``status`` is the status it implies (None: it says nothing about the status). ``payment``
     is a ledger row the report is about (a payment event's). ``state=False``: the report says
     nothing about the subscription's state (a ``payment.succeeded``): only payments and links
     are recorded. ``strictly_newer``: a report of the same second as the newest applied one
-    changes nothing (a ``payment.failed``, which lists no payments to order it by). Call inside
+    changes nothing (a ``payment.failed``, which lists no payments to order it by). ``claimed``:
+    what :func:`claim_subscription` answered, when the caller already locked the row. Call inside
     a transaction."""
     subscription_id = subscription_id_of(data, "id", "subscription_id")
     if subscription_id is None:
@@ -180,14 +192,8 @@ def apply_subscription_report(
         session = _match_session(data)
     history = _payment_history(data)
     with transaction.atomic():
-        subscription, created = ledger.insert_or_get(
-            Subscription,
-            {"subscription_id": subscription_id},
-            _initial_fields(data, session, is_live),
-        )
+        subscription, created = claimed or claim_subscription(subscription_id, session=session, is_live=is_live)
         result = ReportResult(subscription, created=created)
-        if created:
-            _on_commit_send(signals.subscription_created, subscription=subscription)
         first = history[0][0].transaction_id if history else ""
         if first and not subscription.first_transaction_id:
             _update(subscription, first_transaction_id=first)
@@ -211,6 +217,20 @@ def apply_subscription_report(
     return result
 
 
+def claim_subscription(
+    subscription_id: str, *, session: PaymentSession | None, is_live: bool | None
+) -> tuple[Subscription, bool]:
+    """The row of ``subscription_id``, inserted if new (``subscription_created`` then goes out on
+    commit), locked until the transaction ends. Every path locks the subscription before it
+    records any of its payments, so two reports of one renewal cannot deadlock."""
+    subscription, created = ledger.insert_or_get(
+        Subscription, {"subscription_id": subscription_id}, _initial_fields(session, is_live)
+    )
+    if created:
+        _on_commit_send(signals.subscription_created, subscription=subscription)
+    return subscription, created
+
+
 def _is_newest(subscription: Subscription, occurred_at: datetime, payments: int | None, status: str | None) -> bool:
     """Is a report of ``occurred_at`` listing ``payments`` payments and implying ``status`` at
     least as new as the newest applied to ``subscription``?"""
@@ -225,7 +245,7 @@ def _is_newest(subscription: Subscription, occurred_at: datetime, payments: int 
     return STATUS_RANK[status] >= STATUS_RANK[subscription.status]
 
 
-def _initial_fields(data: Mapping[str, Any], session: PaymentSession | None, is_live: bool | None) -> dict[str, Any]:
+def _initial_fields(session: PaymentSession | None, is_live: bool | None) -> dict[str, Any]:
     fields: dict[str, Any] = {"session": session, "user": session.user if session is not None else None}
     if is_live is not None:
         fields["mode"] = Mode.LIVE if is_live else Mode.SANDBOX
