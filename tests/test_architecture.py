@@ -60,7 +60,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "edges",
         (
+            "khaime_django.access",
             "khaime_django.admin",
+            "khaime_django.admin_subscriptions",
             "khaime_django.forms",
             "khaime_django.urls",
             "khaime_django.views",
