@@ -177,3 +177,45 @@ def test_khaime_sync_stops_at_the_first_429(buyer, khaime_emulator):
     assert "listed 2, fetched 0, changed 0" in line
     assert "requests 2; stopped early: Khaime rate limit (429)" in line
     assert Subscription.objects.count() == 1
+
+
+# -- the demo: a membership unlocks the members' area ----------------------------------------------
+
+
+def log_in(buyer, django_user_model, username="ada", email="ada@example.com"):
+    from .pages import parse_forms
+
+    django_user_model.objects.create_user(username, email, "correct horse")
+    buyer.email = email
+    page = buyer.open("/accounts/login/?next=/members/")
+    (form,) = [form for form in parse_forms(page.text) if "log-in" in form.button_ids]
+    return buyer.submit(form, {"username": username, "password": "correct horse"})
+
+
+def test_members_area_needs_a_login_then_a_membership(buyer, khaime_emulator, django_user_model):
+    page = buyer.open("/members/")
+    assert "/accounts/login/" in page.url
+    page = log_in(buyer, django_user_model)
+    assert page.url.endswith("/products/monthly-membership/")  # logged in, not a member yet
+
+    buyer.buy("monthly-membership")
+    page = buyer.press("pay")
+    settle(khaime_emulator)
+    assert page.status_code == 200
+    page = buyer.open("/members/")
+    assert page.status_code == 200 and "Welcome to the members" in page.text
+    sub = the_subscription()
+    assert sub.user.username == "ada"
+
+    order = buyer.open(f"/orders/{the_session().reference}/")
+    assert 'data-subscription-status="active"' in order.text
+    assert Payment.objects.get().transaction_id in order.text and "first payment" in order.text
+    khaime_emulator.renew_subscription(sub.subscription_id)
+    settle(khaime_emulator)
+    order = buyer.open(f"/orders/{the_session().reference}/")
+    assert order.text.count("<code>txn_") == 2 and "renewal" in order.text
+
+    khaime_emulator.expire_subscription(sub.subscription_id)
+    settle(khaime_emulator)
+    page = buyer.open("/members/")
+    assert page.url.endswith("/products/monthly-membership/")
