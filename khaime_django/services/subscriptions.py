@@ -477,7 +477,7 @@ def sync_subscriptions(
     is_live = khaime_settings.mode == Mode.LIVE
     offset = 0
 
-    def ask(call, *args, **kwargs) -> dict | None:
+    def ask(call, *args, stop_on_error: bool = True, **kwargs) -> dict | None:
         report.requests += 1
         try:
             return call(*args, **kwargs)
@@ -490,8 +490,9 @@ def sync_subscriptions(
             logger.error("khaime_sync: %s", error)
         except KhaimeError as error:
             report.errors += 1
-            report.stopped = f"Khaime failed: {error}"
             logger.warning("khaime_sync: subscriptions: %s", error)
+            if stop_on_error:  # a page we cannot read: the offsets after it mean nothing
+                report.stopped = f"Khaime failed: {error}"
         return None
 
     while report.requests < budget and not report.stopped:
@@ -509,9 +510,9 @@ def sync_subscriptions(
                 if report.requests >= budget:
                     report.stopped = "budget spent"
                     break
-                detail = ask(client.get_subscription, item["id"])
+                detail = ask(client.get_subscription, item["id"], stop_on_error=False)
                 if detail is None:
-                    break
+                    continue  # one subscription Khaime could not answer about; the next run asks again
                 report.fetched += 1
                 data = detail
             _reconcile_one(report, local, data, is_live=is_live, on_change=on_change)
