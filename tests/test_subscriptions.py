@@ -75,7 +75,7 @@ def test_created_records_the_subscription_its_first_payment_and_signals(deliver,
 def test_first_payment_event_before_created_is_one_payment_and_no_renewal(deliver, monthly, signal_log):
     deliver(renewal_payment(monthly, "txn_first"))
     sub = Subscription.objects.get()
-    assert sub.status == SUB.PENDING
+    assert sub.status == SUB.ACTIVE  # money received for it
     assert Payment.objects.get().subscription == sub
     deliver(subscription_event("subscription.created", subscription_object(session=monthly)))
     sub.refresh_from_db()
@@ -346,3 +346,29 @@ def test_a_subscription_event_carrying_another_object_is_ignored(deliver, monthl
     deliver(payload)
     assert not Subscription.objects.exists()
     assert WebhookEvent.objects.get().outcome == WebhookOutcome.IGNORED
+
+
+def test_a_renewal_payment_alone_makes_a_due_subscription_active_when_newer(deliver, monthly, signal_log):
+    deliver(subscription_event("subscription.created", subscription_object(session=monthly)))
+    deliver(
+        subscription_event(
+            "subscription.payment_failed",
+            subscription_object(session=monthly, status="due"),
+            occurred_at="2026-04-27T14:32:00Z",
+        )
+    )
+    same_second = renewal_payment(monthly, "txn_r_same", occurred_at="2026-04-27T14:32:00Z")
+    deliver(same_second)
+    assert Subscription.objects.get().status == SUB.DUE  # nothing orders it after the failure
+    deliver(renewal_payment(monthly, "txn_r_later", occurred_at="2026-04-28T09:00:00Z"))  # subscription.renewed lost
+    assert Subscription.objects.get().status == SUB.ACTIVE
+    assert named(signal_log, "subscription_renewed").count("subscription_renewed") == 2
+
+
+def test_a_first_payment_before_created_activates_the_pending_subscription(deliver, monthly):
+    deliver(renewal_payment(monthly, "txn_first"))
+    assert Subscription.objects.get().status == SUB.ACTIVE
+    deliver(subscription_event("subscription.created", subscription_object(session=monthly)))
+    sub = Subscription.objects.get()
+    assert sub.status == SUB.ACTIVE and sub.frequency == "monthly" and sub.product_id == 7
+    assert list(sub.status_changes.values_list("to_status", flat=True)) == [SUB.ACTIVE]

@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 MAX_SUBSCRIPTION_ID = 255
 #: ``payment_history`` statuses that mean money was received.
 MONEY_RECEIVED = frozenset({"succeeded", "paid", "completed", "refunded", "partially_refunded", "disputed"})
+#: Statuses a received payment moves to ``active`` (when the payment is the newest report).
+PAYABLE_STATUSES = (SubscriptionStatus.PENDING, SubscriptionStatus.DUE)
 #: Keys under which a subscription object may carry its trial's end (Khaime documents none).
 _TRIAL_END_KEYS = ("trial_ends_at", "trial_end", "trial_end_date", "trial_ends")
 
@@ -139,22 +141,26 @@ def apply_subscription_payment(
     """The subscription side of a ``payment.*`` event that names ``data.subscription_id``
     (``claimed`` is its row, locked by :func:`claim_subscription` before the payment was
     recorded): link the payment, send ``subscription_renewed`` once if it is a renewal; a newer
-    ``payment.failed`` makes the subscription ``due``."""
+    ``payment.failed`` makes the subscription ``due``, a newer payment makes a pending or due
+    one ``active``."""
     subscription_id = claimed[0].subscription_id
     failed = event.event_type == "payment.failed"
+    # A payment received for a subscription still pending or due (its subscription.created or
+    # .renewed lost or late) makes it active; for any other status it says nothing new.
+    paid = not failed and payment is not None and claimed[0].status in PAYABLE_STATUSES
     report = {"id": subscription_id}
     if session is not None:
         report["session_id"] = session.session_id or ""
     return apply_subscription_report(
         report,
-        status=SubscriptionStatus.DUE if failed else None,
+        status=SubscriptionStatus.DUE if failed else SubscriptionStatus.ACTIVE if paid else None,
         occurred_at=_occurred_at(event, record),
         is_live=event.is_live,
         source=source,
         detail=f"{event.event_type} {event.event_id}",
         session=session,
         payment=payment,
-        state=failed,
+        state=failed or paid,
         strictly_newer=True,
         claimed=claimed,
     )
