@@ -5,6 +5,8 @@ live here and in transitions.py, HTTP to Khaime lives in client.py.
 - ``reconcile``: refresh_session, refresh_if_due, apply_khaime_status, sync_sessions, expire_stale
 - ``inbox``: handle_webhook_event and the webhook inbox (record, apply, apply again, prune),
   dispatching each event family to its handler module (``payments`` for ``payment.*``)
+- ``ledger``: the Payment ledger (record_payment), and ``payment.*``'s handler around ``payments``
+- ``subscriptions``: ``subscription.*`` events, sync_subscriptions, refresh_subscription
 
 Everything public is importable from ``khaime_django.services`` itself, as before.
 """
@@ -24,6 +26,7 @@ from .inbox import (
     prune_webhook_events,
     record_webhook_event,
 )
+from .ledger import record_payment
 from .payments import apply_payment_event, flag_for_review, match_session, review_reasons
 from .reconcile import (
     EXPIRE_BATCH_SIZE,
@@ -35,6 +38,12 @@ from .reconcile import (
     remote_target,
     sync_sessions,
 )
+from .subscriptions import (
+    SubscriptionSyncReport,
+    apply_subscription_event,
+    refresh_subscription,
+    sync_subscriptions,
+)
 
 __all__ = [
     "EVENT_HANDLERS",
@@ -45,9 +54,11 @@ __all__ = [
     "RETRY_OUTCOMES",
     "Applied",
     "EventHandler",
+    "SubscriptionSyncReport",
     "SyncReport",
     "apply_khaime_status",
     "apply_payment_event",
+    "apply_subscription_event",
     "apply_webhook_event",
     "apply_webhook_event_again",
     "cancel_session",
@@ -56,11 +67,14 @@ __all__ = [
     "handle_webhook_event",
     "match_session",
     "prune_webhook_events",
+    "record_payment",
     "record_webhook_event",
     "refresh_if_due",
     "refresh_session",
+    "refresh_subscription",
     "remote_target",
     "review_reasons",
     "start_checkout",
     "sync_sessions",
+    "sync_subscriptions",
 ]

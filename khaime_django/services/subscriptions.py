@@ -29,7 +29,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from .. import signals
-from ..models import Mode, Payment, PaymentSession, Subscription, WebhookEvent, WebhookOutcome
+from ..client import get_client
+from ..conf import khaime_settings
+from ..exceptions import KhaimeAuthenticationError, KhaimeError, KhaimeRateLimitError
+from ..models import Mode, Payment, PaymentSession, Source, Subscription, WebhookEvent, WebhookOutcome
 from ..subscription_statuses import (
     EVENT_SUBSCRIPTION_STATUS,
     REMOTE_SUBSCRIPTION_STATUS,
@@ -474,10 +477,6 @@ def sync_subscriptions(
     is asked for, so a small budget settles some subscriptions fully rather than many partly.
     ``on_change(subscription_id, before, after)`` is called for every change (or would-be change).
     """
-    from ..client import get_client
-    from ..conf import khaime_settings
-    from ..exceptions import KhaimeAuthenticationError, KhaimeError, KhaimeRateLimitError
-
     report = SubscriptionSyncReport(dry_run=dry_run)
     client = client or get_client(max_retries=0)
     is_live = khaime_settings.mode == Mode.LIVE
@@ -548,8 +547,6 @@ def _needs_detail(local: Subscription | None, item: Mapping[str, Any]) -> bool:
 def _reconcile_one(
     report: SubscriptionSyncReport, local: Subscription | None, data: Mapping[str, Any], *, is_live: bool, on_change
 ) -> None:
-    from ..models import Source
-
     status = _status_of(data)
     before = local.status if local is not None else None
     if report.dry_run:
@@ -579,8 +576,6 @@ def _reconcile_one(
 def refresh_subscription(subscription: Subscription, *, source: str, client: Any = None) -> ReportResult:
     """Ask Khaime about one subscription now (``GET /subscriptions/{id}``) and apply the answer
     (the admin's "Refresh from Khaime"). Raises the client's ``KhaimeError``."""
-    from ..client import get_client
-
     client = client or get_client()
     data = client.get_subscription(subscription.subscription_id)
     with transaction.atomic():
