@@ -372,3 +372,15 @@ def test_a_first_payment_before_created_activates_the_pending_subscription(deliv
     sub = Subscription.objects.get()
     assert sub.status == SUB.ACTIVE and sub.frequency == "monthly" and sub.product_id == 7
     assert list(sub.status_changes.values_list("to_status", flat=True)) == [SUB.ACTIVE]
+
+
+def test_a_long_history_already_recorded_costs_a_constant_number_of_queries(
+    deliver, monthly, django_assert_max_num_queries
+):
+    payments = tuple(f"txn_{n}" for n in range(60))
+    data = subscription_object(session=monthly, payments=payments)
+    deliver(subscription_event("subscription.renewed", data))
+    assert Payment.objects.count() == 60
+    with django_assert_max_num_queries(30):
+        deliver(subscription_event("subscription.renewed", data, occurred_at="2026-03-28T00:00:00Z"))
+    assert Payment.objects.count() == 60

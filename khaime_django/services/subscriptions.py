@@ -206,7 +206,15 @@ def apply_subscription_report(
         first = history[0][0].transaction_id if history else ""
         if first and not subscription.first_transaction_id:
             _update(subscription, first_transaction_id=first)
+        # One query for the payments already linked, so a long history costs no INSERT per entry.
+        linked = set(
+            Payment.objects.filter(
+                transaction_id__in=[facts.transaction_id for facts, _status in history], subscription__isnull=False
+            ).values_list("transaction_id", flat=True)
+        )
         for facts, _status in history:
+            if facts.transaction_id in linked:
+                continue
             recorded, new = ledger.record_payment(facts, session=subscription.session, subscription=subscription)
             if new and recorded is not None:
                 result.payments_recorded.append(recorded.transaction_id)
