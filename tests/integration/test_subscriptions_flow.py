@@ -4,6 +4,7 @@ by the emulator, every event signed and delivered to ``khaime:webhook`` (twice, 
 from __future__ import annotations
 
 import io
+import time
 from datetime import timedelta
 
 import pytest
@@ -166,11 +167,22 @@ def test_khaime_sync_pages_by_100_and_keeps_to_its_budget(buyer, khaime_emulator
 def test_khaime_sync_stops_at_the_first_429(buyer, khaime_emulator):
     buy_membership(buyer, khaime_emulator)
     settle(khaime_emulator)
+    khaime_emulator.configure(fail_rate=1.0, fail_status=429)  # Khaime's quota is spent
+    out = io.StringIO()
+    call_command("khaime_sync", "--budget", "10", stdout=out)
+    assert "listed 0, fetched 0, changed 0, renewals found 0, errors 0, requests 1" in out.getvalue()
+    assert "stopped early: Khaime rate limit (429)" in out.getvalue()
+
+
+def test_khaime_sync_stops_at_a_429_between_list_and_details(buyer, khaime_emulator):
+    buy_membership(buyer, khaime_emulator)
+    settle(khaime_emulator)
     khaime_emulator.configure(webhook_url=None)
     buyer.email = "second@example.com"
     buyer.buy("monthly-membership")  # unknown here: the sync must ask for its details
     khaime_emulator.complete(buyer.page.url.rstrip("/").rsplit("/", 1)[-1])
     khaime_emulator.configure(rate_limit_per_second=1)
+    time.sleep(1.05 - time.time() % 1)  # both requests inside one second of the emulator's window
     out = io.StringIO()
     call_command("khaime_sync", "--budget", "10", stdout=out)
     line = out.getvalue()
