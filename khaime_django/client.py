@@ -49,6 +49,7 @@ from .exceptions import (
     KhaimeTimeoutError,
     KhaimeValidationError,
 )
+from .money import is_amount
 from .session_request import SessionRequest
 
 logger = logging.getLogger(__name__)
@@ -438,12 +439,12 @@ def _check_created_session(data: dict, request: SessionRequest) -> None:
     for name, longest in _LONGEST_TEXT.items():
         if isinstance(data.get(name), str) and len(data[name]) > longest:
             problems[name] = f"is longer than {longest} characters"
-    if "amount" in data and not _is_amount(data["amount"]):
+    if "amount" in data and not is_amount(data["amount"]):
         problems["amount"] = "is not a non-negative integer"
     fee_details = data.get("fee_details")
     fees: dict = fee_details if isinstance(fee_details, dict) else {}
     for name in _FEE_AMOUNTS:
-        if fees.get(name) is not None and not _is_amount(fees[name]):
+        if fees.get(name) is not None and not is_amount(fees[name]):
             problems[f"fee_details.{name}"] = "is not a non-negative integer"
     if not problems:
         problems = _mismatches(data, fees, request)
@@ -471,10 +472,6 @@ def _mismatches(data: dict, fees: dict, request: SessionRequest) -> dict[str, st
     if len(totals) > 1:
         problems["amount"] = f"is {data['amount']}, but fee_details.total_amount is {fees['total_amount']}"
     return problems
-
-
-def _is_amount(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 _clients: dict[tuple, KhaimeClient] = {}

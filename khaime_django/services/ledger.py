@@ -17,6 +17,7 @@ from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from ..models import Mode, Payment, PaymentSession, Subscription, WebhookEvent, WebhookOutcome
+from ..money import is_amount
 from ..webhooks import KhaimeEvent
 from . import payments, subscriptions
 from .events import Applied
@@ -98,7 +99,9 @@ def record_payment(
     be recorded and ``(None, False)`` is returned. Call inside a transaction.
     """
     amount, currency = facts.amount, facts.currency
-    if amount is None or amount < 0 or not currency:
+    if not is_amount(amount) or not currency:
+        # No amount, or one no payment can have: the session's review flags the event; the ledger
+        # records what was asked for.
         amount, currency = _expected_amount(session, subscription)
         if amount is None:
             logger.warning("Payment %s reports no amount and matches nothing that has one", facts.transaction_id)
