@@ -3,6 +3,7 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("accounts/", include("django.contrib.auth.urls")),
     path("payments/", include("khaime_django.urls")),
     path("", include("demo_project.shop.urls")),
 ]

@@ -391,3 +391,7 @@ class WebhookEventAdmin(admin.ModelAdmin):
             if outcomes[WebhookOutcome.ERROR] or outcomes[WebhookOutcome.UNMATCHED]
             else messages.SUCCESS,
         )
+
+
+# Subscriptions and the payment ledger live in a module of their own.
+from . import admin_subscriptions  # noqa: E402, F401

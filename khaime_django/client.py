@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 from urllib3 import exceptions as urllib3_exceptions
@@ -49,6 +49,7 @@ from .exceptions import (
     KhaimeTimeoutError,
     KhaimeValidationError,
 )
+from .money import is_amount
 from .session_request import SessionRequest
 
 logger = logging.getLogger(__name__)
@@ -117,6 +118,33 @@ class KhaimeClient:
             "GET", f"/payments/sessions/{quote(session_id, safe='')}", timeout=timeout, deadline=deadline
         )
         _require_fields(data, GET_SESSION_FIELDS)
+        return data
+
+    def list_subscriptions(
+        self,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        status: str | None = None,
+        sort_by: str = "created_at",
+        sort_order: str = "asc",
+    ) -> dict:
+        """``GET /subscriptions``: one page, ``{subscriptions: [...], total, limit, offset}``.
+        Oldest first by default, so new subscriptions join the end and offsets stay put."""
+        query = {"limit": limit, "offset": offset, "sort_by": sort_by, "sort_order": sort_order}
+        if status:
+            query["status"] = status
+        data = self._request("GET", f"/subscriptions?{urlencode(query)}")
+        if not isinstance(data.get("subscriptions"), list):
+            raise KhaimeResponseError("Khaime's answer lacks subscriptions.", details={"subscriptions": "missing"})
+        return data
+
+    def get_subscription(self, subscription_id: str) -> dict:
+        """``GET /subscriptions/{id}``: the subscription object with ``payment_history``."""
+        if not subscription_id:
+            raise KhaimeRequestInvalidError("A subscription id is required.", details={"subscription_id": "required"})
+        data = self._request("GET", f"/subscriptions/{quote(subscription_id, safe='')}")
+        _require_fields(data, ("id", "status"))
         return data
 
     def longest_call(self) -> float:
@@ -411,12 +439,12 @@ def _check_created_session(data: dict, request: SessionRequest) -> None:
     for name, longest in _LONGEST_TEXT.items():
         if isinstance(data.get(name), str) and len(data[name]) > longest:
             problems[name] = f"is longer than {longest} characters"
-    if "amount" in data and not _is_amount(data["amount"]):
+    if "amount" in data and not is_amount(data["amount"]):
         problems["amount"] = "is not a non-negative integer"
     fee_details = data.get("fee_details")
     fees: dict = fee_details if isinstance(fee_details, dict) else {}
     for name in _FEE_AMOUNTS:
-        if fees.get(name) is not None and not _is_amount(fees[name]):
+        if fees.get(name) is not None and not is_amount(fees[name]):
             problems[f"fee_details.{name}"] = "is not a non-negative integer"
     if not problems:
         problems = _mismatches(data, fees, request)
@@ -444,10 +472,6 @@ def _mismatches(data: dict, fees: dict, request: SessionRequest) -> dict[str, st
     if len(totals) > 1:
         problems["amount"] = f"is {data['amount']}, but fee_details.total_amount is {fees['total_amount']}"
     return problems
-
-
-def _is_amount(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 _clients: dict[tuple, KhaimeClient] = {}

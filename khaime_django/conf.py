@@ -59,6 +59,8 @@ DEFAULTS: dict[str, object] = {
     "SITE_URL": "",
     # Extra origins the checkout may redirect buyers to besides https URLs (say, an emulator).
     "ALLOWED_PAYMENT_ORIGINS": [],
+    # How long a subscription whose renewal failed (`due`) keeps access past its next_payment_date.
+    "SUBSCRIPTION_GRACE": timedelta(days=3),
     # Where `manage.py khaime_emulator` delivers webhooks by default.
     "EMULATOR_WEBHOOK_URL": EMULATOR_WEBHOOK_URL,
 }
@@ -112,7 +114,7 @@ def _normalise(name: str, value):
         return (value, value)
     if name in ("TIMEOUT", "RETURN_TIMEOUT") and isinstance(value, list):
         return tuple(value)  # requests takes (connect, read) only as a tuple; a list raises ValueError
-    if name in ("SYNC_GRACE", "RECHECK_LOOKBACK") and isinstance(value, (int, float)):
+    if name in ("SYNC_GRACE", "RECHECK_LOOKBACK", "SUBSCRIPTION_GRACE") and isinstance(value, (int, float)):
         return timedelta(seconds=value)
     if name == "WEBHOOK_PAYLOAD_RETENTION" and isinstance(value, (int, float)) and not isinstance(value, bool):
         return timedelta(days=value)

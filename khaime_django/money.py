@@ -41,6 +41,16 @@ def _locale(language: str | None) -> Locale:
         return Locale.parse("en_US")
 
 
+#: The largest amount a model stores (``PositiveBigIntegerField``); anything larger is no real
+#: payment, however it is signed.
+MAX_AMOUNT = 2**63 - 1
+
+
+def is_amount(value: object) -> bool:
+    """An amount we can store: an ``int`` (not ``bool``) from 0 to :data:`MAX_AMOUNT`."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_AMOUNT
+
+
 def require_minor_units(amount: object) -> int:
     """Return ``amount`` if it is an integer in the currency's minor unit, else raise ``TypeError``.
 

@@ -29,3 +29,28 @@ payment_status_changed = Signal()
 #: Money arrived but something does not match (amount, currency, live/sandbox): look at it.
 #: Keyword arguments: ``session``, ``reason``, ``event`` (the WebhookEvent, or None).
 payment_needs_review = Signal()
+
+# -- subscriptions ---------------------------------------------------------------------------------
+# Sent with ``sender=Subscription`` and ``subscription``, once per real change, after the commit.
+# Status signals also get ``from_status``, ``to_status`` and ``source``.
+
+#: A subscription khaime-django did not know is recorded (whichever event or sync found it).
+subscription_created = Signal()
+#: -> active (first activation, a paid ``due``, a resume).
+subscription_activated = Signal()
+#: -> trialing.
+subscription_trial_started = Signal()
+#: A renewal payment is recorded. Keyword arguments: ``subscription``, ``payment`` (the Payment).
+subscription_renewed = Signal()
+#: -> due: a renewal payment failed.
+subscription_payment_failed = Signal()
+#: -> paused.
+subscription_paused = Signal()
+#: -> cancelled (access lasts until ``next_payment_date``).
+subscription_cancelled = Signal()
+#: -> expired.
+subscription_expired = Signal()
+#: ``subscription.trial_ending``: once per trial end date. Keyword arguments: ``subscription``.
+subscription_trial_ending = Signal()
+#: Every status change of a subscription (sent in addition to the specific signal).
+subscription_status_changed = Signal()

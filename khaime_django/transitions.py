@@ -27,13 +27,15 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from . import signals
-from .models import PaymentSession, StatusChange
+from .models import PaymentSession, StatusChange, Subscription, SubscriptionStatusChange
 from .statuses import ALLOWED_FROM, Status, can_transition
+from .subscription_statuses import SUBSCRIPTION_ALLOWED_FROM, SubscriptionStatus
 
 __all__ = [
     "ALLOWED_FROM",
     "PAYMENT_SESSIONS",
     "SIGNAL_FOR_STATUS",
+    "SUBSCRIPTIONS",
     "StateMachine",
     "can_transition",
     "collect_receiver_errors",
@@ -113,6 +115,26 @@ def register(machine: StateMachine) -> StateMachine:
 
 
 register(PAYMENT_SESSIONS)
+
+SUBSCRIPTIONS = register(
+    StateMachine(
+        model=Subscription,
+        allowed_from=SUBSCRIPTION_ALLOWED_FROM,
+        history_model=SubscriptionStatusChange,
+        history_fk="subscription",
+        signal_for_status={
+            SubscriptionStatus.TRIALING: signals.subscription_trial_started,
+            SubscriptionStatus.ACTIVE: signals.subscription_activated,
+            SubscriptionStatus.DUE: signals.subscription_payment_failed,
+            SubscriptionStatus.PAUSED: signals.subscription_paused,
+            SubscriptionStatus.CANCELLED: signals.subscription_cancelled,
+            SubscriptionStatus.EXPIRED: signals.subscription_expired,
+        },
+        changed_signal=signals.subscription_status_changed,
+        instance_kwarg="subscription",
+        label="Subscription",
+    )
+)
 
 
 def machine_for(model: type[models.Model]) -> StateMachine:
@@ -198,7 +220,7 @@ def transition(instance: Any, to_status: str, *, source: str, detail: str = "", 
 
 
 def _name(instance: Any) -> Any:
-    return getattr(instance, "reference", instance.pk)
+    return getattr(instance, "reference", None) or getattr(instance, "subscription_id", instance.pk)
 
 
 def _set_fields(instance: Any, to_status: str, now, fields: dict[str, Any]) -> None:
@@ -337,12 +359,13 @@ def send_robust(signal: Signal, *, sender: type[models.Model] = PaymentSession, 
     for receiver, result in signal.send_robust(sender=sender, **kwargs):
         if isinstance(result, BaseException):
             errors.append(result)
-            instance = kwargs.get("session", kwargs.get("instance"))
+            instance = kwargs.get("session", kwargs.get("subscription", kwargs.get("instance")))
             logger.error(
                 "Signal receiver %r raised for %s %s",
                 receiver,
                 sender._meta.verbose_name,
-                getattr(instance, "reference", getattr(instance, "pk", None)),
+                getattr(instance, "reference", None)
+                or getattr(instance, "subscription_id", getattr(instance, "pk", None)),
                 exc_info=result,
             )
     return errors

@@ -45,11 +45,15 @@ django.setup()
 from django.conf import settings
 settings.KHAIME = json.loads(os.environ["KHAIME_JSON"])
 from khaime_django import services
+from django.contrib.auth.models import AnonymousUser
+from django.test import RequestFactory
 from khaime_django.purchases import Purchase
-from django.contrib.auth import get_user_model
+from khaime_django.services import buyers
 purchase = Purchase.from_token(sys.argv[1])
-user = get_user_model().objects.get(pk=int(sys.argv[3]))
-services.start_checkout(customer_email=sys.argv[2], user=user, **purchase.checkout_kwargs())
+request = RequestFactory().post("/payments/checkout/")
+request.user = AnonymousUser()
+request.session = {buyers.SESSION_KEY: sys.argv[3]}  # the test client's browser
+services.start_checkout(request=request, customer_email=sys.argv[2], **purchase.checkout_kwargs())
 """
 
 
@@ -59,15 +63,22 @@ def database_url() -> str:
     return f"postgres://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-def kill_checkout_after_its_insert(buy_token, settings, client) -> PaymentSession:
-    """Run start_checkout in another process against a Khaime that holds the create for a minute,
-    wait for its row to be committed, SIGKILL it; return the row it left behind. The killed
-    checkout is the test client's buyer's (a user logged in there): only the same buyer's next Buy
-    meets its row, as the purchase key binds a checkout to its buyer."""
-    from django.contrib.auth import get_user_model
+def as_browser(client, token: str) -> None:
+    """Make the test client the browser whose Django session holds ``token``."""
+    from khaime_django.services import buyers
 
-    user = get_user_model().objects.create_user("killed-buyer", EMAIL)
-    client.force_login(user)
+    browser = client.session
+    browser[buyers.SESSION_KEY] = token
+    browser.save()
+    client.cookies[settings.SESSION_COOKIE_NAME] = browser.session_key
+
+
+def kill_checkout_after_its_insert(buy_token, settings, client) -> PaymentSession:
+    """Run start_checkout, for the test client's browser, in another process against a Khaime
+    that holds the create for a minute, wait for its row to be committed, SIGKILL it; return the
+    row it left behind."""
+    token = "browser-token-of-the-killed-checkout"
+    as_browser(client, token)
     with SlowKhaime(create_delay=60) as khaime:
         khaime_settings = {**settings.KHAIME, "API_BASE_URL": khaime.api_base_url, "SITE_URL": "https://shop.test"}
         env = {
@@ -76,7 +87,7 @@ def kill_checkout_after_its_insert(buy_token, settings, client) -> PaymentSessio
             "DATABASE_URL": database_url(),
             "KHAIME_JSON": json.dumps(khaime_settings),
         }
-        child = subprocess.Popen([sys.executable, "-c", CHILD, buy_token, EMAIL, str(user.pk)], cwd=ROOT, env=env)
+        child = subprocess.Popen([sys.executable, "-c", CHILD, buy_token, EMAIL, token], cwd=ROOT, env=env)
         try:
             deadline = time.monotonic() + 30
             while not khaime.count("POST"):  # the row is committed before Khaime is called
@@ -111,11 +122,8 @@ def stuck_row(make_session, client):
         from khaime_django.services import buyers
         from khaime_django.services.checkout import _purchase_key
 
-        browser = client.session
-        token = browser.get(buyers.SESSION_KEY) or "browser-token-of-the-test-client"
-        browser[buyers.SESSION_KEY] = token
-        browser.save()
-        client.cookies[settings.SESSION_COOKIE_NAME] = browser.session_key
+        token = client.session.get(buyers.SESSION_KEY) or "browser-token-of-the-test-client"
+        as_browser(client, token)
 
         purchase = Purchase(amount=5000, currency="USD", product_name="Premium Plan")
         request = purchase.session_request(

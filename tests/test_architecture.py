@@ -48,13 +48,21 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     (
         "domain",
-        ("khaime_django.statuses", "khaime_django.models", "khaime_django.transitions", "khaime_django.purchases"),
+        (
+            "khaime_django.statuses",
+            "khaime_django.subscription_statuses",
+            "khaime_django.models",
+            "khaime_django.transitions",
+            "khaime_django.purchases",
+        ),
     ),
     ("services", ("khaime_django.services", "khaime_django.services.*")),
     (
         "edges",
         (
+            "khaime_django.access",
             "khaime_django.admin",
+            "khaime_django.admin_subscriptions",
             "khaime_django.forms",
             "khaime_django.urls",
             "khaime_django.views",

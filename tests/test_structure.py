@@ -45,8 +45,8 @@ def test_a_new_event_family_plugs_into_the_dispatch_table(deliver, monkeypatch, 
 
 
 def test_a_family_without_a_handler_is_stored_as_ignored(deliver, db):
-    assert "subscription" not in services.EVENT_HANDLERS
-    payload = subscription_event()
+    assert "payout" not in services.EVENT_HANDLERS
+    payload = subscription_event("payout.sent")
     assert deliver(payload).json()["outcome"] == WebhookOutcome.IGNORED
     assert "not an event khaime-django applies" in WebhookEvent.objects.get().detail
 

@@ -56,7 +56,8 @@ def payment_event(
         session_id = session.session_id if session is not None else None
     payment = {
         "object": "payment",
-        "id": f"pay_{uuid.uuid4().hex[:12]}",
+        # One payment per session, as at Khaime: every event about it carries the same id.
+        "id": f"txn_{session.reference.hex}" if session is not None else f"txn_{uuid.uuid4().hex}",
         "status": event_type.split(".", 1)[1],
         "payment_type": "one_time",
         "gateway": "stripe",

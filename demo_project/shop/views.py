@@ -2,8 +2,10 @@ import logging
 import sys
 
 from django.shortcuts import get_object_or_404, render
+from django.urls import reverse_lazy
 from django.views.defaults import server_error as django_server_error
 
+from khaime_django.access import active_subscriptions, subscription_required
 from khaime_django.models import PaymentSession
 from khaime_django.views import DATABASE_DROPPED
 
@@ -26,7 +28,25 @@ def product_detail(request, slug):
 def order_status(request, reference):
     """The merchant's own page for one payment attempt: what we stored and how it got there."""
     session = get_object_or_404(PaymentSession, reference=reference)
-    return render(request, "shop/order_status.html", {"session": session, "history": session.status_changes.all()})
+    subscription = session.subscriptions.first()
+    payments = (subscription.payments if subscription is not None else session.payments).order_by("paid_at", "pk")
+    return render(
+        request,
+        "shop/order_status.html",
+        {
+            "session": session,
+            "history": session.status_changes.all(),
+            "subscription": subscription,
+            "payments": payments,
+        },
+    )
+
+
+@subscription_required("Monthly Membership", redirect_url=reverse_lazy("shop:product", args=["monthly-membership"]))
+def members(request):
+    """The members' area the Monthly Membership unlocks (logged-in users with an active one)."""
+    subscription = active_subscriptions(request.user, "Monthly Membership").first()
+    return render(request, "shop/members.html", {"subscription": subscription})
 
 
 def server_error(request):

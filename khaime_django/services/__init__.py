@@ -5,6 +5,8 @@ live here and in transitions.py, HTTP to Khaime lives in client.py.
 - ``reconcile``: refresh_session, refresh_if_due, apply_khaime_status, sync_sessions, expire_stale
 - ``inbox``: handle_webhook_event and the webhook inbox (record, apply, apply again, prune),
   dispatching each event family to its handler module (``payments`` for ``payment.*``)
+- ``ledger``: the Payment ledger (record_payment), and ``payment.*``'s handler around ``payments``
+- ``subscriptions``: ``subscription.*`` events, sync_subscriptions, refresh_subscription
 
 Everything public is importable from ``khaime_django.services`` itself, as before.
 """
@@ -25,6 +27,7 @@ from .inbox import (
     record_webhook_event,
     redact_webhook_payloads,
 )
+from .ledger import record_payment
 from .payments import (
     apply_payment_event,
     flag_for_review,
@@ -46,6 +49,12 @@ from .reconcile import (
     sync_sessions,
     wait_for_webhook,
 )
+from .subscriptions import (
+    SubscriptionSyncReport,
+    apply_subscription_event,
+    refresh_subscription,
+    sync_subscriptions,
+)
 
 __all__ = [
     "EVENT_HANDLERS",
@@ -56,10 +65,12 @@ __all__ = [
     "RETRY_OUTCOMES",
     "Applied",
     "EventHandler",
+    "SubscriptionSyncReport",
     "SyncReport",
     "abandon_stale_created",
     "apply_khaime_status",
     "apply_payment_event",
+    "apply_subscription_event",
     "apply_webhook_event",
     "apply_webhook_event_again",
     "cancel_session",
@@ -70,14 +81,17 @@ __all__ = [
     "mode_mismatch",
     "notify_review",
     "prune_webhook_events",
+    "record_payment",
     "record_webhook_event",
     "redact_webhook_payloads",
     "refresh_if_due",
     "refresh_session",
+    "refresh_subscription",
     "remote_target",
     "review_payment",
     "review_reasons",
     "start_checkout",
     "sync_sessions",
+    "sync_subscriptions",
     "wait_for_webhook",
 ]

@@ -20,7 +20,7 @@ from django.utils import timezone
 from ..models import Source, WebhookEvent, WebhookOutcome
 from ..transitions import collect_receiver_errors
 from ..webhooks import KhaimeEvent
-from . import payments
+from . import ledger, subscriptions
 from .events import MAX_ERROR_TEXT, Applied, EventHandler
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 #: Event family ("payment" of "payment.succeeded") -> the handler that applies its events. An
 #: event of a family not listed here is stored and answered ``ignored``.
 EVENT_HANDLERS: dict[str, EventHandler] = {
-    "payment": payments.apply_payment_event,
+    "payment": ledger.apply_payment_event,
+    "subscription": subscriptions.apply_subscription_event,
 }
 
 #: A stored event with one of these outcomes is applied on its next delivery; any other outcome

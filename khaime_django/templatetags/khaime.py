@@ -104,3 +104,12 @@ def khaime_money(amount, currency):
         return format_money(amount, currency)
     except TypeError as error:
         return _template_error("khaime_money", str(error))
+
+
+@register.filter
+def khaime_is_member(user, product=None) -> bool:
+    """``{% if user|khaime_is_member %}`` / ``{% if user|khaime_is_member:"Monthly Membership" %}``:
+    does ``user`` have an active subscription (to that product name or Khaime product id)?"""
+    from khaime_django.access import has_active_subscription
+
+    return has_active_subscription(user, product)

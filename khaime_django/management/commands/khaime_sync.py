@@ -17,6 +17,7 @@ from django.core.management.base import BaseCommand, CommandError
 from khaime_django import services
 from khaime_django.exceptions import KhaimeConfigurationError
 from khaime_django.management.durations import duration
+from khaime_django.services.subscriptions import SubscriptionSyncReport, sells_subscriptions, sync_subscriptions
 
 
 class Command(BaseCommand):
@@ -46,6 +47,11 @@ class Command(BaseCommand):
             help="Do not call Khaime: expire sessions whose expires_at is past by the grace.",
         )
         parser.add_argument(
+            "--skip-subscriptions",
+            action="store_true",
+            help="Do not reconcile subscriptions (by default they share what the sessions left of --budget).",
+        )
+        parser.add_argument(
             "--dry-run",
             action="store_true",
             help="Print what would change; change nothing.",
@@ -70,10 +76,36 @@ class Command(BaseCommand):
                 report = services.sync_sessions(budget=budget, grace=grace, dry_run=dry_run, on_change=show)
             except KhaimeConfigurationError as error:
                 raise CommandError(f"{error} (--offline needs no API key)") from None
+            if (
+                not (report.stopped or report.unreachable or options.get("skip_subscriptions"))
+                and sells_subscriptions()
+            ):
+                self.sync_subscriptions(budget - report.requests, dry_run=dry_run, verbosity=verbosity)
         report.abandoned = abandoned
         self.stdout.write(format_report(report))
         if report.unreachable:
             raise CommandError("Khaime could not be reached (or refused the API key); nothing was synced.")
+
+    def sync_subscriptions(self, budget: int, *, dry_run: bool, verbosity: int) -> None:
+        def show(subscription_id, before, after):
+            if dry_run or verbosity >= 2:
+                verb = "would change" if dry_run else "changed"
+                self.stdout.write(f"{subscription_id}: {verb} {before} -> {after}")
+
+        report = sync_subscriptions(budget=budget, dry_run=dry_run, on_change=show)
+        self.stdout.write(format_subscription_report(report))
+
+
+def format_subscription_report(report: SubscriptionSyncReport) -> str:
+    """The subscriptions line of a khaime_sync run."""
+    verb = "would change" if report.dry_run else "changed"
+    line = (
+        f"khaime_sync subscriptions: listed {report.listed}, fetched {report.fetched}, {verb} {report.changed}, "
+        f"renewals found {report.renewals}, errors {report.errors}, requests {report.requests}"
+    )
+    if report.stopped:
+        line += f"; stopped early: {report.stopped}"
+    return line
 
 
 def format_report(report: services.SyncReport) -> str:
