@@ -161,3 +161,40 @@ def test_the_demo_answers_other_server_errors_with_djangos_500(client, monkeypat
     page = client.get("/products/anything/")
     assert page.status_code == 500
     assert b"could not reach its database" not in page.content
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@on_postgres
+def test_the_retryable_page_reads_the_database_afresh_when_its_template_needs_it(
+    client, khaime_api, make_session, django_user_model
+):
+    """Soak (issue 14): the demo's base template reads ``request.user`` (the session, from the
+    database); rendering the 503 page on the dropped connection raised again, a bare 500."""
+    client.force_login(django_user_model.objects.create_user("member", "member@example.com"))
+    session = make_session(Status.PENDING)
+    connection.ensure_connection()
+    drop = terminate_this_connection()
+    drop.status = 200
+    drop.body = json.dumps({"success": True, "data": {"session_id": session.session_id, "status": "pending"}})
+    khaime_api.add_callback("GET", f"{API_BASE}/payments/sessions/{session.session_id}", callback=drop)
+    client.raise_request_exception = False
+    page = client.get(reverse("khaime:success", kwargs={"reference": session.reference}))
+    assert page.status_code == 503
+    assert b"If you paid, your payment is safe" in page.content
+    assert b"member@example.com" in page.content  # the full page, its template read the user afresh
+
+
+def test_the_retryable_page_falls_back_to_plain_html_when_the_database_stays_unreachable(rf, monkeypatch):
+    from django.db import OperationalError
+
+    from khaime_django import views
+
+    def unreachable(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(views, "render", unreachable)
+    page = views.render_after_drop(rf.get("/"), "khaime_django/checkout_error.html", {})
+    assert page.status_code == 503
+    assert b"Payment is unavailable right now" in page.content
+    assert b"could not reach its database" in page.content

@@ -7,7 +7,7 @@ from django.views.defaults import server_error as django_server_error
 
 from khaime_django.access import active_subscriptions, subscription_required
 from khaime_django.models import PaymentSession
-from khaime_django.views import DATABASE_DROPPED
+from khaime_django.views import DATABASE_DROPPED, render_after_drop
 
 from .models import Product
 
@@ -58,6 +58,6 @@ def server_error(request):
     if not isinstance(error, DATABASE_DROPPED):
         return django_server_error(request)
     logger.error("%s failed on the database: %s", request.path, error)
-    response = render(request, "shop/unavailable.html", {"reload_url": request.get_full_path()}, status=503)
+    response = render_after_drop(request, "shop/unavailable.html", {"reload_url": request.get_full_path()})
     response["Retry-After"] = str(RETRY_AFTER)
     return response
