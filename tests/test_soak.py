@@ -112,13 +112,52 @@ def test_a_session_whose_create_died_with_its_worker_is_known_by_reference_once_
     }
 
 
+def test_the_payments_ledger_and_subscriptions_are_checked_against_khaimes():
+    def ledger_facts(payments, subscriptions, truth_payments, truth_subscriptions):
+        found = facts()
+        found.truth.payments.extend(truth_payments)
+        found.truth.subscriptions.extend(truth_subscriptions)
+        found.ledger.payments.extend(payments)
+        found.ledger.subscriptions.extend(subscriptions)
+        return found
+
+    theirs = [
+        {"transaction_id": "t1", "amount": 900, "currency": "USD", "subscription_id": "sub_1"},
+        {"transaction_id": "t2", "amount": 900, "currency": "USD", "subscription_id": "sub_1"},
+    ]
+    ours = [
+        {"transaction_id": t["transaction_id"], "amount": 900, "currency": "USD", "subscription_id_khaime": "sub_1"}
+        for t in theirs
+    ]
+    balanced = ledger_facts(
+        ours, [{"subscription_id": "sub_1", "status": "cancelled"}], theirs, [{"id": "sub_1", "status": "cancelled"}]
+    )
+    assert offenders(balanced) == {}
+
+    renewal_lost = ledger_facts(
+        ours[:1], [{"subscription_id": "sub_1", "status": "active"}], theirs, [{"id": "sub_1", "status": "cancelled"}]
+    )
+    assert offenders(renewal_lost) == {"payments_match": 1, "subscriptions_match": 1}
+    wrong_amount = [{**ours[0], "amount": 800}, ours[1]]
+    assert offenders(ledger_facts(wrong_amount, [], theirs, [])) == {"payments_match": 1}
+
+
 def test_two_payable_sessions_for_one_purchase_are_caught():
     twice = facts(
         [remote("s1", "pending"), remote("s2", "pending")],
-        [local("s1", "error"), local("s2", "pending")],
+        [local("s1", "cancelled"), local("s2", "pending")],
     )
 
     assert offenders(twice) == {"one_payable_session_per_purchase": 1}
+
+
+def test_a_pending_session_whose_checkout_failed_after_khaimes_answer_is_not_payable():
+    retried = facts(
+        [remote("s1", "pending"), remote("s2", "completed")],
+        [local("s1", "error"), local("s2", "completed")],
+    )
+
+    assert offenders(retried) == {}
 
 
 def test_a_status_that_is_not_the_last_history_entry_is_caught():

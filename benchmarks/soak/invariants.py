@@ -104,10 +104,16 @@ def one_row_per_session(facts: Facts) -> list[str]:
 
 
 def one_payable_session_per_purchase(facts: Facts) -> list[str]:
-    """A buyer's purchase never has two Khaime sessions it could pay (or has paid) at once."""
+    """A buyer's purchase never has two Khaime sessions it could pay (or has paid) at once.
+
+    A pending session whose local row is in ``error`` is not payable by anyone: the checkout that
+    created it failed after Khaime answered (a dropped connection, a killed worker), so no buyer
+    was sent to its page, and an ``error`` row is never reused."""
     payable = defaultdict(list)
     for remote in facts.truth.sessions:
-        if remote["status"] in ("pending", "completed"):
+        row = facts.local_for(remote)
+        never_shown = remote["status"] == "pending" and row is not None and row["status"] == "error"
+        if remote["status"] in ("pending", "completed") and not never_shown:
             purchase = (remote["customer"].get("email"), remote["product_title"], remote["amount"], remote["currency"])
             payable[purchase].append(f"{remote['session_id']}={remote['status']}")
     return [f"{purchase[0]} {purchase[1]}: {', '.join(ids)}" for purchase, ids in payable.items() if len(ids) > 1]
@@ -245,6 +251,45 @@ def no_worker_timeouts(facts: Facts) -> list[str]:
     return [line.split("] ", 1)[-1] for line in facts.app_log.splitlines() if "WORKER TIMEOUT" in line]
 
 
+def payments_match(facts: Facts) -> list[str]:
+    """The payments ledger holds every payment Khaime took (first payments and renewals), once,
+    with Khaime's amount and currency, and nothing else."""
+    theirs = {payment["transaction_id"]: payment for payment in facts.truth.payments}
+    ours = {payment["transaction_id"]: payment for payment in facts.ledger.payments}
+    offenders = [
+        f"{txn}: Khaime took {p['amount']} {p['currency']}, not in the ledger"
+        for txn, p in theirs.items()
+        if txn not in ours
+    ]
+    offenders += [f"{txn}: in the ledger, unknown to Khaime" for txn in ours if txn not in theirs]
+    for txn, mine in ours.items():
+        khaime = theirs.get(txn)
+        if khaime is not None and (mine["amount"], mine["currency"]) != (khaime["amount"], khaime["currency"]):
+            offenders.append(
+                f"{txn}: ledger {mine['amount']} {mine['currency']}, Khaime {khaime['amount']} {khaime['currency']}"
+            )
+        if khaime is not None and (mine.get("subscription_id_khaime") or None) != (
+            khaime.get("subscription_id") or None
+        ):
+            local_sub, khaime_sub = mine.get("subscription_id_khaime"), khaime.get("subscription_id")
+            offenders.append(f"{txn}: ledger subscription {local_sub}, Khaime {khaime_sub}")
+    return offenders
+
+
+def subscriptions_match(facts: Facts) -> list[str]:
+    """Every subscription Khaime has is in the ledger with Khaime's status, and no other."""
+    ours = {sub["subscription_id"]: sub for sub in facts.ledger.subscriptions}
+    theirs = {sub["id"]: sub for sub in facts.truth.subscriptions}
+    offenders = [
+        f"{sid}: Khaime {sub['status']}, local {ours[sid]['status'] if sid in ours else 'no row'}"
+        for sid, sub in theirs.items()
+        if sid not in ours or ours[sid]["status"] != sub["status"]
+    ]
+    return offenders + [
+        f"{sid}: local {sub['status']}, unknown to Khaime" for sid, sub in ours.items() if sid not in theirs
+    ]
+
+
 @dataclass(frozen=True)
 class Invariant:
     name: str
@@ -260,6 +305,8 @@ INVARIANTS: list[Invariant] = [
     Invariant("status equals the last entry of its history", status_is_last_history_entry),
     Invariant("every delivered event in the inbox exactly once", delivered_events_in_inbox_once),
     Invariant("paid amounts match Khaime's", paid_amounts_match),
+    Invariant("the payments ledger matches Khaime's payments", payments_match),
+    Invariant("subscription states and payments match the emulator's truth", subscriptions_match),
     Invariant("no return page showed paid for a session Khaime did not complete", return_pages_never_claim_unpaid),
     Invariant("a double submit reaches one Khaime session", double_submits_share_a_session),
     Invariant("buyer-visible 5xx that are not an injected Khaime fault", app_5xx_not_injected),

@@ -160,6 +160,7 @@ def render(settings, outcome, stack, started: float) -> str:
         f"{sum(1 for remote in truth.sessions if lost_with_its_worker(facts, remote))}",
         f"- Settle: webhooks finished in {outcome.webhook_wait:.1f} s"
         + ("" if outcome.webhooks_settled else " (NOT all finished: timeout)")
+        + f"; waited {outcome.abandon_wait:.1f} s for rows left in `created` to pass the in-flight limit"
         + f"; `khaime_sync --grace 0s` took {outcome.sync_seconds:.1f} s",
         "",
         "Per step, as the buyer's browser timed it (ms):",
