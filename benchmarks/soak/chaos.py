@@ -110,12 +110,13 @@ class Chaos:
         while pending and not self._stop.wait(0.05):
             if self.started() >= pending[0].at * self.total:
                 injection = pending.pop(0)
-                at = time.monotonic()
                 try:
                     what = injection.act(self.stack)
                 except Exception as error:  # an injection that fails is reported, not fatal
                     what = f"failed: {error!r}"
                 finally:
+                    # When it struck: an aimed kill may look for its target for a few seconds first.
+                    at = time.monotonic()
                     self.stack.release()
                 self.fired.append(Fired(injection.name, at, what))
 
