@@ -27,3 +27,10 @@ KHAIME = {
     "API_BASE_URL": "https://api.khaime.test/api/v1/partner",
     "WEBHOOK_SECRETS": ["whsec_test_secret"],
 }
+
+# Task mode's tests choose their backend per test (tests/tasks_support.py); this default runs a
+# task inside enqueue(), so nothing enqueued by a test outlives it.
+TASKS = {"default": {"BACKEND": f"{TASKS_MODULE}.backends.immediate.ImmediateBackend"}}  # noqa: F405
+# RQ's queues, for the RQ tests: a database of the local Redis no one else uses.
+KHAIME_TEST_REDIS_URL = env("KHAIME_TEST_REDIS_URL", default="redis://127.0.0.1:6379/7")
+RQ_QUEUES = {"default": {"URL": KHAIME_TEST_REDIS_URL}, "khaime": {"URL": KHAIME_TEST_REDIS_URL}}

@@ -18,11 +18,15 @@ from .inbox import (
     PRUNABLE_OUTCOMES,
     PRUNE_BATCH_SIZE,
     RETRY_OUTCOMES,
+    apply_recorded_event,
+    apply_waiting_events,
     apply_webhook_event,
     apply_webhook_event_again,
     handle_webhook_event,
     prune_webhook_events,
     record_webhook_event,
+    waiting_events,
+    waiting_summary,
 )
 from .payments import apply_payment_event, flag_for_review, match_session, review_reasons
 from .reconcile import (
@@ -48,6 +52,8 @@ __all__ = [
     "SyncReport",
     "apply_khaime_status",
     "apply_payment_event",
+    "apply_recorded_event",
+    "apply_waiting_events",
     "apply_webhook_event",
     "apply_webhook_event_again",
     "cancel_session",
@@ -63,4 +69,6 @@ __all__ = [
     "review_reasons",
     "start_checkout",
     "sync_sessions",
+    "waiting_events",
+    "waiting_summary",
 ]

@@ -13,10 +13,11 @@ import traceback
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Count, F, Min
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
+from ..conf import khaime_settings
 from ..models import Source, WebhookEvent, WebhookOutcome
 from ..transitions import collect_receiver_errors
 from ..webhooks import KhaimeEvent
@@ -114,6 +115,54 @@ def dispatch(record: WebhookEvent, *, source: str) -> Applied:
     if handler is None:
         return Applied(WebhookOutcome.IGNORED, detail=f"{event.event_type} is not an event khaime-django applies")
     return handler(record, event, source)
+
+
+def apply_recorded_event(pk: int, *, source: str = Source.WEBHOOK) -> str:
+    """Apply the stored event ``pk`` if it still waits: what the background task and the recovery
+    sweep run. The same lock and :func:`apply_webhook_event` as the inline path, so running it
+    twice, or racing a redelivery of the same event, applies the event once (the loser answers
+    ``duplicate``). An event pruned meanwhile is ``missing``."""
+    with transaction.atomic():
+        record = WebhookEvent.objects.select_for_update().filter(pk=pk).first()
+        if record is None:
+            return MISSING
+        return apply_webhook_event(record, source=source)
+
+
+#: What :func:`apply_recorded_event` answers for an event no longer stored.
+MISSING = "missing"
+
+
+def waiting_events(*, older_than: timedelta | None = None):
+    """Events recorded but not applied yet (``received``), the oldest first; with ``older_than``,
+    only those waiting longer than that."""
+    waiting = WebhookEvent.objects.filter(outcome=WebhookOutcome.RECEIVED)
+    if older_than is not None:
+        waiting = waiting.filter(received_at__lt=timezone.now() - older_than)
+    return waiting.order_by("received_at", "pk")
+
+
+def waiting_summary() -> tuple[int, timedelta | None]:
+    """How many events wait to be applied, and how long the oldest has waited (admin, monitoring)."""
+    stats = WebhookEvent.objects.filter(outcome=WebhookOutcome.RECEIVED).aggregate(n=Count("pk"), oldest=Min("received_at"))
+    oldest = stats["oldest"]
+    return stats["n"], (timezone.now() - oldest if oldest is not None else None)
+
+
+def apply_waiting_events(*, older_than: timedelta | None = None, limit: int = 1000, dry_run: bool = False) -> int:
+    """Apply events still ``received`` after ``older_than`` (KHAIME["WEBHOOK_RECOVERY_DELAY"]):
+    the recovery path when an enqueue was lost or a worker died. Returns how many were applied
+    (or, with ``dry_run``, would be). Each event is applied in its own transaction, through
+    :func:`apply_recorded_event`, so a worker that gets to it first wins and this one skips it."""
+    delay = khaime_settings.WEBHOOK_RECOVERY_DELAY if older_than is None else older_than
+    waiting = waiting_events(older_than=delay)
+    if dry_run:
+        return waiting[:limit].count()
+    applied = 0
+    for pk in list(waiting.values_list("pk", flat=True)[:limit]):
+        if apply_recorded_event(pk) not in (WebhookOutcome.DUPLICATE, MISSING):
+            applied += 1
+    return applied
 
 
 def apply_webhook_event_again(record: WebhookEvent, *, source: str = Source.ADMIN) -> str:
