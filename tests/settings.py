@@ -34,3 +34,11 @@ TASKS = {"default": {"BACKEND": f"{TASKS_MODULE}.backends.immediate.ImmediateBac
 # RQ's queues, for the RQ tests: a database of the local Redis no one else uses.
 KHAIME_TEST_REDIS_URL = env("KHAIME_TEST_REDIS_URL", default="redis://127.0.0.1:6379/7")
 RQ_QUEUES = {"default": {"URL": KHAIME_TEST_REDIS_URL}, "khaime": {"URL": KHAIME_TEST_REDIS_URL}}
+
+# The task worker processes of tests/integration/test_task_workers.py: their backend, and the
+# journal they write their signals to (tests/worker_journal.py).
+if env("KHAIME_TEST_TASKS_BACKEND", default=""):
+    TASKS = {"default": {"BACKEND": env("KHAIME_TEST_TASKS_BACKEND"), "QUEUES": ["default", "khaime"]}}
+KHAIME_TEST_JOURNAL = env("KHAIME_TEST_JOURNAL", default="")
+if KHAIME_TEST_JOURNAL:
+    INSTALLED_APPS = [*INSTALLED_APPS, "tests.worker_journal.WorkerJournal"]  # noqa: F405
