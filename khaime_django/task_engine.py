@@ -23,13 +23,13 @@ try:  # Django 6.x
     ENGINE = "django.tasks"
 except ImportError:
     try:  # Django 5.2 with the backport
-        from django_tasks import DEFAULT_TASK_BACKEND_ALIAS, task, task_backends  # type: ignore[no-redef,unused-ignore]
+        from django_tasks import DEFAULT_TASK_BACKEND_ALIAS, task, task_backends  # type: ignore[no-redef,assignment,unused-ignore]
 
         ENGINE = "django_tasks"
     except ImportError:
         ENGINE = None
         DEFAULT_TASK_BACKEND_ALIAS = "default"
-        task_backends = None
+        task_backends = None  # type: ignore[assignment,unused-ignore]
 
         def task(function: Callable | None = None, **options: Any) -> Any:  # type: ignore[no-redef,misc,unused-ignore]
             """``@task`` without an engine: the function is kept, enqueueing explains what is missing."""
@@ -93,14 +93,15 @@ def backend_problem() -> str | None:
     alias = backend_alias()
     try:
         backend = get_backend(alias)
-    except Exception as error:  # the engine's own InvalidTaskBackend(Error), or an import error of the backend
+    except Exception as error:  # noqa: BLE001 - InvalidTaskBackend(Error), or whatever a backend's __init__ raises
         return f"the task backend {alias!r} cannot be loaded ({error}); configure it in settings.TASKS"
     name = type(backend).__name__
     if name in NEVER_RUNS:
         return f"the task backend {alias!r} is {name}, which stores tasks and never runs them"
     queue = khaime_settings.TASK_QUEUE
     if queue and getattr(backend, "queues", None) and queue not in backend.queues:
-        return f"KHAIME['TASK_QUEUE'] {queue!r} is not one of the queues of task backend {alias!r}: {sorted(backend.queues)}"
+        queues = sorted(backend.queues)
+        return f"KHAIME['TASK_QUEUE'] {queue!r} is not one of the queues of task backend {alias!r}: {queues}"
     return None
 
 
@@ -108,5 +109,5 @@ def runs_in_process() -> bool:
     """True when the configured backend runs tasks inside enqueue() (no worker, no queue)."""
     try:
         return type(get_backend()).__name__ in RUNS_IN_PROCESS
-    except Exception:
+    except Exception:  # noqa: BLE001 - backend_problem() reports why it cannot load
         return False

@@ -72,7 +72,9 @@ def test_the_task_applies_once_and_signals_once_however_often_it_runs(run, queue
     assert len(completed(signal_log, session)) == 1
 
 
-def test_a_redelivery_before_the_apply_enqueues_again_and_still_applies_once(run, queued, make_session, signal_log, deliver):
+def test_a_redelivery_before_the_apply_enqueues_again_and_still_applies_once(
+    run, queued, make_session, signal_log, deliver
+):
     session = make_session()
     payload = payment_event("payment.succeeded", session)
     assert deliver(payload).json()["outcome"] == "received"
@@ -161,8 +163,18 @@ def test_the_recovery_delay_is_a_setting_and_the_recovery_is_a_task(run, setting
     session = make_session()
     deliver(payment_event("payment.succeeded", session))
     assert services.waiting_summary()[0] == 1
-    assert run(tasks.apply_waiting_events_task, ) == 1
-    assert run(tasks.apply_waiting_events_task, ) == 0
+    assert (
+        run(
+            tasks.apply_waiting_events_task,
+        )
+        == 1
+    )
+    assert (
+        run(
+            tasks.apply_waiting_events_task,
+        )
+        == 0
+    )
     assert services.waiting_summary() == (0, None)
 
 

@@ -144,7 +144,9 @@ def waiting_events(*, older_than: timedelta | None = None):
 
 def waiting_summary() -> tuple[int, timedelta | None]:
     """How many events wait to be applied, and how long the oldest has waited (admin, monitoring)."""
-    stats = WebhookEvent.objects.filter(outcome=WebhookOutcome.RECEIVED).aggregate(n=Count("pk"), oldest=Min("received_at"))
+    stats = WebhookEvent.objects.filter(outcome=WebhookOutcome.RECEIVED).aggregate(
+        n=Count("pk"), oldest=Min("received_at")
+    )
     oldest = stats["oldest"]
     return stats["n"], (timezone.now() - oldest if oldest is not None else None)
 

@@ -159,7 +159,9 @@ def pay_sessions(khaime_emulator, count: int) -> list[PaymentSession]:
 
     settings.KHAIME = {**settings.KHAIME, "SITE_URL": "http://127.0.0.1"}
     sessions = [
-        services.start_checkout(amount=1000 + i, currency="USD", customer_email=f"b{i}@example.com", product_name="Plan")
+        services.start_checkout(
+            amount=1000 + i, currency="USD", customer_email=f"b{i}@example.com", product_name="Plan"
+        )
         for i in (next(BUYERS) for _ in range(count))
     ]
     for session in sessions:
@@ -188,10 +190,14 @@ def assert_exactly_once(sessions, journal: Path, signal_log=()) -> None:
         assert session.status == Status.COMPLETED
         history = StatusChange.objects.filter(session=session).order_by("created_at", "pk")
         assert list(history.values_list("to_status", flat=True)) == [Status.PENDING, Status.COMPLETED]
-    completed = Counter(int(pk) for _, name, pk, *_pids in journal_lines(journal, "signal") if name == "payment_completed")
+    completed = Counter(
+        int(pk) for _, name, pk, *_pids in journal_lines(journal, "signal") if name == "payment_completed"
+    )
     completed.update(kwargs["session"].pk for name, kwargs in signal_log if name == "payment_completed")
     assert completed == Counter({session.pk: 1 for session in sessions}), completed
-    assert not WebhookEvent.objects.exclude(outcome=WebhookOutcome.APPLIED).exclude(event_type="payment.created").exists()
+    assert (
+        not WebhookEvent.objects.exclude(outcome=WebhookOutcome.APPLIED).exclude(event_type="payment.created").exists()
+    )
 
 
 def deliver_shuffled_duplicates(khaime_emulator):
@@ -209,8 +215,10 @@ def test_two_workers_apply_duplicated_shuffled_deliveries_exactly_once(
     paid_events = SESSIONS
     wait_until(lambda: WebhookEvent.objects.filter(event_type="payment.succeeded").count() == paid_events, "deliveries")
     wait_until(
-        lambda: WebhookEvent.objects.filter(event_type="payment.succeeded", outcome=WebhookOutcome.APPLIED).count()
-        == paid_events,
+        lambda: (
+            WebhookEvent.objects.filter(event_type="payment.succeeded", outcome=WebhookOutcome.APPLIED).count()
+            == paid_events
+        ),
         "the workers to apply every event",
     )
     khaime_emulator.wait_for_deliveries(len(khaime_emulator.deliveries()), timeout=WAIT)

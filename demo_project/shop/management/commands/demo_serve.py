@@ -58,6 +58,8 @@ class Command(BaseCommand):
         if "django_tasks_db" not in settings.INSTALLED_APPS:
             self.stderr.write("KHAIME_WEBHOOK_PROCESSING=task needs django-tasks-db (pip install -r requirements.txt).")
             raise SystemExit(1)
-        worker = subprocess.Popen([sys.executable, "manage.py", "db_worker", "--no-startup-delay", "--no-reload"], cwd=settings.BASE_DIR)
+        worker = subprocess.Popen(
+            [sys.executable, "manage.py", "db_worker", "--no-startup-delay", "--no-reload"], cwd=settings.BASE_DIR
+        )
         self.stdout.write(f"Webhooks: task mode, applied by `manage.py db_worker` (pid {worker.pid})")
         return worker
