@@ -68,9 +68,15 @@ def receive_webhook_event(event: KhaimeEvent) -> str:
     """Task mode's webhook: record the event and, once that commits, enqueue its apply. Returns
     ``received`` (stored, to be applied) or ``duplicate`` (processed before).
 
-    A redelivery of an event not applied yet enqueues it again: the task is idempotent, and a
-    lost first enqueue is then made good by Khaime's own retry.
+    A new event is one INSERT (:func:`~khaime_django.services.inbox.insert_new_event`). A
+    redelivery of an event not applied yet enqueues it again: the task is idempotent, and a lost
+    first enqueue is then made good by Khaime's own retry.
     """
+    pk = inbox.insert_new_event(event)
+    if pk is not None:
+        # Outside a transaction (the webhook view) this runs at once: the INSERT has committed.
+        transaction.on_commit(partial(enqueue_apply, pk, event.event_id))
+        return WebhookOutcome.RECEIVED
     with transaction.atomic():
         record = inbox.record_webhook_event(event)
         if record.outcome not in inbox.RETRY_OUTCOMES:

@@ -308,3 +308,38 @@ def test_the_reconciliation_tasks_enqueue_on_the_configured_backend(queued):
         "expire_stale_task",
         "prune_webhook_events_task",
     ]
+
+
+# -- task mode's one-statement insert -----------------------------------------------------------
+
+
+def webhook_event(payload):
+    from khaime_django.webhooks import KhaimeEvent
+
+    return KhaimeEvent.from_payload(payload, api_version_header="2026-03-27")
+
+
+def test_a_new_event_is_one_insert_and_a_stored_one_is_none(make_session, django_assert_num_queries):
+    event = webhook_event(payment_event("payment.succeeded", make_session()))
+    with django_assert_num_queries(1):
+        pk = services.inbox.insert_new_event(event)
+    stored = WebhookEvent.objects.get(pk=pk)
+    assert (stored.event_id, stored.outcome, stored.deliveries, stored.payload) == (
+        event.event_id,
+        WebhookOutcome.RECEIVED,
+        1,
+        event.payload,
+    )
+    assert services.inbox.insert_new_event(event) is None
+    assert WebhookEvent.objects.count() == 1
+
+
+def test_without_insert_returning_the_insert_is_the_locking_path(make_session, monkeypatch):
+    from django.db import connection
+
+    monkeypatch.setattr(connection.features, "can_return_rows_from_bulk_insert", False)
+    event = webhook_event(payment_event("payment.succeeded", make_session()))
+    pk = services.inbox.insert_new_event(event)
+    assert WebhookEvent.objects.get(pk=pk).deliveries == 1
+    assert services.inbox.insert_new_event(event) is None
+    assert WebhookEvent.objects.get(pk=pk).deliveries == 2

@@ -12,7 +12,7 @@ import logging
 import traceback
 from datetime import timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.db.models import Count, F, Min
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
@@ -75,6 +75,39 @@ def record_webhook_event(event: KhaimeEvent) -> WebhookEvent:
     WebhookEvent.objects.filter(pk=record.pk).update(deliveries=F("deliveries") + 1)
     record.deliveries += 1
     return record
+
+
+def insert_new_event(event: KhaimeEvent) -> int | None:
+    """Store ``event`` if it is new, in one statement (``INSERT ... ON CONFLICT DO NOTHING
+    RETURNING``): its primary key, or None when the event_id is stored already (a redelivery:
+    then :func:`record_webhook_event` counts it under its lock). Task mode's fast path: a new
+    event costs one round trip, with no transaction or savepoint around it. Where the database
+    cannot do this in one statement, the same in a transaction (:func:`record_webhook_event`)."""
+    connection = connections[router.db_for_write(WebhookEvent)]
+    if connection.vendor not in ("postgresql", "sqlite") or not connection.features.can_return_rows_from_bulk_insert:
+        with transaction.atomic(using=connection.alias):
+            record = record_webhook_event(event)
+            return record.pk if record.deliveries == 1 else None
+    record = WebhookEvent(
+        event_id=event.event_id,
+        event_type=event.event_type,
+        api_version=event.api_version,
+        is_live=event.is_live,
+        payload=event.payload,
+    )
+    meta = WebhookEvent._meta
+    fields = [field for field in meta.concrete_fields if not field.primary_key]
+    values = [field.get_db_prep_save(field.pre_save(record, add=True), connection=connection) for field in fields]
+    quote = connection.ops.quote_name
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))}) "
+        f"ON CONFLICT ({quote(meta.get_field('event_id').column)}) DO NOTHING RETURNING {quote(meta.pk.column)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        row = cursor.fetchone()
+    return row[0] if row else None
 
 
 def apply_webhook_event(record: WebhookEvent, *, source: str = Source.WEBHOOK, again: bool = False) -> str:
