@@ -337,7 +337,7 @@ def test_a_new_event_is_one_insert_and_a_stored_one_is_none(make_session, django
 def test_without_insert_returning_the_insert_is_the_locking_path(make_session, monkeypatch):
     from django.db import connection
 
-    monkeypatch.setattr(connection.features, "can_return_rows_from_bulk_insert", False)
+    monkeypatch.setattr(type(connection.features), "can_return_rows_from_bulk_insert", False)
     event = webhook_event(payment_event("payment.succeeded", make_session()))
     pk = services.inbox.insert_new_event(event)
     assert WebhookEvent.objects.get(pk=pk).deliveries == 1
