@@ -40,6 +40,9 @@ except ImportError:
 
 #: Backends that take a task and never run it (Django's test double).
 NEVER_RUNS = frozenset({"DummyBackend"})
+#: Backends whose enqueue() is an INSERT in the project's database: enqueued in the transaction
+#: that records the event, both rows commit together (one commit instead of two).
+ENQUEUES_IN_DATABASE = frozenset({"DatabaseBackend"})
 #: Backends that run the task inside ``enqueue()``, in the request that enqueued it.
 RUNS_IN_PROCESS = frozenset({"ImmediateBackend"})
 
@@ -103,6 +106,25 @@ def backend_problem() -> str | None:
         queues = sorted(backend.queues)
         return f"KHAIME['TASK_QUEUE'] {queue!r} is not one of the queues of task backend {alias!r}: {queues}"
     return None
+
+
+def enqueues_in_database(using: str) -> bool:
+    """True when enqueueing on KHAIME's backend writes a row to database ``using`` (the database
+    backend): the enqueue can then join the transaction that records the event."""
+    try:
+        backend = get_backend()
+    except Exception:  # noqa: BLE001 - backend_problem() reports why it cannot load
+        return False
+    if type(backend).__name__ not in ENQUEUES_IN_DATABASE:
+        return False
+    from django.apps import apps
+    from django.db import router
+
+    try:
+        model = apps.get_model("django_tasks_database", "DBTaskResult")
+    except LookupError:
+        return False
+    return router.db_for_write(model) == using
 
 
 def runs_in_process() -> bool:

@@ -15,10 +15,10 @@ import logging
 from datetime import timedelta
 from functools import partial
 
-from django.db import transaction
+from django.db import router, transaction
 
 from . import task_engine
-from .models import WebhookOutcome
+from .models import WebhookEvent, WebhookOutcome
 from .services import inbox, reconcile
 from .webhooks import KhaimeEvent
 
@@ -72,6 +72,17 @@ def receive_webhook_event(event: KhaimeEvent) -> str:
     redelivery of an event not applied yet enqueues it again: the task is idempotent, and a lost
     first enqueue is then made good by Khaime's own retry.
     """
+    using = router.db_for_write(WebhookEvent)
+    if not transaction.get_connection(using).in_atomic_block and task_engine.enqueues_in_database(using):
+        # The database backend: the event and its task commit together, one commit.
+        try:
+            with transaction.atomic(using=using):
+                pk = inbox.insert_new_event(event)
+                if pk is not None:
+                    task_engine.enqueue(apply_webhook_event_task, pk)
+                    return WebhookOutcome.RECEIVED
+        except Exception:  # noqa: BLE001 - rolled back; stored again below, alone, and logged there
+            logger.warning("Could not record and enqueue Khaime webhook event %s together", event.event_id)
     pk = inbox.insert_new_event(event)
     if pk is not None:
         # Outside a transaction (the webhook view) this runs at once: the INSERT has committed.

@@ -343,3 +343,36 @@ def test_without_insert_returning_the_insert_is_the_locking_path(make_session, m
     assert WebhookEvent.objects.get(pk=pk).deliveries == 1
     assert services.inbox.insert_new_event(event) is None
     assert WebhookEvent.objects.get(pk=pk).deliveries == 2
+
+
+# -- the database backend: the event and its task in one transaction ----------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_the_database_backend_the_event_and_its_task_commit_together(settings, make_session):
+    from django_tasks_db.models import DBTaskResult
+
+    task_mode(settings, DATABASE)
+    response = post_webhook_client(payment_event("payment.succeeded", make_session()))
+    assert (response.status_code, response.json()["outcome"]) == (202, "received")
+    event = WebhookEvent.objects.get()
+    [queued_task] = DBTaskResult.objects.all()
+    assert queued_task.task_path == "khaime_django.tasks.apply_webhook_event_task"
+    assert queued_task.args_kwargs["args"] == [event.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_the_database_backend_a_failed_enqueue_still_stores_the_event(settings, make_session, monkeypatch, caplog):
+    from django_tasks_db.models import DBTaskResult
+
+    task_mode(settings, DATABASE)
+
+    def table_locked(*args):
+        raise RuntimeError("the task table is locked")
+
+    monkeypatch.setattr(task_engine, "enqueue", table_locked)
+    response = post_webhook_client(payment_event("payment.succeeded", make_session()))
+    assert (response.status_code, response.json()["outcome"]) == (202, "received")
+    assert WebhookEvent.objects.get().outcome == WebhookOutcome.RECEIVED
+    assert not DBTaskResult.objects.exists()
+    assert "Could not enqueue Khaime webhook event" in caplog.text
