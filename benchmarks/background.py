@@ -43,6 +43,7 @@ def run(ctx: Context) -> Section:
     section = Section(TITLE, method=METHOD.format(n=n, m=_applied_size(n)))
     ack_table, rates = _acknowledgements(url, n)
     section.tables.append(ack_table)
+    section.notes.append(_commit_floor())
     redis_problem = _redis_problem()
     engines = [("database (db_worker)", "default")] + ([] if redis_problem else [("RQ (rqworker)", "rq")])
     if redis_problem:
@@ -54,6 +55,31 @@ def run(ctx: Context) -> Section:
         Target(targets[1][0], targets[1][1], f"{task / inline:.2f}x", task / inline >= TARGET_ACK_RATIO),
     ]
     return section
+
+
+def _commit_floor(rounds: int = 200) -> str:
+    """What one durable commit and one round trip cost on this database right now: a task-mode
+    acknowledgement needs one commit (the event must be stored before Khaime gets its 2xx)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE IF NOT EXISTS bench_commit_probe (x int)")
+        cursor.execute("CREATE TABLE IF NOT EXISTS bench_commit_probe_durable (x int)")
+        trips, commits = [], []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            cursor.execute("SELECT 1")
+            t1 = time.perf_counter()
+            cursor.execute("INSERT INTO bench_commit_probe_durable VALUES (1)")
+            commits.append(time.perf_counter() - t1)
+            trips.append(t1 - t0)
+        cursor.execute("DROP TABLE bench_commit_probe_durable")
+    return (
+        f"On this database, now: one round trip (`SELECT 1`) {ms(Summary.of(trips).median)} ms median; one "
+        f"autocommit INSERT (a durable commit) {ms(Summary.of(commits).median)} ms median. Each acknowledgement "
+        "commits once (task mode on the database backend: the event and its task together), so the "
+        "commit bounds sequential acknowledgements at about 1000 / that many per second."
+    )
 
 
 def _applied_size(n: int) -> int:
@@ -90,7 +116,11 @@ def _acknowledgements(url: str, n: int):
     latencies: dict[str, list[float]] = {mode: [] for mode in modes}
     answers: dict[str, dict[str, int]] = {mode: {} for mode in modes}
     original = settings.KHAIME
-    turns = [(mode, delivery) for deliveries in zip(*streams.values()) for mode, delivery in zip(modes, deliveries)]
+    turns = [
+        (mode, delivery)
+        for deliveries in zip(*streams.values(), strict=True)
+        for mode, delivery in zip(modes, deliveries, strict=True)
+    ]
     try:
         for mode, delivery in turns:
             settings.KHAIME = modes[mode]
@@ -236,7 +266,7 @@ def _redis_problem() -> str:
         import django_rq
 
         django_rq.get_connection("default").ping()
-    except Exception as error:  # noqa: BLE001 - any reason Redis is unusable skips the RQ rows
+    except Exception as error:  # any reason Redis is unusable skips the RQ rows
         return f"no usable Redis ({error})"
     return ""
 
@@ -260,8 +290,8 @@ into the task table, or one RQ enqueue), answer 202. acknowledged/s = deliveries
 their own latencies.
 
 *Applied*: for each engine and 1, 2, 4 worker processes (`manage.py db_worker --interval 0.01`,
-`manage.py rqworker --worker-class rq.SimpleWorker`: no fork per job), workers started and ready first, then {m:,} events acknowledged in task
-mode by one sequential client while the workers apply them. applied/s = events / (last
-`processed_at` - first acknowledgement); ack -> applied = each event's `processed_at` minus the
+`manage.py rqworker --worker-class rq.SimpleWorker`: no fork per job), workers started and
+ready first, then {m:,} events acknowledged in task mode by one sequential client while the
+workers apply them. applied/s = events / (last `processed_at` - first acknowledgement); ack -> applied = each event's `processed_at` minus the
 moment its 202 came back. The client and the workers share the machine's CPUs.
 """

@@ -99,10 +99,12 @@ def insert_new_event(event: KhaimeEvent) -> int | None:
     fields = [field for field in meta.concrete_fields if not field.primary_key]
     values = [field.get_db_prep_save(field.pre_save(record, add=True), connection=connection) for field in fields]
     quote = connection.ops.quote_name
+    # Only the model's own table and column names are formatted in; every value is a parameter.
+    columns = ", ".join(quote(str(field.column)) for field in fields)
+    unique, pk = quote(str(meta.get_field("event_id").column)), quote(str(meta.pk.column))
     sql = (
-        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
-        f"VALUES ({', '.join(['%s'] * len(fields))}) "
-        f"ON CONFLICT ({quote(meta.get_field('event_id').column)}) DO NOTHING RETURNING {quote(meta.pk.column)}"
+        f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))}) "  # noqa: S608
+        f"ON CONFLICT ({unique}) DO NOTHING RETURNING {pk}"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, values)
