@@ -292,6 +292,6 @@ their own latencies.
 *Applied*: for each engine and 1, 2, 4 worker processes (`manage.py db_worker --interval 0.01`,
 `manage.py rqworker --worker-class rq.SimpleWorker`: no fork per job), workers started and
 ready first, then {m:,} events acknowledged in task mode by one sequential client while the
-workers apply them. applied/s = events / (last `processed_at` - first acknowledgement); ack -> applied = each event's `processed_at` minus the
-moment its 202 came back. The client and the workers share the machine's CPUs.
+workers apply them. applied/s = events / (last `processed_at` - first acknowledgement);
+ack -> applied = each event's `processed_at` minus the moment its 202 came back. The client and the workers share the machine's CPUs.
 """
