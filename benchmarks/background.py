@@ -285,13 +285,15 @@ METHOD = """
 *Acknowledgement*: {n:,} signed `payment.succeeded` events per mode (as in section 3, with 10%
 duplicates), delivered sequentially through `django.test.Client`, one to each mode in turn
 (inline; task mode on the database backend; task mode on RQ), so machine load hits every mode
-alike. No worker runs meanwhile: a task-mode delivery is verify, record, enqueue (one INSERT
-into the task table, or one RQ enqueue), answer 202. acknowledged/s = deliveries / the sum of
+alike. No worker runs meanwhile: a task-mode delivery is verify, record, enqueue, answer 202 (on
+the database backend the event and task INSERTs commit in one transaction; on RQ the event is one
+autocommit INSERT, then one enqueue to Redis). acknowledged/s = deliveries / the sum of
 their own latencies.
 
 *Applied*: for each engine and 1, 2, 4 worker processes (`manage.py db_worker --interval 0.01`,
 `manage.py rqworker --worker-class rq.SimpleWorker`: no fork per job), workers started and
 ready first, then {m:,} events acknowledged in task mode by one sequential client while the
 workers apply them. applied/s = events / (last `processed_at` - first acknowledgement);
-ack -> applied = each event's `processed_at` minus the moment its 202 came back. The client and the workers share the machine's CPUs.
+ack -> applied = each event's `processed_at` minus the moment its 202 came back. The client and
+the workers share the machine's CPUs.
 """
