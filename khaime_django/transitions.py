@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from django.db import connection, models, transaction
+from django.db import connection, connections, models, router, transaction
 from django.db.models import Q, QuerySet, Value
+from django.db.models import sql
 from django.db.models.expressions import RawSQL
 from django.dispatch import Signal
 from django.utils import timezone
@@ -164,6 +165,22 @@ def transition(instance: Any, to_status: str, *, source: str, detail: str = "", 
         if not machine.can_transition(from_status, to_status):
             return False
         now = timezone.now()
+        using = router.db_for_write(model)
+        if connections[using].vendor == "postgresql":
+            # One statement, atomic by itself: no BEGIN/COMMIT round trips around it.
+            changed = _update_and_log(machine, instance, from_status, to_status, now, source, detail, fields, using)
+            if changed:
+                _set_fields(instance, to_status, now, fields)
+                transaction.on_commit(
+                    partial(
+                        _send_signals, machine, instance, from_status, to_status, source, current_receiver_error_hook()
+                    ),
+                    using=using,
+                )
+                logger.info("%s %s: %s -> %s (%s)", machine.label, _name(instance), from_status, to_status, source)
+                return True
+            instance.status = model._default_manager.values_list("status", flat=True).get(pk=instance.pk)
+            continue
         # savepoint=False: inside a caller's transaction (the webhook's) a savepoint would cost two
         # round trips and buy nothing; a failure here must roll the caller back anyway.
         with transaction.atomic(savepoint=False):
@@ -195,6 +212,53 @@ def transition(instance: Any, to_status: str, *, source: str, detail: str = "", 
         # Someone else changed the row since we read it: judge again against what is there now.
         instance.status = model._default_manager.values_list("status", flat=True).get(pk=instance.pk)
     return False
+
+
+def _update_and_log(
+    machine: StateMachine,
+    instance: Any,
+    from_status: str,
+    to_status: str,
+    now: Any,
+    source: str,
+    detail: str,
+    fields: dict[str, Any],
+    using: str,
+) -> bool:
+    """PostgreSQL: the conditional UPDATE and its history row in one statement (a data-modifying
+    CTE), so a change costs one round trip. The history row exists only if the UPDATE changed the
+    row. Its ``created_at`` is ``clock_timestamp()``, read after the UPDATE got the row lock, for
+    the same reason :func:`transition` stamps it after the UPDATE elsewhere."""
+    connection_ = connections[using]
+    query = machine.model._default_manager.filter(pk=instance.pk, status=from_status).query.chain(sql.UpdateQuery)
+    query.add_update_values({"status": to_status, "updated_at": now, **fields})
+    update_sql, update_params = query.get_compiler(using).as_sql()
+    history_model = machine.history_model
+    row = history_model(
+        **{f"{machine.history_fk}_id": instance.pk},
+        from_status=from_status,
+        to_status=to_status,
+        source=source,
+        detail=detail[:_MAX_DETAIL],
+    )
+    columns, expressions, params = [], [], []
+    for field in history_model._meta.concrete_fields:
+        if field.primary_key:
+            continue
+        columns.append(connection_.ops.quote_name(str(field.column)))
+        if field.name == "created_at":
+            expressions.append("clock_timestamp()")
+            continue
+        expressions.append(f"%s::{field.db_type(connection_)}")
+        params.append(field.get_db_prep_save(field.pre_save(row, add=True), connection=connection_))
+    statement = (
+        f"WITH changed AS ({update_sql} RETURNING 1) "
+        f"INSERT INTO {connection_.ops.quote_name(history_model._meta.db_table)} ({', '.join(columns)}) "  # noqa: S608
+        f"SELECT {', '.join(expressions)} FROM changed"
+    )
+    with connection_.cursor() as cursor:
+        cursor.execute(statement, (*update_params, *params))
+        return cursor.rowcount == 1
 
 
 def _name(instance: Any) -> Any:
