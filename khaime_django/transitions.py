@@ -18,11 +18,10 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from django.db import connection, connections, models, router, transaction
-from django.db.models import Q, QuerySet, Value
-from django.db.models import sql
+from django.db.models import Q, QuerySet, Value, sql
 from django.db.models.expressions import RawSQL
 from django.dispatch import Signal
 from django.utils import timezone
@@ -184,8 +183,10 @@ def transition(instance: Any, to_status: str, *, source: str, detail: str = "", 
         # savepoint=False: inside a caller's transaction (the webhook's) a savepoint would cost two
         # round trips and buy nothing; a failure here must roll the caller back anyway.
         with transaction.atomic(savepoint=False):
-            changed = model._default_manager.filter(pk=instance.pk, status=from_status).update(
-                status=to_status, updated_at=now, **fields
+            changed = bool(
+                model._default_manager.filter(pk=instance.pk, status=from_status).update(
+                    status=to_status, updated_at=now, **fields
+                )
             )
             if changed:
                 # Stamped now, not before the UPDATE: a writer that waited for our row lock must
@@ -230,7 +231,10 @@ def _update_and_log(
     row. Its ``created_at`` is ``clock_timestamp()``, read after the UPDATE got the row lock, for
     the same reason :func:`transition` stamps it after the UPDATE elsewhere."""
     connection_ = connections[using]
-    query = machine.model._default_manager.filter(pk=instance.pk, status=from_status).query.chain(sql.UpdateQuery)
+    query = cast(
+        sql.UpdateQuery,
+        machine.model._default_manager.filter(pk=instance.pk, status=from_status).query.chain(sql.UpdateQuery),
+    )
     query.add_update_values({"status": to_status, "updated_at": now, **fields})
     update_sql, update_params = query.get_compiler(using).as_sql()
     history_model = machine.history_model
@@ -251,10 +255,12 @@ def _update_and_log(
             continue
         expressions.append(f"%s::{field.db_type(connection_)}")
         params.append(field.get_db_prep_save(field.pre_save(row, add=True), connection=connection_))
+    # Formatted in: SQL Django compiled, and the model's own table and column names; every value
+    # is a parameter.
+    table = connection_.ops.quote_name(history_model._meta.db_table)
     statement = (
         f"WITH changed AS ({update_sql} RETURNING 1) "
-        f"INSERT INTO {connection_.ops.quote_name(history_model._meta.db_table)} ({', '.join(columns)}) "  # noqa: S608
-        f"SELECT {', '.join(expressions)} FROM changed"
+        f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(expressions)} FROM changed"
     )
     with connection_.cursor() as cursor:
         cursor.execute(statement, (*update_params, *params))
