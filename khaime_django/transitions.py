@@ -258,10 +258,8 @@ def _update_and_log(
     # Formatted in: SQL Django compiled, and the model's own table and column names; every value
     # is a parameter.
     table = connection_.ops.quote_name(history_model._meta.db_table)
-    statement = (
-        f"WITH changed AS ({update_sql} RETURNING 1) "
-        f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(expressions)} FROM changed"
-    )
+    insert = f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(expressions)} FROM changed"  # noqa: S608
+    statement = f"WITH changed AS ({update_sql} RETURNING 1) {insert}"
     with connection_.cursor() as cursor:
         cursor.execute(statement, (*update_params, *params))
         return cursor.rowcount == 1
