@@ -20,12 +20,16 @@ from .inbox import (
     PRUNABLE_OUTCOMES,
     PRUNE_BATCH_SIZE,
     RETRY_OUTCOMES,
+    apply_recorded_event,
+    apply_waiting_events,
     apply_webhook_event,
     apply_webhook_event_again,
     handle_webhook_event,
     prune_webhook_events,
     record_webhook_event,
     redact_webhook_payloads,
+    waiting_events,
+    waiting_summary,
 )
 from .ledger import record_payment
 from .payments import (
@@ -70,7 +74,9 @@ __all__ = [
     "abandon_stale_created",
     "apply_khaime_status",
     "apply_payment_event",
+    "apply_recorded_event",
     "apply_subscription_event",
+    "apply_waiting_events",
     "apply_webhook_event",
     "apply_webhook_event_again",
     "cancel_session",
@@ -94,4 +100,6 @@ __all__ = [
     "sync_sessions",
     "sync_subscriptions",
     "wait_for_webhook",
+    "waiting_events",
+    "waiting_summary",
 ]
