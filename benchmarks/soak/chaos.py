@@ -68,9 +68,18 @@ def drop_db_connections(stack) -> str:
     return f"terminated {len(pids)} app connections"
 
 
-def plan(kills: int, drops: int) -> list[Injection]:
-    """``kills`` worker kills (every other one aimed at a checkout in flight) and ``drops``
-    connection drops, spread over the middle of the run."""
+def kill_task_worker(stack) -> str:
+    """kill -9 one ``db_worker`` (task mode), busy or not; nothing restarts it, the others go on."""
+    alive = [worker for worker in stack.task_workers if worker.popen is not None and worker.popen.poll() is None]
+    if len(alive) < 2:
+        return "not enough task workers to kill one"
+    os.kill(alive[0].pid, signal.SIGKILL)
+    return f"SIGKILL to db_worker {alive[0].pid} of {len(alive)}"
+
+
+def plan(kills: int, drops: int, task_kills: int = 0) -> list[Injection]:
+    """``kills`` worker kills (every other one aimed at a checkout in flight), ``drops``
+    connection drops and ``task_kills`` task worker kills, spread over the middle of the run."""
     kinds = [
         ("kill -9 a gunicorn worker mid-checkout", kill_worker_mid_checkout),
         ("kill -9 a gunicorn worker", kill_worker),
@@ -80,6 +89,7 @@ def plan(kills: int, drops: int) -> list[Injection]:
         Injection("drop the app's database connections", drop_db_connections, (i + 1) / (drops + 1) * 0.8 + 0.1)
         for i in range(drops)
     ]
+    injections += [Injection("kill -9 a db_worker", kill_task_worker, 0.5 + 0.1 * i) for i in range(task_kills)]
     return sorted(injections, key=lambda injection: injection.at)
 
 

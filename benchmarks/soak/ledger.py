@@ -119,3 +119,10 @@ def seconds_until_created_rows_are_abandonable() -> float:
         return 0.0
     ready = youngest.created_at + timedelta(seconds=in_flight_limit() + 1)
     return max(0.0, (ready - timezone.now()).total_seconds())
+
+
+def events_waiting() -> int:
+    """Webhook events recorded but not applied yet (task mode: still in the queue)."""
+    from khaime_django.models import WebhookEvent
+
+    return WebhookEvent.objects.filter(outcome="received").count()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from .chaos import Chaos, Injection
 from .invariants import Facts, Result, check_all
-from .ledger import read_ledger, seconds_until_created_rows_are_abandonable
+from .ledger import events_waiting, read_ledger, seconds_until_created_rows_are_abandonable
 from .load import Load
 from .truth import Truth, khaime_error_times, read_truth, wait_for_webhooks
 
@@ -76,6 +76,11 @@ def run(settings, stack, shop_url: str, injections: list[Injection]) -> Outcome:
     copies = 2 if settings.faults.get("duplicate_webhooks") else 1
     attempts = int(settings.faults.get("webhook_attempts", 3))
     settled, waited = wait_for_webhooks(emulator, copies=copies, max_attempts=attempts, timeout=settings.settle_timeout)
+    if settings.task_workers:  # acknowledged is not applied: let the task workers drain the queue
+        drain_started = time.monotonic()
+        while events_waiting() and time.monotonic() - drain_started < max(5.0, settings.settle_timeout - waited):
+            time.sleep(0.5)
+        waited += time.monotonic() - drain_started
     # A row a killed worker left in `created` is abandoned by khaime_sync only once it is older
     # than any create call can take (production's next periodic run would): wait for that.
     abandon_wait = min(seconds_until_created_rows_are_abandonable(), max(0.0, settings.settle_timeout - waited))
