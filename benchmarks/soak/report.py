@@ -69,6 +69,25 @@ def failure_rows(classified) -> list[list[object]]:
     ]
 
 
+def requests_breakdown(outcome, truth, paid: int) -> list[str]:
+    """Where the Khaime requests per paid purchase went."""
+    load, settle = outcome.khaime_requests_load, outcome.khaime_requests_settle
+    creates = sum(n for (call, _), n in load.items() if call == "create session")
+    retrieves = sum(n for (call, _), n in load.items() if call == "retrieve session")
+    paid_ids = [s["session_id"] for s in truth.sessions if s["status"] == "completed"]
+    asked = [outcome.retrieves_load[sid] for sid in paid_ids]
+    own = (len(paid_ids) + sum(asked)) / paid
+    return [
+        f"- creates (every session, paid or not, and their 429/5xx): {creates / paid:.2f} per paid purchase",
+        f"- retrieves during the load (return pages): {retrieves / paid:.2f} per paid purchase; "
+        f"{sum(1 for n in asked if n == 0)} of {paid} paid sessions were never asked about "
+        "(the webhook landed first)",
+        f"- the settle phase (`khaime_sync` over every open session, subscriptions): "
+        f"{sum(settle.values()) / paid:.2f} per paid purchase",
+        f"- a paid purchase's own requests (its create and the retrieves of its session): {own:.2f}",
+    ]
+
+
 def step_rows(hits) -> list[list[object]]:
     by_step = defaultdict(list)
     for hit in hits:
@@ -180,6 +199,8 @@ def render(settings, outcome, stack, started: float) -> str:
     )
     total = sum(outcome.khaime_requests_load.values()) + sum(outcome.khaime_requests_settle.values())
     lines += ["", f"Khaime requests per paid purchase: {total / paid:.2f}" if paid else "No purchase was paid.", ""]
+    if paid:
+        lines += ["", *requests_breakdown(outcome, truth, paid), ""]
     webhook_answers, exceptions, deaths = _log_counts(stack.gunicorn.log_text())
     lines += [
         "Webhook deliveries: "

@@ -30,6 +30,7 @@ class Outcome:
     sync_output: str
     khaime_requests_load: Counter
     khaime_requests_settle: Counter
+    retrieves_load: Counter  # session id -> retrieve requests during the load
 
     @property
     def passed(self) -> bool:
@@ -41,6 +42,14 @@ class Outcome:
         ]
         lines += [f"  {len(r.offenders):5d}  {r.invariant.name}" for r in self.results]
         return "\n".join(lines)
+
+
+_RETRIEVE = re.compile(r'"GET /api/v1/partner/payments/sessions/([^"/? ]+)[^"]*" (\d{3})')
+
+
+def retrieves_by_session(log: str) -> Counter:
+    """Retrieve-session requests in the emulator's access log, by session id."""
+    return Counter(session_id for session_id, _ in _RETRIEVE.findall(log))
 
 
 def partner_requests(log: str) -> Counter:
@@ -115,4 +124,5 @@ def run(settings, stack, shop_url: str, injections: list[Injection]) -> Outcome:
         + ("" if sync.returncode == 0 else f"\n(exit {sync.returncode})"),
         khaime_requests_load=partner_requests(log[:load_log_end]),
         khaime_requests_settle=partner_requests(log[load_log_end:]),
+        retrieves_load=retrieves_by_session(log[:load_log_end]),
     )
