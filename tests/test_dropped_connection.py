@@ -185,6 +185,7 @@ def test_the_retryable_page_reads_the_database_afresh_when_its_template_needs_it
     assert b"member@example.com" in page.content  # the full page, its template read the user afresh
 
 
+@pytest.mark.django_db
 def test_the_retryable_page_falls_back_to_plain_html_when_the_database_stays_unreachable(rf, monkeypatch):
     from django.db import OperationalError
 
