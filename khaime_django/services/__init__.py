@@ -3,6 +3,8 @@ live here and in transitions.py, HTTP to Khaime lives in client.py.
 
 - ``checkout``: start_checkout, cancel_session
 - ``reconcile``: refresh_session, refresh_if_due, apply_khaime_status, sync_sessions, expire_stale
+- ``refunds``: refund_payment (and mark_refund_failed); ``refund_events``: the ``refund.*``
+  webhook handler
 - ``inbox``: handle_webhook_event and the webhook inbox (record, apply, apply again, prune),
   dispatching each event family to its handler module (``payments`` for ``payment.*``)
 
@@ -25,6 +27,8 @@ from .inbox import (
     record_webhook_event,
 )
 from .payments import apply_payment_event, flag_for_review, match_session, review_reasons
+from .refund_events import apply_refund_event
+from .refunds import RefundNotAllowed, StaleRefundForm, mark_refund_failed, refund_payment
 from .reconcile import (
     EXPIRE_BATCH_SIZE,
     SyncReport,
@@ -43,20 +47,25 @@ __all__ = [
     "PRUNE_BATCH_SIZE",
     "RESERVED_METADATA_KEYS",
     "RETRY_OUTCOMES",
+    "RefundNotAllowed",
+    "StaleRefundForm",
     "Applied",
     "EventHandler",
     "SyncReport",
     "apply_khaime_status",
     "apply_payment_event",
+    "apply_refund_event",
     "apply_webhook_event",
     "apply_webhook_event_again",
     "cancel_session",
     "expire_stale",
     "flag_for_review",
     "handle_webhook_event",
+    "mark_refund_failed",
     "match_session",
     "prune_webhook_events",
     "record_webhook_event",
+    "refund_payment",
     "refresh_if_due",
     "refresh_session",
     "remote_target",

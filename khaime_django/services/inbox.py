@@ -20,7 +20,7 @@ from django.utils import timezone
 from ..models import Source, WebhookEvent, WebhookOutcome
 from ..transitions import collect_receiver_errors
 from ..webhooks import KhaimeEvent
-from . import ledger
+from . import ledger, refund_events
 from .events import MAX_ERROR_TEXT, Applied, EventHandler
 
 logger = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 #: event of a family not listed here is stored and answered ``ignored``.
 EVENT_HANDLERS: dict[str, EventHandler] = {
     "payment": ledger.apply_payment_event,
+    "refund": refund_events.apply_refund_event,
 }
 
 #: A stored event with one of these outcomes is applied on its next delivery; any other outcome
