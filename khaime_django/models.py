@@ -130,25 +130,6 @@ class PaymentSession(models.Model):
         return format_money(self.amount, self.currency)
 
     @property
-    def refunded_amount(self) -> int:
-        """Completed refunds of this payment, in minor units."""
-        return _sum_amounts(self.refunds.filter(status=RefundStatus.COMPLETED))
-
-    @property
-    def refundable_amount(self) -> int:
-        """What may still be refunded: the amount less every refund not ``failed`` (an ``unknown``
-        one may have moved money). ``services.refunds`` re-checks it under a row lock."""
-        return max(self.amount - _sum_amounts(self.refunds.filter(status__in=COUNTED_STATUSES)), 0)
-
-    @property
-    def display_refunded(self) -> str:
-        return format_money(self.refunded_amount, self.currency)
-
-    @property
-    def display_refundable(self) -> str:
-        return format_money(self.refundable_amount, self.currency)
-
-    @property
     def display_total(self) -> str:
         return format_money(self.total_amount if self.total_amount is not None else self.amount, self.currency)
 
@@ -484,15 +465,11 @@ class Refund(models.Model):
         blank=True,
         help_text=_("ref_...; empty until Khaime's answer or webhook names it."),
     )
-    payment = models.ForeignKey(
-        Payment, verbose_name=_("payment"), on_delete=models.PROTECT, related_name="refunds"
-    )
+    payment = models.ForeignKey(Payment, verbose_name=_("payment"), on_delete=models.PROTECT, related_name="refunds")
     amount = models.PositiveBigIntegerField(_("amount"), help_text=_("In the payment currency's minor unit."))
     currency = models.CharField(_("currency"), max_length=3)
     reason = models.CharField(_("reason"), max_length=500, blank=True)
-    status = models.CharField(
-        _("status"), max_length=16, choices=RefundStatus.choices, default=RefundStatus.REQUESTED
-    )
+    status = models.CharField(_("status"), max_length=16, choices=RefundStatus.choices, default=RefundStatus.REQUESTED)
     # Our own bookkeeping.
     origin = models.CharField(_("made in"), max_length=16, choices=RefundOrigin.choices, default=RefundOrigin.DJANGO)
     requested_by = models.ForeignKey(

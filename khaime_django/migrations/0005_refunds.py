@@ -7,61 +7,179 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('khaime_django', '0004_payment_ledger_and_subscriptions'),
+        ("khaime_django", "0004_payment_ledger_and_subscriptions"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Refund',
+            name="Refund",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('refund_id', models.CharField(blank=True, help_text="ref_...; empty until Khaime's answer or webhook names it.", max_length=255, null=True, unique=True, verbose_name='Khaime refund id')),
-                ('amount', models.PositiveBigIntegerField(help_text="In the payment currency's minor unit.", verbose_name='amount')),
-                ('currency', models.CharField(max_length=3, verbose_name='currency')),
-                ('reason', models.CharField(blank=True, max_length=500, verbose_name='reason')),
-                ('status', models.CharField(choices=[('requested', 'Requested'), ('processing', 'Processing'), ('completed', 'Completed'), ('failed', 'Failed'), ('unknown', 'Unknown: check Khaime')], default='requested', max_length=16, verbose_name='status')),
-                ('origin', models.CharField(choices=[('django', 'khaime-django (admin or code)'), ('khaime', 'Khaime (dashboard)')], default='django', max_length=16, verbose_name='made in')),
-                ('request_token', models.CharField(blank=True, editable=False, help_text='One per confirmation form: a resubmitted form finds its refund instead of making another.', max_length=64, null=True, unique=True, verbose_name='request token')),
-                ('last_error', models.TextField(blank=True, verbose_name='last error')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False, verbose_name='created at')),
-                ('completed_at', models.DateTimeField(blank=True, null=True, verbose_name='completed at')),
-                ('updated_at', models.DateTimeField(auto_now=True, verbose_name='updated at')),
-                ('payment', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='refunds', to='khaime_django.payment', verbose_name='payment')),
-                ('requested_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='khaime_refunds', to=settings.AUTH_USER_MODEL, verbose_name='requested by')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "refund_id",
+                    models.CharField(
+                        blank=True,
+                        help_text="ref_...; empty until Khaime's answer or webhook names it.",
+                        max_length=255,
+                        null=True,
+                        unique=True,
+                        verbose_name="Khaime refund id",
+                    ),
+                ),
+                (
+                    "amount",
+                    models.PositiveBigIntegerField(
+                        help_text="In the payment currency's minor unit.", verbose_name="amount"
+                    ),
+                ),
+                ("currency", models.CharField(max_length=3, verbose_name="currency")),
+                ("reason", models.CharField(blank=True, max_length=500, verbose_name="reason")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("requested", "Requested"),
+                            ("processing", "Processing"),
+                            ("completed", "Completed"),
+                            ("failed", "Failed"),
+                            ("unknown", "Unknown: check Khaime"),
+                        ],
+                        default="requested",
+                        max_length=16,
+                        verbose_name="status",
+                    ),
+                ),
+                (
+                    "origin",
+                    models.CharField(
+                        choices=[("django", "khaime-django (admin or code)"), ("khaime", "Khaime (dashboard)")],
+                        default="django",
+                        max_length=16,
+                        verbose_name="made in",
+                    ),
+                ),
+                (
+                    "request_token",
+                    models.CharField(
+                        blank=True,
+                        editable=False,
+                        help_text="One per confirmation form: a resubmitted form finds its refund instead of making another.",
+                        max_length=64,
+                        null=True,
+                        unique=True,
+                        verbose_name="request token",
+                    ),
+                ),
+                ("last_error", models.TextField(blank=True, verbose_name="last error")),
+                (
+                    "created_at",
+                    models.DateTimeField(default=django.utils.timezone.now, editable=False, verbose_name="created at"),
+                ),
+                ("completed_at", models.DateTimeField(blank=True, null=True, verbose_name="completed at")),
+                ("updated_at", models.DateTimeField(auto_now=True, verbose_name="updated at")),
+                (
+                    "payment",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="refunds",
+                        to="khaime_django.payment",
+                        verbose_name="payment",
+                    ),
+                ),
+                (
+                    "requested_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="khaime_refunds",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="requested by",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'refund',
-                'verbose_name_plural': 'refunds',
-                'ordering': ['-created_at', '-pk'],
-                'permissions': [('refund_payment', 'Can refund payments (sends money back to the buyer)')],
+                "verbose_name": "refund",
+                "verbose_name_plural": "refunds",
+                "ordering": ["-created_at", "-pk"],
+                "permissions": [("refund_payment", "Can refund payments (sends money back to the buyer)")],
             },
         ),
         migrations.CreateModel(
-            name='RefundStatusChange',
+            name="RefundStatusChange",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('from_status', models.CharField(choices=[('requested', 'Requested'), ('processing', 'Processing'), ('completed', 'Completed'), ('failed', 'Failed'), ('unknown', 'Unknown: check Khaime')], max_length=16, verbose_name='from')),
-                ('to_status', models.CharField(choices=[('requested', 'Requested'), ('processing', 'Processing'), ('completed', 'Completed'), ('failed', 'Failed'), ('unknown', 'Unknown: check Khaime')], max_length=16, verbose_name='to')),
-                ('source', models.CharField(choices=[('checkout', 'Checkout'), ('return', 'Success return'), ('cancel', 'Cancel return'), ('webhook', 'Webhook'), ('sync', 'Reconciliation'), ('admin', 'Admin')], max_length=16, verbose_name='source')),
-                ('detail', models.TextField(blank=True, verbose_name='detail')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, verbose_name='when')),
-                ('refund', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='status_changes', to='khaime_django.refund', verbose_name='refund')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "from_status",
+                    models.CharField(
+                        choices=[
+                            ("requested", "Requested"),
+                            ("processing", "Processing"),
+                            ("completed", "Completed"),
+                            ("failed", "Failed"),
+                            ("unknown", "Unknown: check Khaime"),
+                        ],
+                        max_length=16,
+                        verbose_name="from",
+                    ),
+                ),
+                (
+                    "to_status",
+                    models.CharField(
+                        choices=[
+                            ("requested", "Requested"),
+                            ("processing", "Processing"),
+                            ("completed", "Completed"),
+                            ("failed", "Failed"),
+                            ("unknown", "Unknown: check Khaime"),
+                        ],
+                        max_length=16,
+                        verbose_name="to",
+                    ),
+                ),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("checkout", "Checkout"),
+                            ("return", "Success return"),
+                            ("cancel", "Cancel return"),
+                            ("webhook", "Webhook"),
+                            ("sync", "Reconciliation"),
+                            ("admin", "Admin"),
+                        ],
+                        max_length=16,
+                        verbose_name="source",
+                    ),
+                ),
+                ("detail", models.TextField(blank=True, verbose_name="detail")),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now, verbose_name="when")),
+                (
+                    "refund",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="status_changes",
+                        to="khaime_django.refund",
+                        verbose_name="refund",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'refund status change',
-                'verbose_name_plural': 'refund status changes',
-                'ordering': ['created_at', 'pk'],
+                "verbose_name": "refund status change",
+                "verbose_name_plural": "refund status changes",
+                "ordering": ["created_at", "pk"],
             },
         ),
         migrations.AddIndex(
-            model_name='refund',
-            index=models.Index(fields=['status', '-created_at'], name='khaime_refund_status'),
+            model_name="refund",
+            index=models.Index(fields=["status", "-created_at"], name="khaime_refund_status"),
         ),
         migrations.AddConstraint(
-            model_name='refund',
-            constraint=models.CheckConstraint(condition=models.Q(('amount__gt', 0)), name='khaime_refund_amount_positive'),
+            model_name="refund",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("amount__gt", 0)), name="khaime_refund_amount_positive"
+            ),
         ),
     ]

@@ -27,8 +27,6 @@ from .inbox import (
     record_webhook_event,
 )
 from .payments import apply_payment_event, flag_for_review, match_session, review_reasons
-from .refund_events import apply_refund_event
-from .refunds import RefundNotAllowed, StaleRefundForm, mark_refund_failed, refund_payment
 from .reconcile import (
     EXPIRE_BATCH_SIZE,
     SyncReport,
@@ -39,6 +37,8 @@ from .reconcile import (
     remote_target,
     sync_sessions,
 )
+from .refund_events import apply_refund_event
+from .refunds import RefundNotAllowed, StaleRefundForm, mark_refund_failed, refund_payment
 
 __all__ = [
     "EVENT_HANDLERS",
@@ -47,10 +47,10 @@ __all__ = [
     "PRUNE_BATCH_SIZE",
     "RESERVED_METADATA_KEYS",
     "RETRY_OUTCOMES",
-    "RefundNotAllowed",
-    "StaleRefundForm",
     "Applied",
     "EventHandler",
+    "RefundNotAllowed",
+    "StaleRefundForm",
     "SyncReport",
     "apply_khaime_status",
     "apply_payment_event",
@@ -65,9 +65,9 @@ __all__ = [
     "match_session",
     "prune_webhook_events",
     "record_webhook_event",
-    "refund_payment",
     "refresh_if_due",
     "refresh_session",
+    "refund_payment",
     "remote_target",
     "review_reasons",
     "start_checkout",

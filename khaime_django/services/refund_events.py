@@ -55,7 +55,9 @@ def apply_refund_event(record: WebhookEvent, event: KhaimeEvent, source: str) ->
     refund, how = _match(payment, refund_id, amount, target)
     if refund is None:
         if target != RefundStatus.COMPLETED:
-            return Applied(WebhookOutcome.IGNORED, payment.session, f"no refund {refund_id} of {payment.transaction_id}")
+            return Applied(
+                WebhookOutcome.IGNORED, payment.session, f"no refund {refund_id} of {payment.transaction_id}"
+            )
         refund = Refund.objects.create(
             payment=payment,
             refund_id=refund_id,

@@ -159,7 +159,9 @@ def _ask_khaime(refund: Refund, *, source: str) -> Refund:
         data = get_client().create_refund(payment.transaction_id, amount=refund.amount, reason=refund.reason)
     except (KhaimeError, KhaimeConfigurationError) as error:
         if khaime_cannot_have_acted(error):
-            transition(refund, RefundStatus.FAILED, source=source, detail=f"Khaime refused: {error}", last_error=str(error))
+            transition(
+                refund, RefundStatus.FAILED, source=source, detail=f"Khaime refused: {error}", last_error=str(error)
+            )
         else:
             logger.warning("Refund %s of %s: no answer from Khaime (%s); status unknown", refund.pk, payment, error)
             transition(
@@ -205,14 +207,19 @@ def record_answer(refund: Refund, data: dict, *, source: str) -> None:
             return  # the webhook got here first and recorded it
         target = Refund.objects.filter(pk=refund.pk, refund_id=None).first() or _sibling_in_flight(refund)
         if target is None:
-            logger.error("Khaime answered refund %s but no refund of payment %s waits for it", refund_id, refund.payment)
+            logger.error(
+                "Khaime answered refund %s but no refund of payment %s waits for it", refund_id, refund.payment
+            )
             return
         Refund.objects.filter(pk=target.pk).update(refund_id=refund_id, updated_at=timezone.now())
         target.refund_id = refund_id
         transition(target, RefundStatus.PROCESSING, source=source, detail=f"Khaime accepted {refund_id}")
         if data.get("status") == "completed":
             transition(
-                target, RefundStatus.COMPLETED, source=source, detail=f"Khaime answered {refund_id} completed",
+                target,
+                RefundStatus.COMPLETED,
+                source=source,
+                detail=f"Khaime answered {refund_id} completed",
                 completed_at=timezone.now(),
             )
 
