@@ -62,6 +62,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "edges",
         (
             "khaime_django.admin",
+            "khaime_django.admin_refunds",
             "khaime_django.forms",
             "khaime_django.urls",
             "khaime_django.views",
