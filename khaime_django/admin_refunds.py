@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 from decimal import Decimal, InvalidOperation
+from typing import cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -49,7 +50,7 @@ class RefundForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.payment = payment
         places = exponent(payment.currency)
-        field = self.fields["amount"]
+        field = cast(forms.DecimalField, self.fields["amount"])
         field.decimal_places = places
         field.widget.attrs.update({"step": str(Decimal(1).scaleb(-places)), "inputmode": "decimal"})
         field.help_text = _("In %(currency)s; at most %(remaining)s.") % {

@@ -323,26 +323,7 @@ class Subscription(models.Model):
 
     @property
     def display_amount(self) -> str:
-        return format_money(self.amount, self.currency)
-
-    @property
-    def refunded_amount(self) -> int:
-        """Completed refunds of this payment, in minor units."""
-        return _sum_amounts(self.refunds.filter(status=RefundStatus.COMPLETED))
-
-    @property
-    def refundable_amount(self) -> int:
-        """What may still be refunded: the amount less every refund not ``failed`` (an ``unknown``
-        one may have moved money). ``services.refunds`` re-checks it under a row lock."""
-        return max(self.amount - _sum_amounts(self.refunds.filter(status__in=COUNTED_STATUSES)), 0)
-
-    @property
-    def display_refunded(self) -> str:
-        return format_money(self.refunded_amount, self.currency)
-
-    @property
-    def display_refundable(self) -> str:
-        return format_money(self.refundable_amount, self.currency) if self.amount is not None and self.currency else ""
+        return format_money(self.amount, self.currency) if self.amount is not None and self.currency else ""
 
 
 class SubscriptionStatusChange(models.Model):
