@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from khaime_django.models import Payment, Refund, Status, WebhookEvent, WebhookOutcome
 from khaime_django.refund_statuses import RefundOrigin, RefundStatus
+from khaime_django.services.refunds import record_answer
 
 from .webhook_helpers import new_event_id, payment_event
 
@@ -171,3 +172,29 @@ def test_payment_refunded_of_a_renewal_leaves_the_session(deliver, payment):
     session.refresh_from_db()
     assert session.status == Status.COMPLETED
     assert "renewal" in outcome(payload).detail
+
+
+def test_an_answer_whose_refund_the_webhook_gave_to_a_sibling_goes_to_the_sibling(payment):
+    """Two refunds of one payment and amount in flight; refund.completed for the second one's
+    id matched the first by amount. Each answer then settles whichever of the two lacks an id."""
+    first = Refund.objects.create(payment=payment, amount=100, currency="USD")
+    second = Refund.objects.create(payment=payment, amount=100, currency="USD")
+    Refund.objects.filter(pk=first.pk).update(refund_id="ref_second", status=RefundStatus.COMPLETED)
+
+    record_answer(second, {"refund_id": "ref_second", "status": "processing"}, source="admin")
+    second.refresh_from_db()
+    assert (second.refund_id, second.status) == (None, RefundStatus.REQUESTED)  # the news was already here
+
+    first.refresh_from_db()
+    record_answer(first, {"refund_id": "ref_first", "status": "processing"}, source="admin")
+    second.refresh_from_db()
+    assert (second.refund_id, second.status) == ("ref_first", RefundStatus.PROCESSING)
+    assert not Refund.objects.filter(refund_id__isnull=True).exists()
+
+
+def test_an_answer_that_says_completed_completes_the_refund(payment):
+    refund = Refund.objects.create(payment=payment, amount=100, currency="USD")
+    record_answer(refund, {"refund_id": "ref_now", "status": "completed", "amount": 100}, source="admin")
+    refund.refresh_from_db()
+    assert refund.status == RefundStatus.COMPLETED
+    assert refund.completed_at is not None
