@@ -365,3 +365,34 @@ def test_concurrent_refunds_never_exceed_the_payment(khaime_emulator, gate):
     deliver_held(khaime_emulator, gate, 1 + 5)
     assert payment.refunded_amount == 5000
     assert PaymentSession.objects.get().status == Status.COMPLETED
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks need PostgreSQL")
+def test_the_same_form_submitted_at_once_from_threads_makes_one_refund(khaime_emulator, gate):
+    import threading
+
+    from django.db import connections
+
+    payment = paid_payment(khaime_emulator, gate)
+    gate.hold()
+    barrier = threading.Barrier(4)
+    results: list[Refund] = []
+
+    def submit():
+        try:
+            barrier.wait()
+            results.append(refund_payment(Payment.objects.get(pk=payment.pk), 1000, request_token="one-form"))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=submit) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len({refund.pk for refund in results}) == 1
+    assert len(results) == 4
+    assert len(khaime_emulator.refunds()) == 1
+    deliver_held(khaime_emulator, gate, 2)
+    assert Refund.objects.get().status == RefundStatus.COMPLETED
