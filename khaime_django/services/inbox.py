@@ -21,7 +21,7 @@ from ..conf import khaime_settings
 from ..models import Source, WebhookEvent, WebhookOutcome
 from ..transitions import collect_receiver_errors
 from ..webhooks import KhaimeEvent
-from . import ledger, subscriptions
+from . import ledger, refund_events, subscriptions
 from .events import MAX_ERROR_TEXT, Applied, EventHandler
 
 logger = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 EVENT_HANDLERS: dict[str, EventHandler] = {
     "payment": ledger.apply_payment_event,
     "subscription": subscriptions.apply_subscription_event,
+    "refund": refund_events.apply_refund_event,
 }
 
 #: A stored event with one of these outcomes is applied on its next delivery; any other outcome
