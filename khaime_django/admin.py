@@ -17,6 +17,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from . import services
+from .admin_refunds import SessionRefundsMixin  # also registers the Payment and Refund admins
 from .conf import khaime_settings
 from .exceptions import KhaimeError
 from .models import PaymentSession, Source, StatusChange, WebhookEvent, WebhookOutcome
@@ -79,7 +80,7 @@ class CurrencyFilter(admin.SimpleListFilter):
 
 
 @admin.register(PaymentSession)
-class PaymentSessionAdmin(admin.ModelAdmin):
+class PaymentSessionAdmin(SessionRefundsMixin, admin.ModelAdmin):
     list_display = (
         "short_reference",
         "product",

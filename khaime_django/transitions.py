@@ -27,13 +27,15 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from . import signals
-from .models import PaymentSession, StatusChange, Subscription, SubscriptionStatusChange
+from .models import PaymentSession, Refund, RefundStatusChange, StatusChange, Subscription, SubscriptionStatusChange
+from .refund_statuses import REFUND_ALLOWED_FROM, RefundStatus
 from .statuses import ALLOWED_FROM, Status, can_transition
 from .subscription_statuses import SUBSCRIPTION_ALLOWED_FROM, SubscriptionStatus
 
 __all__ = [
     "ALLOWED_FROM",
     "PAYMENT_SESSIONS",
+    "REFUNDS",
     "SIGNAL_FOR_STATUS",
     "SUBSCRIPTIONS",
     "StateMachine",
@@ -133,6 +135,25 @@ SUBSCRIPTIONS = register(
         changed_signal=signals.subscription_status_changed,
         instance_kwarg="subscription",
         label="Subscription",
+    )
+)
+
+
+REFUNDS = register(
+    StateMachine(
+        model=Refund,
+        allowed_from=REFUND_ALLOWED_FROM,
+        history_model=RefundStatusChange,
+        history_fk="refund",
+        signal_for_status={
+            RefundStatus.PROCESSING: signals.refund_processing,
+            RefundStatus.UNKNOWN: signals.refund_unknown,
+            RefundStatus.COMPLETED: signals.refund_completed,
+            RefundStatus.FAILED: signals.refund_failed,
+        },
+        changed_signal=signals.refund_status_changed,
+        instance_kwarg="refund",
+        label="Refund",
     )
 )
 
@@ -427,7 +448,7 @@ def send_robust(signal: Signal, *, sender: type[models.Model] = PaymentSession, 
     for receiver, result in signal.send_robust(sender=sender, **kwargs):
         if isinstance(result, BaseException):
             errors.append(result)
-            instance = kwargs.get("session", kwargs.get("subscription", kwargs.get("instance")))
+            instance = kwargs.get("session", kwargs.get("subscription", kwargs.get("refund", kwargs.get("instance"))))
             logger.error(
                 "Signal receiver %r raised for %s %s",
                 receiver,

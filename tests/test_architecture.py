@@ -52,6 +52,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "khaime_django.statuses",
             "khaime_django.subscription_statuses",
+            "khaime_django.refund_statuses",
             "khaime_django.models",
             "khaime_django.transitions",
             "khaime_django.purchases",
@@ -64,6 +65,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "khaime_django.access",
             "khaime_django.admin",
             "khaime_django.admin_subscriptions",
+            "khaime_django.admin_refunds",
             "khaime_django.forms",
             "khaime_django.urls",
             "khaime_django.views",

@@ -128,6 +128,40 @@ def test_an_event_that_fails_in_the_task_is_stored_as_error(run, queued, make_se
     assert event.outcome == WebhookOutcome.ERROR and "fulfilment database down" in event.error
 
 
+def test_an_event_that_failed_in_the_task_is_applied_by_the_recovery_once_the_cause_is_fixed(
+    run, queued, settings, make_session, signal_log, deliver, monkeypatch
+):
+    """Khaime got 202 and will not redeliver it: the recovery tries it again (inline mode has
+    Khaime's retries for this); a second failure leaves it error, counted as not applied."""
+    settings.KHAIME = {**settings.KHAIME, "WEBHOOK_RECOVERY_DELAY": 0}
+    session = make_session()
+    deliver(payment_event("payment.succeeded", session))
+
+    def broken(record, event, source):
+        raise RuntimeError("fulfilment database down")
+
+    with monkeypatch.context() as patched:
+        patched.setitem(services.EVENT_HANDLERS, "payment", broken)
+        assert run(tasks.apply_webhook_event_task, *queued.results[0].args) == WebhookOutcome.ERROR
+        assert run(tasks.apply_waiting_events_task) == 0
+        assert WebhookEvent.objects.get().outcome == WebhookOutcome.ERROR
+    assert run(tasks.apply_waiting_events_task) == 1
+    session.refresh_from_db()
+    assert session.status == Status.COMPLETED and len(completed(signal_log, session)) == 1
+    assert WebhookEvent.objects.get().outcome == WebhookOutcome.APPLIED
+    assert run(tasks.apply_waiting_events_task) == 0
+
+
+def test_inline_recovery_leaves_errors_to_khaimes_retries_and_the_admin(settings, make_session, deliver, monkeypatch):
+    settings.KHAIME = {**settings.KHAIME, "WEBHOOK_RECOVERY_DELAY": 0}
+    session = make_session()
+    with monkeypatch.context() as patched:
+        patched.setitem(services.EVENT_HANDLERS, "payment", lambda record, event, source: 1 / 0)
+        assert deliver(payment_event("payment.succeeded", session)).status_code == 500
+    assert services.apply_waiting_events() == 0
+    assert WebhookEvent.objects.get().outcome == WebhookOutcome.ERROR
+
+
 def test_an_enqueue_failure_still_stores_and_acknowledges_and_khaime_sync_applies_it_later(
     settings, make_session, signal_log, deliver, monkeypatch, caplog, django_capture_on_commit_callbacks
 ):

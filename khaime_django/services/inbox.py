@@ -21,7 +21,7 @@ from ..conf import khaime_settings
 from ..models import Source, WebhookEvent, WebhookOutcome
 from ..transitions import collect_receiver_errors
 from ..webhooks import KhaimeEvent
-from . import ledger, subscriptions
+from . import ledger, refund_events, subscriptions
 from .events import MAX_ERROR_TEXT, Applied, EventHandler
 
 logger = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 EVENT_HANDLERS: dict[str, EventHandler] = {
     "payment": ledger.apply_payment_event,
     "subscription": subscriptions.apply_subscription_event,
+    "refund": refund_events.apply_refund_event,
 }
 
 #: A stored event with one of these outcomes is applied on its next delivery; any other outcome
@@ -169,10 +170,12 @@ def apply_recorded_event(pk: int, *, source: str = Source.WEBHOOK) -> str:
 MISSING = "missing"
 
 
-def waiting_events(*, older_than: timedelta | None = None):
-    """Events recorded but not applied yet (``received``), the oldest first; with ``older_than``,
-    only those waiting longer than that."""
-    waiting = WebhookEvent.objects.filter(outcome=WebhookOutcome.RECEIVED)
+def waiting_events(*, older_than: timedelta | None = None, with_errors: bool = False):
+    """Events recorded but not applied yet (``received``; with ``with_errors``, also those whose
+    apply ended in ``error``), the oldest first; with ``older_than``, only those waiting longer
+    than that."""
+    outcomes = (WebhookOutcome.RECEIVED, WebhookOutcome.ERROR) if with_errors else (WebhookOutcome.RECEIVED,)
+    waiting = WebhookEvent.objects.filter(outcome__in=outcomes)
     if older_than is not None:
         waiting = waiting.filter(received_at__lt=timezone.now() - older_than)
     return waiting.order_by("received_at", "pk")
@@ -191,14 +194,18 @@ def apply_waiting_events(*, older_than: timedelta | None = None, limit: int = 10
     """Apply events still ``received`` after ``older_than`` (KHAIME["WEBHOOK_RECOVERY_DELAY"]):
     the recovery path when an enqueue was lost or a worker died. Returns how many were applied
     (or, with ``dry_run``, would be). Each event is applied in its own transaction, through
-    :func:`apply_recorded_event`, so a worker that gets to it first wins and this one skips it."""
+    :func:`apply_recorded_event`, so a worker that gets to it first wins and this one skips it.
+
+    In task mode an event whose apply ended in ``error`` is tried again too: Khaime got its 2xx
+    and will not redeliver it, which in inline mode its retries would have done. One that fails
+    again stays ``error`` (shown in the admin) and is tried on the next run."""
     delay = khaime_settings.WEBHOOK_RECOVERY_DELAY if older_than is None else older_than
-    waiting = waiting_events(older_than=delay)
+    waiting = waiting_events(older_than=delay, with_errors=khaime_settings.WEBHOOK_PROCESSING == "task")
     if dry_run:
         return waiting[:limit].count()
     applied = 0
     for pk in list(waiting.values_list("pk", flat=True)[:limit]):
-        if apply_recorded_event(pk) not in (WebhookOutcome.DUPLICATE, MISSING):
+        if apply_recorded_event(pk) not in (WebhookOutcome.DUPLICATE, WebhookOutcome.ERROR, MISSING):
             applied += 1
     return applied
 
