@@ -142,6 +142,30 @@ def test_the_payments_ledger_and_subscriptions_are_checked_against_khaimes():
     assert offenders(ledger_facts(wrong_amount, [], theirs, [])) == {"payments_match": 1}
 
 
+def test_refunded_amounts_are_checked_against_khaimes_per_payment():
+    def refund_facts(refunds, truth_payments):
+        found = facts()
+        found.truth.payments.extend(truth_payments)
+        found.ledger.payments.extend({**p, "subscription_id_khaime": None} for p in truth_payments)
+        found.ledger.refunds.extend(refunds)
+        return found
+
+    paid = {"amount": 900, "currency": "USD", "subscription_id": None}
+    khaime = [
+        {"transaction_id": "t1", "refunded_amount": 900, **paid},
+        {"transaction_id": "t2", "refunded_amount": 0, **paid},
+    ]
+    ours = [
+        {"refund_id": "r1", "transaction_id": "t1", "amount": 300, "status": "completed"},
+        {"refund_id": "r2", "transaction_id": "t1", "amount": 600, "status": "completed"},
+        {"refund_id": None, "transaction_id": "t2", "amount": 500, "status": "failed"},
+    ]
+    assert offenders(refund_facts(ours, khaime)) == {}
+    assert offenders(refund_facts(ours[:1] + ours[2:], khaime)) == {"refunded_amounts_match": 1}
+    moved_twice = [*ours, {"refund_id": "r3", "transaction_id": "t2", "amount": 500, "status": "completed"}]
+    assert offenders(refund_facts(moved_twice, khaime)) == {"refunded_amounts_match": 1}
+
+
 def test_two_payable_sessions_for_one_purchase_are_caught():
     twice = facts(
         [remote("s1", "pending"), remote("s2", "pending")],

@@ -77,7 +77,34 @@ def kill_task_worker(stack) -> str:
     return f"SIGKILL to db_worker {alive[0].pid} of {len(alive)}"
 
 
-def plan(kills: int, drops: int, task_kills: int = 0) -> list[Injection]:
+#: Refunds the merchant makes during the run, through the service call, in one management shell.
+REFUNDS_PER_BATCH = 12
+REFUND_SCRIPT = """
+from collections import Counter
+from khaime_django.models import Payment
+from khaime_django.services.refunds import refund_payment
+done = Counter()
+candidates = Payment.objects.filter(refunds__isnull=True).order_by("?")[:%d]
+for number, payment in enumerate(candidates):
+    amount = None if number %% 2 == 0 else max(1, payment.amount // 3)
+    try:
+        done[refund_payment(payment, amount, reason="soak").status] += 1
+    except Exception as error:
+        done[type(error).__name__] += 1
+print(", ".join(f"{status}: {n}" for status, n in sorted(done.items())) or "no payment to refund")
+"""
+
+
+def refund_some(stack) -> str:
+    """The merchant refunds a few payments (every other one in full, the others a third) with
+    ``khaime_django.services.refunds.refund_payment``, in a ``manage.py shell``, while buyers pay
+    and Khaime's faults are on."""
+    done = stack.manage("shell", "-c", REFUND_SCRIPT % REFUNDS_PER_BATCH, timeout=120)
+    output = (done.stdout.strip().splitlines() or [""])[-1]
+    return f"refund_payment x{REFUNDS_PER_BATCH}: {output}" + (f" (exit {done.returncode})" if done.returncode else "")
+
+
+def plan(kills: int, drops: int, task_kills: int = 0, refunds: int = 0) -> list[Injection]:
     """``kills`` worker kills (every other one aimed at a checkout in flight), ``drops``
     connection drops and ``task_kills`` task worker kills, spread over the middle of the run."""
     kinds = [
@@ -90,6 +117,9 @@ def plan(kills: int, drops: int, task_kills: int = 0) -> list[Injection]:
         for i in range(drops)
     ]
     injections += [Injection("kill -9 a db_worker", kill_task_worker, 0.5 + 0.1 * i) for i in range(task_kills)]
+    injections += [
+        Injection("the merchant refunds payments", refund_some, (i + 1) / (refunds + 1) * 0.9) for i in range(refunds)
+    ]
     return sorted(injections, key=lambda injection: injection.at)
 
 

@@ -37,6 +37,7 @@ class Settings:
     worker_timeout: int = 30
     faults: dict = field(default_factory=dict)
     task_workers: int = 0  # > 0: webhooks in task mode, applied by this many `manage.py db_worker`
+    refunds: int = 0  # batches of refunds the merchant makes during the run
 
     @property
     def label(self) -> str:
@@ -46,8 +47,24 @@ class Settings:
         return label
 
 
-SHORT = {"purchases": 300, "buyers": 12, "time_limit": 100.0, "settle_timeout": 30.0, "kills": 2, "drops": 1}
-FULL = {"purchases": 5000, "buyers": 24, "time_limit": 1500.0, "settle_timeout": 300.0, "kills": 4, "drops": 3}
+SHORT = {
+    "purchases": 300,
+    "buyers": 12,
+    "time_limit": 100.0,
+    "settle_timeout": 30.0,
+    "kills": 2,
+    "drops": 1,
+    "refunds": 2,
+}
+FULL = {
+    "purchases": 5000,
+    "buyers": 24,
+    "time_limit": 1500.0,
+    "settle_timeout": 300.0,
+    "kills": 4,
+    "drops": 3,
+    "refunds": 6,
+}
 
 #: Passed to the emulator when it has them: a pool of webhook senders, as a real provider has.
 IF_SUPPORTED = {"webhook_workers": 4}
@@ -76,6 +93,7 @@ def parse(argv: list[str] | None) -> Settings:
     parser.add_argument("--settle-timeout", type=float, help="seconds to wait for webhook retries at most")
     parser.add_argument("--kills", type=int, help="kill -9 of a gunicorn worker, spread over the run")
     parser.add_argument("--drops", type=int, help="drops of the app's database connections, spread over the run")
+    parser.add_argument("--refunds", type=int, help="batches of refunds (refund_payment) during the run")
     parser.add_argument("--seed", type=int, default=14, help="seed of the buyers' and the emulator's draws")
     parser.add_argument(
         "--task-workers",
@@ -116,6 +134,7 @@ def parse(argv: list[str] | None) -> Settings:
         report=args.report or default_report,
         faults=faults,
         task_workers=args.task_workers,
+        refunds=preset["refunds"] if args.refunds is None else args.refunds,
     )
 
 
@@ -168,6 +187,13 @@ class Stack:
             timeout=timeout,
             check=False,
         )
+
+
+def has_refunds() -> bool:
+    """Whether this version of the app has the refund service."""
+    from importlib.util import find_spec
+
+    return find_spec("khaime_django.services.refunds") is not None
 
 
 def app_env(database_url: str, api_base_url: str, site_url: str = "", processing: str = "inline") -> dict[str, str]:
@@ -227,7 +253,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         sock.close()  # gunicorn holds it now
         # In task mode one db_worker of several is killed too (a worker dying mid-apply).
-        injections = chaos_module.plan(settings.kills, settings.drops, 1 if settings.task_workers > 1 else 0)
+        injections = chaos_module.plan(
+            settings.kills,
+            settings.drops,
+            1 if settings.task_workers > 1 else 0,
+            settings.refunds if has_refunds() else 0,
+        )
         started = time.time()
         try:
             outcome = run(settings, stack, shop_url, injections)

@@ -290,6 +290,20 @@ def subscriptions_match(facts: Facts) -> list[str]:
     ]
 
 
+def refunded_amounts_match(facts: Facts) -> list[str]:
+    """What the ledger's completed refunds add up to, per payment, is what Khaime refunded of it."""
+    ours: dict[str, int] = defaultdict(int)
+    for refund in facts.ledger.refunds:
+        if refund["status"] == "completed":
+            ours[refund["transaction_id"]] += refund["amount"]
+    theirs = {p["transaction_id"]: p.get("refunded_amount") or 0 for p in facts.truth.payments}
+    return [
+        f"{txn}: ledger refunded {ours.get(txn, 0)}, Khaime {theirs.get(txn, 0)}"
+        for txn in sorted(set(ours) | {txn for txn, amount in theirs.items() if amount})
+        if ours.get(txn, 0) != theirs.get(txn, 0)
+    ]
+
+
 @dataclass(frozen=True)
 class Invariant:
     name: str
@@ -307,6 +321,7 @@ INVARIANTS: list[Invariant] = [
     Invariant("paid amounts match Khaime's", paid_amounts_match),
     Invariant("the payments ledger matches Khaime's payments", payments_match),
     Invariant("subscription states and payments match the emulator's truth", subscriptions_match),
+    Invariant("refunded amounts match", refunded_amounts_match),
     Invariant("no return page showed paid for a session Khaime did not complete", return_pages_never_claim_unpaid),
     Invariant("a double submit reaches one Khaime session", double_submits_share_a_session),
     Invariant("buyer-visible 5xx that are not an injected Khaime fault", app_5xx_not_injected),

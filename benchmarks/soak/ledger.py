@@ -16,6 +16,7 @@ class Ledger:
     inbox_outcomes: Counter  # outcome -> rows
     subscriptions: list[dict] = field(default_factory=list)  # subscription_id, status
     payments: list[dict] = field(default_factory=list)  # transaction_id, amount, currency, subscription_id
+    refunds: list[dict] = field(default_factory=list)  # refund_id, transaction_id, amount, status
 
 
 def read_ledger() -> Ledger:
@@ -49,21 +50,33 @@ def read_ledger() -> Ledger:
     return Ledger(sessions, inbox, outcomes, *_money_ledger())
 
 
-def _money_ledger() -> tuple[list[dict], list[dict]]:
+def _money_ledger() -> tuple[list[dict], list[dict], list[dict]]:
     """Subscriptions and the payments ledger, where this version of the app has them."""
     from django.db.models import F
 
     from khaime_django import models
 
     if not hasattr(models, "Payment") or not hasattr(models, "Subscription"):
-        return [], []
+        return [], [], []
     subscriptions = list(models.Subscription.objects.values("subscription_id", "status"))
     payments = list(
         models.Payment.objects.values(
             "transaction_id", "amount", "currency", subscription_id_khaime=F("subscription__subscription_id")
         )
     )
-    return subscriptions, payments
+    return subscriptions, payments, _refunds()
+
+
+def _refunds() -> list[dict]:
+    from django.db.models import F
+
+    from khaime_django import models
+
+    if not hasattr(models, "Refund"):
+        return []
+    return list(
+        models.Refund.objects.values("refund_id", "amount", "status", transaction_id=F("payment__transaction_id"))
+    )
 
 
 def terminate_connections(application_name: str) -> list[int]:

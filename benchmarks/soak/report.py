@@ -210,6 +210,14 @@ def render(settings, outcome, stack, started: float) -> str:
         + " in its access log); inbox outcomes: "
         + ", ".join(f"{outcome_}: {n}" for outcome_, n in sorted(facts.ledger.inbox_outcomes.items())),
         "",
+        "Refunds (refund_payment during the load): local "
+        + (
+            ", ".join(f"{st}: {n}" for st, n in sorted(Counter(r["status"] for r in facts.ledger.refunds).items()))
+            or "none"
+        )
+        + f"; Khaime: {len(truth.refunds)} refunds, "
+        + f"{sum(p.get('refunded_amount') or 0 for p in truth.payments)} minor units refunded",
+        "",
         "App log, unhandled exceptions: "
         + (", ".join(f"{name} x{n}" for name, n in exceptions.most_common()) or "no exception")
         + f"; workers SIGKILLed (injected, or by gunicorn after a timeout): {len(deaths)}",
