@@ -153,6 +153,10 @@ def _give_up(session: PaymentSession, reason: str, created: Mapping[str, Any] | 
     reconciliation and the admin can still ask Khaime about it."""
     session_id = created.get("session_id") if isinstance(created, Mapping) else None
     try:
+        if not connection.in_atomic_block:
+            # The failure may have been the database connection dropping: a broken connection is
+            # closed here, so the UPDATE below opens a fresh one instead of failing on it too.
+            connection.close_if_unusable_or_obsolete()
         if isinstance(session_id, str) and session_id:
             try:
                 with transaction.atomic():
