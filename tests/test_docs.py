@@ -102,7 +102,15 @@ def test_every_management_command_and_option_is_in_the_operating_page():
 
 
 DJANGO_COMMON_OPTIONS = {
-    "help", "version", "verbosity", "settings", "pythonpath", "traceback", "no_color", "force_color", "skip_checks",
+    "help",
+    "version",
+    "verbosity",
+    "settings",
+    "pythonpath",
+    "traceback",
+    "no_color",
+    "force_color",
+    "skip_checks",
 }
 
 
@@ -134,3 +142,39 @@ def test_the_dashboard_paths_are_the_api_facts_everywhere():
         assert "Settings →" not in text, path
         for mention in re.findall(r"Settings > [A-Za-z &]+", text):
             assert mention.rstrip() in ("Settings > API & Integrations", "Settings > API"), (path, mention)
+
+
+def test_every_check_id_the_docs_mention_exists():
+    """A renumbered check must not leave a stale id in the README, the docs or the changelog."""
+    defined = set(re.findall(r'id="(khaime\.[EW]\d+)"', (ROOT / "khaime_django/checks.py").read_text()))
+    texts = [ROOT / "README.md", ROOT / "CHANGELOG.md", *DOCS.glob("*.md"), *(ROOT / "changelog.d").glob("*.md")]
+    stale = {
+        (path.name, found)
+        for path in texts
+        for found in re.findall(r"khaime\.[EW]\d+", path.read_text())
+        if found not in defined
+    }
+    assert not stale
+
+
+@pytest.mark.parametrize(
+    ("title", "page"),
+    [
+        ("Subscriptions", "docs/subscriptions.md"),
+        ("Refunds", "docs/refunds.md"),
+        ("Background processing", "docs/background.md"),
+        ("Security", "docs/security.md"),
+        ("In production", "docs/settings.md"),
+    ],
+)
+def test_the_readme_has_a_short_section_linking_to_each_topic(title, page):
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", readme, re.MULTILINE | re.DOTALL)
+    assert match, f"README has no '## {title}' section"
+    assert f"]({page}" in match.group(1), f"README's {title} section does not link to {page}"
+
+
+def test_the_readme_starts_with_make_demo_and_make_test():
+    readme = (ROOT / "README.md").read_text()
+    first_block = re.search(r"```\n(.*?)```", readme, re.DOTALL).group(1).splitlines()
+    assert first_block[0].startswith("make demo") and first_block[1].startswith("make test")
