@@ -2,7 +2,9 @@
 documented, the status machine drawn is the one the code enforces, and the README's links land.
 (The Sphinx build itself, `make docs`, fails on any warning.)"""
 
+import ast
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -178,3 +180,17 @@ def test_the_readme_starts_with_make_demo_and_make_test():
     readme = (ROOT / "README.md").read_text()
     first_block = re.search(r"```\n(.*?)```", readme, re.DOTALL).group(1).splitlines()
     assert first_block[0].startswith("make demo") and first_block[1].startswith("make test")
+
+
+def test_every_python_snippet_in_the_readme_and_the_docs_parses():
+    """Snippets are pasted: a typo in one is a SyntaxError in a merchant's project."""
+    broken, parsed = [], 0
+    for path in [ROOT / "README.md", *DOCS.glob("*.md")]:
+        for match in re.finditer(r"^( *)```python\n(.*?)^\1```", path.read_text(), re.MULTILINE | re.DOTALL):
+            try:
+                ast.parse(textwrap.dedent(match.group(2)))
+                parsed += 1
+            except SyntaxError as error:
+                broken.append(f"{path.name}: {error}")
+    assert not broken
+    assert parsed >= 20
