@@ -157,10 +157,17 @@ def buy(product_url: str) -> None:
     jar = http.cookiejar.CookieJar()
     browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), _NoRedirect())
 
-    def fetch(url: str, form: dict | None = None) -> tuple[int, str, dict]:
+    def fetch(url: str, form: dict | None = None, *, json_body: dict | None = None) -> tuple[int, str, dict]:
         data = urllib.parse.urlencode(form).encode() if form is not None else None
+        request = urllib.request.Request(url, data=data)  # noqa: S310 - the loopback site and emulator
+        if json_body is not None:
+            # The emulator's control API takes only application/json POSTs (a browser form cannot
+            # reach it cross-site).
+            request = urllib.request.Request(  # noqa: S310 - the loopback emulator
+                url, data=json.dumps(json_body).encode(), headers={"Content-Type": "application/json"}
+            )
         try:
-            with browser.open(url, data=data, timeout=20) as response:
+            with browser.open(request, timeout=20) as response:
                 return response.status, response.read().decode(), dict(response.headers)
         except urllib.error.HTTPError as answer:
             return answer.code, answer.read().decode(), dict(answer.headers)
@@ -179,7 +186,7 @@ def buy(product_url: str) -> None:
         raise SystemExit(f"readme-check: the emulator's checkout page does not show the total $53.20 (HTTP {status})")
     emulator = urllib.parse.urljoin(payment_url, "/")
     session_id = payment_url.rstrip("/").rsplit("/", 1)[1]
-    status, body, _ = fetch(f"{emulator}_emulator/sessions/{session_id}/complete", {})
+    status, body, _ = fetch(f"{emulator}_emulator/sessions/{session_id}/complete", json_body={})
     if status != 200:
         raise SystemExit(f"readme-check: the emulator did not complete {session_id} ({status}): {body}")
     deadline = time.monotonic() + 30

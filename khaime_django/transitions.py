@@ -271,8 +271,11 @@ def _update_and_log(
 ) -> bool:
     """PostgreSQL: the conditional UPDATE and its history row in one statement (a data-modifying
     CTE), so a change costs one round trip. The history row exists only if the UPDATE changed the
-    row. Its ``created_at`` is ``clock_timestamp()``, read after the UPDATE got the row lock, for
-    the same reason :func:`transition` stamps it after the UPDATE elsewhere."""
+    row. Its ``created_at`` is ``now``, the application's clock like every other timestamp of the
+    app (the database's clock may differ from it, and mixing the two would order a history out of
+    step with the rows :func:`transition_many` and the other paths stamp); the conditional UPDATE
+    matches only the status this change starts from, so no later change can carry an earlier
+    stamp except by the drift between two application servers' clocks."""
     connection_ = connections[using]
     query = cast(
         sql.UpdateQuery,
@@ -294,8 +297,7 @@ def _update_and_log(
             continue
         columns.append(connection_.ops.quote_name(str(field.column)))
         if field.name == "created_at":
-            expressions.append("clock_timestamp()")
-            continue
+            row.created_at = now
         expressions.append(f"%s::{field.db_type(connection_)}")
         params.append(field.get_db_prep_save(field.pre_save(row, add=True), connection=connection_))
     # Formatted in: SQL Django compiled, and the model's own table and column names; every value
