@@ -7,3 +7,6 @@ urlpatterns = [
     path("payments/", include("khaime_django.urls")),
     path("", include("demo_project.shop.urls")),
 ]
+
+# A dropped database connection anywhere (a view, or the session saved after it) is a 503 "try again".
+handler500 = "demo_project.shop.views.server_error"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, connections
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, render
@@ -30,6 +30,28 @@ logger = logging.getLogger(__name__)
 #: A dropped database connection (a restarted or failed-over server, a proxy's idle timeout):
 #: answered like a Khaime failure, with the same retryable page, not Django's bare 500.
 DATABASE_DROPPED = (OperationalError, InterfaceError)
+
+#: The retryable page when even rendering the template needs the database and cannot reach it.
+UNREACHABLE_PAGE = (
+    '<!doctype html><html><head><meta charset="utf-8"><title>Payment is unavailable right now</title></head>'
+    "<body><h1>Payment is unavailable right now</h1><p>The shop could not reach its database. "
+    "No payment was taken; if you paid, your payment is safe. Please try again in a moment.</p></body></html>"
+)
+
+
+def render_after_drop(request: HttpRequest, template: str, context: dict, status: int = 503) -> HttpResponse:
+    """Render a retryable page in a request whose database connection dropped.
+
+    The broken connection is closed first, so a query the page makes opens a fresh one (a
+    merchant's base template may read ``request.user``, which loads the session from the
+    database). If the database is still unreachable, a plain page without the template."""
+    for conn in connections.all(initialized_only=True):
+        conn.close_if_unusable_or_obsolete()
+    try:
+        return render(request, template, context, status=status)
+    except DATABASE_DROPPED as error:
+        logger.error("The retryable page itself could not reach the database: %s", error)
+        return HttpResponse(UNREACHABLE_PAGE, status=status)
 
 
 class HttpResponseSeeOther(HttpResponseRedirect):
@@ -107,7 +129,10 @@ class CheckoutView(View):
             "retry_url": request.path,
             "retry_fields": retry_fields,
         }
-        response = render(request, self.template_error, context, status=status)
+        if error is None:
+            response = render_after_drop(request, self.template_error, context, status=status)
+        else:
+            response = render(request, self.template_error, context, status=status)
         if isinstance(error, KhaimeCheckoutInProgressError):
             response["Retry-After"] = str(error.retry_after)
         return response
@@ -126,7 +151,7 @@ class SessionPageView(View):
         except DATABASE_DROPPED as error:
             logger.error("Return page failed on the database: %s", error)
             context = {"transient": True, "reload_url": request.get_full_path()}
-            return render(request, self.template_unavailable, context, status=503)
+            return render_after_drop(request, self.template_unavailable, context)
 
     def get_session(self, reference) -> PaymentSession:
         return get_object_or_404(PaymentSession, reference=reference)

@@ -8,10 +8,12 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from django.db import connection
 
+from benchmarks.soak import invariants as soak_invariants
 from benchmarks.soak.browser import Hit
 from benchmarks.soak.chaos import Chaos, Fired
 from benchmarks.soak.invariants import INVARIANTS, Facts, check_all
@@ -35,8 +37,9 @@ def remote(session_id: str, status: str, reference: str = "", email: str = "a@so
     }
 
 
-def local(session_id: str | None, status: str, reference: str = "", last_to: str | None = None) -> dict:
+def local(session_id: str | None, status: str, reference: str = "", last_to: str | None = None, error="") -> dict:
     return {
+        "last_error": error,
         "reference": reference or f"ref-{session_id}",
         "session_id": session_id,
         "status": status,
@@ -47,11 +50,22 @@ def local(session_id: str | None, status: str, reference: str = "", last_to: str
     }
 
 
-def facts(sessions=(), rows=(), *, events=(), deliveries=(), inbox=None, hits=(), trips=(), fired=(), log=""):
+def buyer(*hits: Hit, email: str = "a@soak.example") -> Trip:
+    trip = Trip(
+        "pay", email, browser=SimpleNamespace(history=list(hits)), shop_url="", rng=None, reload_pause=0, reloads=0
+    )  # type: ignore[arg-type]
+    return trip
+
+
+def facts(
+    sessions=(), rows=(), *, events=(), deliveries=(), inbox=None, hits=(), trips=(), fired=(), log="", errors=()
+):
     chaos = Chaos(stack=None, injections=[], started=lambda: 0, total=1)
     chaos.fired.extend(fired)
     ledger = Ledger(list(rows), Counter(inbox or {}), Counter())
-    return Facts(Truth(list(sessions), list(events), list(deliveries)), ledger, list(trips), list(hits), chaos, log)
+    trips = list(trips) or ([buyer(*hits)] if hits else [])
+    truth = Truth(list(sessions), list(events), list(deliveries))
+    return Facts(truth, ledger, trips, list(hits), chaos, log, tuple(sorted(errors)))
 
 
 def offenders(facts: Facts) -> dict[str, int]:
@@ -83,13 +97,91 @@ def test_a_checkout_that_died_after_its_insert_shows_as_stuck_and_orphaned():
     assert offenders(died) == {"none_stuck_in_created": 1, "one_row_per_session": 1}
 
 
+def test_a_session_whose_create_died_with_its_worker_is_known_by_reference_once_its_row_is_abandoned():
+    from khaime_django.services.checkout import ABANDONED_ERROR
+
+    assert ABANDONED_ERROR == soak_invariants.ABANDONED_ERROR
+    abandoned = local(None, "error", reference="r1", last_to="error", error=ABANDONED_ERROR)
+    assert offenders(facts([remote("s1", "pending", reference="r1")], [abandoned])) == {}
+    # Any other row without the id, or a payment on it that the row does not know, is still caught.
+    other_error = local(None, "error", reference="r1", last_to="error", error="KhaimeServerError: boom")
+    assert offenders(facts([remote("s1", "pending", reference="r1")], [other_error])) == {"one_row_per_session": 1}
+    assert offenders(facts([remote("s1", "completed", reference="r1")], [abandoned])) == {
+        "lost": 1,
+        "one_row_per_session": 1,
+    }
+
+
+def test_the_payments_ledger_and_subscriptions_are_checked_against_khaimes():
+    def ledger_facts(payments, subscriptions, truth_payments, truth_subscriptions):
+        found = facts()
+        found.truth.payments.extend(truth_payments)
+        found.truth.subscriptions.extend(truth_subscriptions)
+        found.ledger.payments.extend(payments)
+        found.ledger.subscriptions.extend(subscriptions)
+        return found
+
+    theirs = [
+        {"transaction_id": "t1", "amount": 900, "currency": "USD", "subscription_id": "sub_1"},
+        {"transaction_id": "t2", "amount": 900, "currency": "USD", "subscription_id": "sub_1"},
+    ]
+    ours = [
+        {"transaction_id": t["transaction_id"], "amount": 900, "currency": "USD", "subscription_id_khaime": "sub_1"}
+        for t in theirs
+    ]
+    balanced = ledger_facts(
+        ours, [{"subscription_id": "sub_1", "status": "cancelled"}], theirs, [{"id": "sub_1", "status": "cancelled"}]
+    )
+    assert offenders(balanced) == {}
+
+    renewal_lost = ledger_facts(
+        ours[:1], [{"subscription_id": "sub_1", "status": "active"}], theirs, [{"id": "sub_1", "status": "cancelled"}]
+    )
+    assert offenders(renewal_lost) == {"payments_match": 1, "subscriptions_match": 1}
+    wrong_amount = [{**ours[0], "amount": 800}, ours[1]]
+    assert offenders(ledger_facts(wrong_amount, [], theirs, [])) == {"payments_match": 1}
+
+
+def test_refunded_amounts_are_checked_against_khaimes_per_payment():
+    def refund_facts(refunds, truth_payments):
+        found = facts()
+        found.truth.payments.extend(truth_payments)
+        found.ledger.payments.extend({**p, "subscription_id_khaime": None} for p in truth_payments)
+        found.ledger.refunds.extend(refunds)
+        return found
+
+    paid = {"amount": 900, "currency": "USD", "subscription_id": None}
+    khaime = [
+        {"transaction_id": "t1", "refunded_amount": 900, **paid},
+        {"transaction_id": "t2", "refunded_amount": 0, **paid},
+    ]
+    ours = [
+        {"refund_id": "r1", "transaction_id": "t1", "amount": 300, "status": "completed"},
+        {"refund_id": "r2", "transaction_id": "t1", "amount": 600, "status": "completed"},
+        {"refund_id": None, "transaction_id": "t2", "amount": 500, "status": "failed"},
+    ]
+    assert offenders(refund_facts(ours, khaime)) == {}
+    assert offenders(refund_facts(ours[:1] + ours[2:], khaime)) == {"refunded_amounts_match": 1}
+    moved_twice = [*ours, {"refund_id": "r3", "transaction_id": "t2", "amount": 500, "status": "completed"}]
+    assert offenders(refund_facts(moved_twice, khaime)) == {"refunded_amounts_match": 1}
+
+
 def test_two_payable_sessions_for_one_purchase_are_caught():
     twice = facts(
         [remote("s1", "pending"), remote("s2", "pending")],
-        [local("s1", "error"), local("s2", "pending")],
+        [local("s1", "cancelled"), local("s2", "pending")],
     )
 
     assert offenders(twice) == {"one_payable_session_per_purchase": 1}
+
+
+def test_a_pending_session_whose_checkout_failed_after_khaimes_answer_is_not_payable():
+    retried = facts(
+        [remote("s1", "pending"), remote("s2", "completed")],
+        [local("s1", "error"), local("s2", "completed")],
+    )
+
+    assert offenders(retried) == {}
 
 
 def test_a_status_that_is_not_the_last_history_entry_is_caught():
@@ -105,13 +197,48 @@ def test_a_delivered_event_missing_from_the_inbox_is_caught():
     assert offenders(facts(deliveries=delivered + failed_only, inbox={})) == {"delivered_events_in_inbox_once": 1}
 
 
-def test_a_checkout_error_page_is_an_injected_fault_but_a_bare_500_is_not():
+def test_a_khaime_error_page_counts_as_injected_only_when_khaime_failed_during_it():
     hits = [
-        Hit("buy", "POST", "/payments/checkout/", 502, 0.1, 0.0, khaime_fault=True),
-        Hit("buy", "POST", "/payments/checkout/", 500, 0.1, 1.0),
+        Hit("buy", "POST", "/payments/checkout/", 502, 0.1, 0.0, page="khaime", wall=1000.0),
+        Hit("buy", "POST", "/payments/checkout/", 502, 0.1, 5.0, page="khaime", wall=1005.0),  # Khaime was fine
+        Hit("buy", "POST", "/payments/checkout/", 500, 0.1, 9.0, wall=1009.0),  # a bare 500: never injected
     ]
 
-    assert offenders(facts(hits=hits)) == {"app_5xx_not_injected": 1}
+    assert offenders(facts(hits=hits, errors=[1000.05])) == {"app_5xx_not_injected": 2}
+
+
+def test_a_database_page_counts_as_injected_only_during_a_connection_drop():
+    fired = [Fired("drop the app's database connections", 100.0, "terminated 4")]
+    hits = [
+        Hit("success return", "GET", "/s/", 503, 1.5, 99.0, page="database", wall=1.0),
+        Hit("success return", "GET", "/s/", 503, 0.2, 120.0, page="database", wall=2.0),  # no drop then
+        Hit("buy", "POST", "/payments/checkout/", 503, 0.5, 99.8, page="khaime or database", wall=3.0),
+    ]
+
+    assert offenders(facts(hits=hits, fired=fired)) == {"app_5xx_not_injected": 1}
+
+
+def test_a_still_being_created_page_counts_as_injected_only_after_this_buyers_request_was_cut_off():
+    fired = [Fired("kill -9 a gunicorn worker mid-checkout", 100.0, "SIGKILL")]
+    cut = Hit("buy", "POST", "/payments/checkout/", None, 0.5, 99.8, error="ConnectionError")
+    waited = Hit("buy (again)", "POST", "/payments/checkout/", 503, 3.0, 101.0, page="in progress", wall=1.0)
+    after_kill = buyer(cut, waited)
+    double_click = buyer(
+        Hit("buy", "POST", "/payments/checkout/", 303, 3.5, 200.0, wall=2.0),
+        Hit("buy", "POST", "/payments/checkout/", 503, 3.0, 200.0, page="in progress", wall=2.0),
+        email="b@soak.example",
+    )
+
+    # A double click whose other click (started a moment later) was the one killed mid-checkout.
+    other_click_killed = buyer(
+        Hit("buy", "POST", "/payments/checkout/", 503, 4.9, 99.0, page="in progress", wall=3.0),
+        Hit("buy", "POST", "/payments/checkout/", None, 1.0, 99.1, error="ConnectionError"),
+        email="c@soak.example",
+    )
+
+    found = facts(trips=[after_kill, double_click, other_click_killed], fired=fired)
+    assert offenders(found) == {"app_5xx_not_injected": 1}
+    assert offenders(facts(trips=[double_click], errors=[3.0])) == {}  # a 429 held up the first click
 
 
 def test_a_dropped_connection_counts_only_away_from_an_injection():
@@ -127,7 +254,7 @@ def test_a_dropped_connection_counts_only_away_from_an_injection():
 
 
 def test_a_return_page_showing_paid_for_an_unpaid_session_is_caught():
-    trip = Trip("pay", "a@soak.example", browser=None, shop_url="", rng=None, reload_pause=0, reloads=0)  # type: ignore[arg-type]
+    trip = buyer()
     trip.shown.append(("r1", "completed"))
 
     lied = facts([remote("s1", "pending", reference="r1")], [local("s1", "pending", reference="r1")], trips=[trip])

@@ -1,9 +1,10 @@
 """A buyer's browser without JavaScript: cookies, forms, redirects followed one hop at a time.
 
 Every request is recorded as one ``Hit`` (step name, status, seconds), so the report has a
-latency per step, and a 5xx or a dropped connection can be told apart: a checkout error page
-(502/503) is the app telling the buyer Khaime failed, i.e. an injected Khaime fault; anything
-else is the app's own failure.
+latency per step. A 5xx is recorded with the kind of page it was (``Hit.page``): the app's
+retryable pages say why they were shown (Khaime failed, the session is still being created, the
+database was unreachable); the invariants then tie each one to an injected fault, or count it as
+the app's own failure. A bare 5xx has no kind and is always the app's own failure.
 """
 
 from __future__ import annotations
@@ -17,8 +18,15 @@ from urllib.parse import urljoin
 
 import requests
 
-#: Marks the app's page for a Khaime failure at checkout (khaime_django/checkout_error.html).
-KHAIME_FAULT_PAGE = "Payment is unavailable right now"
+#: What each retryable page says (khaime_django/checkout_error.html, the demo's 503 page), to the
+#: kind of 5xx it is (the first that matches).
+PAGE_KINDS = (
+    ("This payment is still being created", "in progress"),  # another request holds the purchase
+    ("We could not show this payment", "database"),  # the return page lost its database connection
+    ("could not start this payment", "khaime"),  # 502: Khaime answered an error
+    ("provider is not available right now", "khaime or database"),  # 503: 429, a timeout, or the database
+    ("could not reach its database", "database"),  # the demo's own pages (demo_project/shop/middleware.py)
+)
 MAX_REDIRECTS = 5
 TIMEOUT = (5, 90)
 
@@ -31,8 +39,18 @@ class Hit:
     status: int | None  # None: no answer (connection refused or reset)
     seconds: float
     at: float  # time.monotonic() when it started
-    khaime_fault: bool = False
+    page: str = ""  # a 5xx page's kind (PAGE_KINDS), "" for a bare one
     error: str = ""
+    wall: float = 0.0  # time.time() when it started, to match the emulator's log
+
+    @property
+    def khaime_fault(self) -> bool:
+        """A retryable page the app shows for a failure outside itself (Khaime, its database)."""
+        return bool(self.page)
+
+    @property
+    def end(self) -> float:
+        return self.at + self.seconds
 
 
 @dataclass
@@ -94,6 +112,15 @@ def _attr(attrs: str, name: str) -> str | None:
     return unescape(match.group(1)) if match else None
 
 
+def page_kind(status: int, text: str) -> str:
+    """The kind of a retryable 502/503 page (PAGE_KINDS), "" for anything else."""
+    if status not in (502, 503):
+        return ""
+    if status == 502 and "Payment is unavailable right now" in text:
+        return "khaime"  # Khaime answered an error (a dropped database connection is a 503)
+    return next((kind for marker, kind in PAGE_KINDS if marker in text), "")
+
+
 class Browser:
     """One buyer's browser: its own cookie jar and connection pool."""
 
@@ -129,17 +156,17 @@ class Browser:
         return page
 
     def _one(self, method: str, url: str, data: dict | None, step: str) -> Page:
-        started = time.monotonic()
+        started, wall = time.monotonic(), time.time()
         try:
             response = self.http.request(method, url, data=data, allow_redirects=False, timeout=TIMEOUT)
         except requests.RequestException as error:
             seconds = time.monotonic() - started
-            self.record(Hit(step, method, url, None, seconds, started, error=type(error).__name__))
+            self.record(Hit(step, method, url, None, seconds, started, error=type(error).__name__, wall=wall))
             return Page(url, None, "")
         seconds = time.monotonic() - started
         text = response.text
-        fault = response.status_code in (502, 503) and KHAIME_FAULT_PAGE in text
-        self.record(Hit(step, method, url, response.status_code, seconds, started, khaime_fault=fault))
+        kind = page_kind(response.status_code, text)
+        self.record(Hit(step, method, url, response.status_code, seconds, started, page=kind, wall=wall))
         location = urljoin(url, response.headers["Location"]) if response.is_redirect else ""
         return Page(url, response.status_code, text, location)
 

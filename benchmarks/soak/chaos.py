@@ -68,9 +68,45 @@ def drop_db_connections(stack) -> str:
     return f"terminated {len(pids)} app connections"
 
 
-def plan(kills: int, drops: int) -> list[Injection]:
-    """``kills`` worker kills (every other one aimed at a checkout in flight) and ``drops``
-    connection drops, spread over the middle of the run."""
+def kill_task_worker(stack) -> str:
+    """kill -9 one ``db_worker`` (task mode), busy or not; nothing restarts it, the others go on."""
+    alive = [worker for worker in stack.task_workers if worker.popen is not None and worker.popen.poll() is None]
+    if len(alive) < 2:
+        return "not enough task workers to kill one"
+    os.kill(alive[0].pid, signal.SIGKILL)
+    return f"SIGKILL to db_worker {alive[0].pid} of {len(alive)}"
+
+
+#: Refunds the merchant makes during the run, through the service call, in one management shell.
+REFUNDS_PER_BATCH = 12
+REFUND_SCRIPT = """
+from collections import Counter
+from khaime_django.models import Payment
+from khaime_django.services.refunds import refund_payment
+done = Counter()
+candidates = Payment.objects.filter(refunds__isnull=True).order_by("?")[:%d]
+for number, payment in enumerate(candidates):
+    amount = None if number %% 2 == 0 else max(1, payment.amount // 3)
+    try:
+        done[refund_payment(payment, amount, reason="soak").status] += 1
+    except Exception as error:
+        done[type(error).__name__] += 1
+print(", ".join(f"{status}: {n}" for status, n in sorted(done.items())) or "no payment to refund")
+"""
+
+
+def refund_some(stack) -> str:
+    """The merchant refunds a few payments (every other one in full, the others a third) with
+    ``khaime_django.services.refunds.refund_payment``, in a ``manage.py shell``, while buyers pay
+    and Khaime's faults are on."""
+    done = stack.manage("shell", "-c", REFUND_SCRIPT % REFUNDS_PER_BATCH, timeout=120)
+    output = (done.stdout.strip().splitlines() or [""])[-1]
+    return f"refund_payment x{REFUNDS_PER_BATCH}: {output}" + (f" (exit {done.returncode})" if done.returncode else "")
+
+
+def plan(kills: int, drops: int, task_kills: int = 0, refunds: int = 0) -> list[Injection]:
+    """``kills`` worker kills (every other one aimed at a checkout in flight), ``drops``
+    connection drops and ``task_kills`` task worker kills, spread over the middle of the run."""
     kinds = [
         ("kill -9 a gunicorn worker mid-checkout", kill_worker_mid_checkout),
         ("kill -9 a gunicorn worker", kill_worker),
@@ -79,6 +115,10 @@ def plan(kills: int, drops: int) -> list[Injection]:
     injections += [
         Injection("drop the app's database connections", drop_db_connections, (i + 1) / (drops + 1) * 0.8 + 0.1)
         for i in range(drops)
+    ]
+    injections += [Injection("kill -9 a db_worker", kill_task_worker, 0.5 + 0.1 * i) for i in range(task_kills)]
+    injections += [
+        Injection("the merchant refunds payments", refund_some, (i + 1) / (refunds + 1) * 0.9) for i in range(refunds)
     ]
     return sorted(injections, key=lambda injection: injection.at)
 
@@ -110,20 +150,23 @@ class Chaos:
         while pending and not self._stop.wait(0.05):
             if self.started() >= pending[0].at * self.total:
                 injection = pending.pop(0)
-                at = time.monotonic()
                 try:
                     what = injection.act(self.stack)
                 except Exception as error:  # an injection that fails is reported, not fatal
                     what = f"failed: {error!r}"
                 finally:
+                    # When it struck: an aimed kill may look for its target for a few seconds first.
+                    at = time.monotonic()
                     self.stack.release()
                 self.fired.append(Fired(injection.name, at, what))
 
-    def explains(self, at: float, seconds: float) -> bool:
-        """A request started at ``at`` that ended ``seconds`` later was cut off by an injection:
-        it was in flight then, and ended within BLAST_SECONDS of it (a request that ran on for
-        half a minute after a kill was ended by something else, e.g. gunicorn's timeout)."""
+    def explains(self, at: float, seconds: float, kind: str = "") -> bool:
+        """A request started at ``at`` that ended ``seconds`` later was cut off by an injection
+        (whose name contains ``kind``, e.g. "kill" or "drop"): it was in flight then, and ended
+        within BLAST_SECONDS of it (a request that ran on for half a minute after a kill was ended
+        by something else, e.g. gunicorn's timeout)."""
         end = at + seconds
         return any(
-            at <= fired.at + BLAST_SECONDS and fired.at <= end <= fired.at + BLAST_SECONDS for fired in self.fired
+            kind in fired.name and at <= fired.at + BLAST_SECONDS and fired.at <= end <= fired.at + BLAST_SECONDS
+            for fired in self.fired
         )

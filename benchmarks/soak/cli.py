@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import chaos as chaos_module
-from .stack import ROOT, Database, EmulatorProcess, Gunicorn, listening_socket
+from .stack import ROOT, Database, EmulatorProcess, Gunicorn, TaskWorker, listening_socket
 
 HERE = Path(__file__).resolve().parent
 APP_DB_NAME = "khaime-soak-app"
@@ -36,14 +36,35 @@ class Settings:
     report: Path
     worker_timeout: int = 30
     faults: dict = field(default_factory=dict)
+    task_workers: int = 0  # > 0: webhooks in task mode, applied by this many `manage.py db_worker`
+    refunds: int = 0  # batches of refunds the merchant makes during the run
 
     @property
     def label(self) -> str:
-        return f"{self.purchases} purchases, {self.buyers} concurrent buyers, {self.workers} gunicorn workers"
+        label = f"{self.purchases} purchases, {self.buyers} concurrent buyers, {self.workers} gunicorn workers"
+        if self.task_workers:
+            label += f", webhooks in task mode with {self.task_workers} `db_worker` processes"
+        return label
 
 
-SHORT = {"purchases": 300, "buyers": 12, "time_limit": 100.0, "settle_timeout": 30.0, "kills": 2, "drops": 1}
-FULL = {"purchases": 5000, "buyers": 24, "time_limit": 1500.0, "settle_timeout": 300.0, "kills": 4, "drops": 3}
+SHORT = {
+    "purchases": 300,
+    "buyers": 12,
+    "time_limit": 100.0,
+    "settle_timeout": 30.0,
+    "kills": 2,
+    "drops": 1,
+    "refunds": 2,
+}
+FULL = {
+    "purchases": 5000,
+    "buyers": 24,
+    "time_limit": 1500.0,
+    "settle_timeout": 300.0,
+    "kills": 4,
+    "drops": 3,
+    "refunds": 6,
+}
 
 #: Passed to the emulator when it has them: a pool of webhook senders, as a real provider has.
 IF_SUPPORTED = {"webhook_workers": 4}
@@ -72,7 +93,14 @@ def parse(argv: list[str] | None) -> Settings:
     parser.add_argument("--settle-timeout", type=float, help="seconds to wait for webhook retries at most")
     parser.add_argument("--kills", type=int, help="kill -9 of a gunicorn worker, spread over the run")
     parser.add_argument("--drops", type=int, help="drops of the app's database connections, spread over the run")
+    parser.add_argument("--refunds", type=int, help="batches of refunds (refund_payment) during the run")
     parser.add_argument("--seed", type=int, default=14, help="seed of the buyers' and the emulator's draws")
+    parser.add_argument(
+        "--task-workers",
+        type=int,
+        default=0,
+        help="webhooks in task mode (KHAIME['WEBHOOK_PROCESSING']='task'), applied by this many db_worker processes",
+    )
     parser.add_argument(
         "--emulator-option",
         action="append",
@@ -105,6 +133,8 @@ def parse(argv: list[str] | None) -> Settings:
         postgres_url=args.postgres,
         report=args.report or default_report,
         faults=faults,
+        task_workers=args.task_workers,
+        refunds=preset["refunds"] if args.refunds is None else args.refunds,
     )
 
 
@@ -129,6 +159,7 @@ class Stack:
 
     def __init__(self, database: Database, emulator: EmulatorProcess, gunicorn: Gunicorn, env: dict[str, str]):
         self.database, self.emulator, self.gunicorn, self.env = database, emulator, gunicorn, env
+        self.task_workers: list = []
 
     def terminate_app_connections(self) -> list[int]:
         from .ledger import terminate_connections
@@ -158,7 +189,14 @@ class Stack:
         )
 
 
-def app_env(database_url: str, api_base_url: str, site_url: str = "") -> dict[str, str]:
+def has_refunds() -> bool:
+    """Whether this version of the app has the refund service."""
+    from importlib.util import find_spec
+
+    return find_spec("khaime_django.services.refunds") is not None
+
+
+def app_env(database_url: str, api_base_url: str, site_url: str = "", processing: str = "inline") -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("KHAIME_", "DJANGO_"))}
     env.update(
         DJANGO_SETTINGS_MODULE="benchmarks.soak.settings",
@@ -168,6 +206,7 @@ def app_env(database_url: str, api_base_url: str, site_url: str = "") -> dict[st
         SECRET_KEY="soak-" + os.urandom(16).hex(),
         SOAK_DB_APPLICATION_NAME=APP_DB_NAME,
         SOAK_SITE_URL=site_url,
+        KHAIME_WEBHOOK_PROCESSING=processing,
         PYTHONUNBUFFERED="1",
     )
     return env
@@ -197,18 +236,29 @@ def main(argv: list[str] | None = None) -> int:
         emulator = exits.enter_context(
             EmulatorProcess(emulator_options, dict(os.environ), workdir / "emulator.log", IF_SUPPORTED)
         )
-        env = app_env(database.url, emulator.api_base_url, shop_url)
+        processing = "task" if settings.task_workers else "inline"
+        env = app_env(database.url, emulator.api_base_url, shop_url, processing)
         stack = Stack(database, emulator, None, env)  # type: ignore[arg-type]
         for command in (("migrate", "--noinput"), ("demo_setup",)):
             done = stack.manage(*command)
             if done.returncode:
                 print(done.stdout + done.stderr, file=sys.stderr)
                 return 2
+        stack.task_workers = [
+            exits.enter_context(TaskWorker(env, workdir / f"db_worker-{number + 1}.log"))
+            for number in range(settings.task_workers)
+        ]
         stack.gunicorn = exits.enter_context(
             Gunicorn(sock, settings.workers, settings.worker_timeout, env, workdir / "gunicorn.log")
         )
         sock.close()  # gunicorn holds it now
-        injections = chaos_module.plan(settings.kills, settings.drops)
+        # In task mode one db_worker of several is killed too (a worker dying mid-apply).
+        injections = chaos_module.plan(
+            settings.kills,
+            settings.drops,
+            1 if settings.task_workers > 1 else 0,
+            settings.refunds if has_refunds() else 0,
+        )
         started = time.time()
         try:
             outcome = run(settings, stack, shop_url, injections)

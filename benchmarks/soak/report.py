@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+from .invariants import classify_5xx, lost_with_its_worker
+
 SHOWN_OFFENDERS = 8
 SHOWN_TRIPS = 12
 _HIDDEN_OPTIONS = ("webhook_url", "webhook_secret")
@@ -56,6 +58,36 @@ def _table(header: list[str], rows: list[list[object]]) -> list[str]:
     return lines
 
 
+def failure_rows(classified) -> list[list[object]]:
+    counts = Counter(
+        ("no answer" if hit.status is None else hit.status, hit.page or ("-" if hit.status is None else "bare"), cause)
+        for _, hit, cause in classified
+    )
+    return [
+        [answer, page, cause or "**nothing**", n]
+        for (answer, page, cause), n in sorted(counts.items(), key=lambda item: [str(x) for x in item[0]])
+    ]
+
+
+def requests_breakdown(outcome, truth, paid: int) -> list[str]:
+    """Where the Khaime requests per paid purchase went."""
+    load, settle = outcome.khaime_requests_load, outcome.khaime_requests_settle
+    creates = sum(n for (call, _), n in load.items() if call == "create session")
+    retrieves = sum(n for (call, _), n in load.items() if call == "retrieve session")
+    paid_ids = [s["session_id"] for s in truth.sessions if s["status"] == "completed"]
+    asked = [outcome.retrieves_load[sid] for sid in paid_ids]
+    own = (len(paid_ids) + sum(asked)) / paid
+    return [
+        f"- creates (every session, paid or not, and their 429/5xx): {creates / paid:.2f} per paid purchase",
+        f"- retrieves during the load (return pages): {retrieves / paid:.2f} per paid purchase; "
+        f"{sum(1 for n in asked if n == 0)} of {paid} paid sessions were never asked about "
+        "(the webhook landed first)",
+        f"- the settle phase (`khaime_sync` over every open session, subscriptions): "
+        f"{sum(settle.values()) / paid:.2f} per paid purchase",
+        f"- a paid purchase's own requests (its create and the retrieves of its session): {own:.2f}",
+    ]
+
+
 def step_rows(hits) -> list[list[object]]:
     by_step = defaultdict(list)
     for hit in hits:
@@ -99,6 +131,7 @@ def render(settings, outcome, stack, started: float) -> str:
     load, truth, facts = outcome.load, outcome.truth, outcome.facts
     paid = sum(1 for session in truth.sessions if session["status"] == "completed")
     hits = facts.hits
+    classified = classify_5xx(facts)
     lines = [
         "# Soak: the shop as production runs it",
         "",
@@ -141,9 +174,12 @@ def render(settings, outcome, stack, started: float) -> str:
         "",
         f"- {len(load.trips) / load.seconds:.1f} purchases/s, {len(hits) / load.seconds:.1f} buyer requests/s "
         f"({len(hits)} requests)",
-        f"- Khaime sessions: {len(truth.sessions)}, paid at Khaime: {paid}",
+        f"- Khaime sessions: {len(truth.sessions)}, paid at Khaime: {paid}; known locally only by reference "
+        f"(the create's answer died with a killed worker, its row abandoned): "
+        f"{sum(1 for remote in truth.sessions if lost_with_its_worker(facts, remote))}",
         f"- Settle: webhooks finished in {outcome.webhook_wait:.1f} s"
         + ("" if outcome.webhooks_settled else " (NOT all finished: timeout)")
+        + f"; waited {outcome.abandon_wait:.1f} s for rows left in `created` to pass the in-flight limit"
         + f"; `khaime_sync --grace 0s` took {outcome.sync_seconds:.1f} s",
         "",
         "Per step, as the buyer's browser timed it (ms):",
@@ -163,6 +199,8 @@ def render(settings, outcome, stack, started: float) -> str:
     )
     total = sum(outcome.khaime_requests_load.values()) + sum(outcome.khaime_requests_settle.values())
     lines += ["", f"Khaime requests per paid purchase: {total / paid:.2f}" if paid else "No purchase was paid.", ""]
+    if paid:
+        lines += ["", *requests_breakdown(outcome, truth, paid), ""]
     webhook_answers, exceptions, deaths = _log_counts(stack.gunicorn.log_text())
     lines += [
         "Webhook deliveries: "
@@ -172,9 +210,28 @@ def render(settings, outcome, stack, started: float) -> str:
         + " in its access log); inbox outcomes: "
         + ", ".join(f"{outcome_}: {n}" for outcome_, n in sorted(facts.ledger.inbox_outcomes.items())),
         "",
+        "Refunds (refund_payment during the load): local "
+        + (
+            ", ".join(f"{st}: {n}" for st, n in sorted(Counter(r["status"] for r in facts.ledger.refunds).items()))
+            or "none"
+        )
+        + f"; Khaime: {len(truth.refunds)} refunds, "
+        + f"{sum(p.get('refunded_amount') or 0 for p in truth.payments)} minor units refunded",
+        "",
         "App log, unhandled exceptions: "
         + (", ".join(f"{name} x{n}" for name, n in exceptions.most_common()) or "no exception")
         + f"; workers SIGKILLed (injected, or by gunicorn after a timeout): {len(deaths)}",
+        "",
+        "## Buyer-visible failures and their causes",
+        "",
+        "Each 5xx page and each request with no answer, by what the page said (`bare`: Django's own",
+        "error page) and the injected fault it is tied to: a Khaime error page to a 429/5xx the",
+        "emulator answered while the request was in flight; the database page to a connection drop",
+        'the request was in flight for; the "still being created" page to a Khaime error during its',
+        "wait or to an injection that cut off this buyer's earlier request; no answer to a kill or",
+        "drop it was in flight for. An untied one fails the 5xx (or dropped connection) invariant.",
+        "",
+        *_table(["answer", "page", "tied to", "n"], failure_rows(classified)),
         "",
         "## Invariants",
         "",
@@ -192,8 +249,9 @@ def render(settings, outcome, stack, started: float) -> str:
                 lines.append(f"- ... and {len(result.offenders) - SHOWN_OFFENDERS} more")
             lines.append("")
     troubled = [trip for trip in load.trips if trip.notes or any(_failed(hit) for hit in trip.browser.history)]
-    # The app's own failures first (a bare 5xx, no answer), then those who met Khaime's faults.
-    troubled.sort(key=lambda trip: not any(_failed(hit) and not hit.khaime_fault for hit in trip.browser.history))
+    # The app's own failures first (a 5xx or no answer tied to no injection), then the others.
+    untied = {id(trip) for trip, _, cause in classified if not cause}
+    troubled.sort(key=lambda trip: id(trip) not in untied)
     if troubled:
         lines += [
             "## Buyers who met a failure",

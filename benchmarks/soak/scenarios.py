@@ -8,17 +8,24 @@ what it saw goes in the trip, for the invariants.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .browser import Browser, Page
 
-#: The demo's one-time products (demo_project/shop/fixtures); subscriptions come with their issue.
+#: The demo's one-time products (demo_project/shop/fixtures).
 ONE_TIME_PRODUCTS = ("premium-plan", "tokyo-tea-set")
+#: The demo's subscription product (a frequency key: Khaime starts a subscription when it is paid).
+SUBSCRIPTION_PRODUCTS = ("monthly-membership",)
+#: Seconds between the months of a subscription the soak plays (Khaime's renewals, a cancel).
+MONTH_PAUSE = 0.3
+_no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 #: A buyer who meets an error page tries again this many times (a reload, "Try again").
 BUY_ATTEMPTS = 4
 RETRY_PAUSE = 0.5
@@ -60,9 +67,9 @@ def on_hosted_page(trip: Trip, page: Page) -> bool:
     return page.status == 200 and page.url.startswith(trip.browser.emulator_origin + "/checkout/")
 
 
-def buy_form(trip: Trip) -> dict | None:
+def buy_form(trip: Trip, products: tuple[str, ...] = ONE_TIME_PRODUCTS) -> dict | None:
     """A product page's buy form (the signed token and the CSRF token); reloads a failed page."""
-    trip.product = trip.rng.choice(ONE_TIME_PRODUCTS)
+    trip.product = trip.rng.choice(products)
     for _ in range(BUY_ATTEMPTS):
         product = trip.browser.get(f"{trip.shop_url}/products/{trip.product}/", "product page")
         form = product.form_to("/payments/checkout") if product.ok else None
@@ -75,9 +82,9 @@ def buy_form(trip: Trip) -> dict | None:
     return None
 
 
-def open_checkout(trip: Trip) -> Page | None:
+def open_checkout(trip: Trip, products: tuple[str, ...] = ONE_TIME_PRODUCTS) -> Page | None:
     """Product page, then the buy form; retries as a buyer does. The hosted page, or None."""
-    form = buy_form(trip)
+    form = buy_form(trip, products)
     if form is None:
         return None
     page = trip.remember(trip.browser.submit(form, "buy", email=trip.email))
@@ -191,6 +198,43 @@ def double_submit(trip: Trip) -> None:
             settle_return_page(trip, paid)
 
 
+def khaime(trip: Trip, method: str, path: str) -> dict:
+    """Khaime's own side (the emulator's control API): what happens there without the buyer."""
+    body = b"{}" if method == "POST" else None
+    request = urllib.request.Request(  # noqa: S310 (the emulator's loopback URL)
+        f"{trip.browser.emulator_origin}/_emulator{path}",
+        data=body,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    with _no_proxy.open(request, timeout=30) as response:
+        answer = json.loads(response.read())
+    return answer.get("data", answer)
+
+
+def subscribe(trip: Trip) -> None:
+    """Pay a monthly subscription, then live through its months at Khaime: one to three renewals,
+    and a cancel for half of the buyers. Each is a Khaime action (its webhooks tell the shop)."""
+    hosted = open_checkout(trip, SUBSCRIPTION_PRODUCTS)
+    if hosted is None or not on_hosted_page(trip, hosted):
+        return
+    paid = press(trip, hosted, "pay")
+    if paid is None:
+        return
+    settle_return_page(trip, paid)
+    session_id = hosted.url.rstrip("/").rsplit("/", 1)[-1]
+    subscription_id = khaime(trip, "GET", f"/sessions/{session_id}").get("subscription_id")
+    if not subscription_id:
+        trip.notes.append("paid, but Khaime started no subscription")
+        return
+    for _ in range(trip.rng.randint(1, 3)):
+        time.sleep(MONTH_PAUSE)
+        khaime(trip, "POST", f"/subscriptions/{subscription_id}/renew")
+    if trip.rng.random() < 0.5:
+        time.sleep(MONTH_PAUSE)
+        khaime(trip, "POST", f"/subscriptions/{subscription_id}/cancel")
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -205,6 +249,7 @@ SCENARIOS: list[Scenario] = [
     Scenario("abandon", 10, abandon),
     Scenario("cancel then pay", 10, cancel_then_pay),
     Scenario("double submit, pay", 15, double_submit),
+    Scenario("subscribe, renew, maybe cancel", 10, subscribe),
 ]
 
 

@@ -280,3 +280,11 @@ class Gunicorn(Process):
             for line in self.log_text().splitlines()
             if "WORKER TIMEOUT" in line or "was sent SIGKILL" in line or "exited with code" in line
         ]
+
+
+class TaskWorker(Process):
+    """``manage.py db_worker``: applies the webhook events the app enqueued in task mode."""
+
+    def __init__(self, env: dict[str, str], log_path: Path):
+        argv = [sys.executable, "manage.py", "db_worker", "--no-startup-delay", "--no-reload", "--interval", "0.1"]
+        super().__init__("db_worker", argv, env, log_path)

@@ -7,10 +7,17 @@ listing call (``/_emulator/truth``) where the emulator has it, else ``/sessions`
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.error
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
+
+#: A Partner API answer in the emulator's log: its time and status.
+_PARTNER_ANSWER = re.compile(
+    r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+ "[A-Z]+ /api/v1/partner[^"]*" (\d{3}) ', re.M
+)
 
 
 @dataclass(frozen=True)
@@ -72,3 +79,13 @@ def wait_for_webhooks(emulator, *, copies: int, max_attempts: int, timeout: floa
         if time.monotonic() - started > timeout:
             return False, time.monotonic() - started
         time.sleep(0.5)
+
+
+def khaime_error_times(log: str) -> list[float]:
+    """When the emulator answered a Partner API call with a 429 or a 5xx (its injected faults),
+    as ``time.time()`` values, sorted: from its log, whose times are the machine's local time."""
+    return sorted(
+        datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        for stamp, status in _PARTNER_ANSWER.findall(log)
+        if status == "429" or status.startswith("5")
+    )

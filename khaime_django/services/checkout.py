@@ -122,6 +122,7 @@ def start_checkout(
     if session.status != Status.CREATED:
         return session  # reused: the buyer continues with the session Khaime already has
 
+    data: Mapping[str, Any] | None = None
     try:
         data = client.create_session(khaime_request)
         _check_payment_url(data["payment_url"])
@@ -134,21 +135,42 @@ def start_checkout(
                 setattr(session, name, value)
     except KhaimeError as error:
         logger.error("Khaime refused or failed to create payment session %s: %s", session.reference, error)
-        _give_up(session, str(error))
+        _give_up(session, str(error), data)
         raise
     except Exception as error:
         # Whatever failed after the INSERT, the row must not stay `created`: that would block the
         # buyer's next Buy for the in-flight wait and leave the session for no one to finish.
         logger.exception("Creating payment session %s failed", session.reference)
-        _give_up(session, f"{type(error).__name__}: {error}")
+        _give_up(session, f"{type(error).__name__}: {error}", data)
         raise
     return session
 
 
-def _give_up(session: PaymentSession, reason: str) -> None:
+def _give_up(session: PaymentSession, reason: str, created: Mapping[str, Any] | None = None) -> None:
     """Move a session still ``created`` to ``error`` with ``reason``; never raises over the
-    exception the caller is handling."""
+    exception the caller is handling. When Khaime had already created the session (``created``,
+    its answer), the row keeps Khaime's ``session_id``: one local row per Khaime session, and
+    reconciliation and the admin can still ask Khaime about it."""
+    session_id = created.get("session_id") if isinstance(created, Mapping) else None
     try:
+        if not connection.in_atomic_block:
+            # The failure may have been the database connection dropping: a broken connection is
+            # closed here, so the UPDATE below opens a fresh one instead of failing on it too.
+            connection.close_if_unusable_or_obsolete()
+        if isinstance(session_id, str) and session_id:
+            try:
+                with transaction.atomic():
+                    transition(
+                        session,
+                        Status.ERROR,
+                        source=Source.CHECKOUT,
+                        detail=reason,
+                        last_error=reason,
+                        session_id=session_id,
+                    )
+                return
+            except IntegrityError:
+                pass  # another row already names that session (the failure itself): give up without it
         transition(session, Status.ERROR, source=Source.CHECKOUT, detail=reason, last_error=reason)
     except Exception:
         logger.exception("Could not mark payment session %s as failed", session.reference)
