@@ -140,10 +140,27 @@ def test_a_429_keeps_page_loads_off_that_session_until_retry_after(client, make_
     assert len(khaime_api.calls) == 2
 
 
-@pytest.mark.parametrize("retry_after", [None, 600])
-def test_a_429_for_the_hourly_quota_stops_page_loads_asking_for_the_hour(client, make_session, khaime_api, retry_after):
+def test_a_429_without_retry_after_backs_off_that_session_only(client, make_session, khaime_api, khaime_says):
+    """It may be the burst limit (50 a second), not the hourly quota: a stray one must not stop
+    every return page from asking for an hour (the soak saw one early 429 leave 20 retrieves for
+    the whole run)."""
     session, other = make_session(Status.PENDING), make_session(Status.PENDING)
-    rate_limited(khaime_api, session, retry_after)
+    rate_limited(khaime_api, session, None)
+    success(client, session)
+    PaymentSession.objects.filter(pk=session.pk).update(
+        last_checked_at=PaymentSession.objects.get(pk=session.pk).last_checked_at - timedelta(seconds=6)
+    )
+    success(client, session)
+    assert len(khaime_api.calls) == 1  # that session waits RATE_LIMIT_BACKOFF
+    khaime_says(other, "pending")
+    success(client, other)
+    assert len(khaime_api.calls) == 2  # others are still asked about
+    assert RefreshBudget.objects.get().used == 2
+
+
+def test_a_429_for_the_hourly_quota_stops_page_loads_asking_for_the_hour(client, make_session, khaime_api):
+    session, other = make_session(Status.PENDING), make_session(Status.PENDING)
+    rate_limited(khaime_api, session, 600)
     success(client, session)
     assert success(client, other).context["unconfirmed"] is True
     assert len(khaime_api.calls) == 1

@@ -139,13 +139,15 @@ def _worth_asking_q(now) -> Q:
 
 def _back_off(session: PaymentSession, now, retry_after: float | None) -> None:
     """After a 429: no page load asks about this session again before Retry-After (or
-    RATE_LIMIT_BACKOFF) has passed, and when Khaime asks for a minute or more (the hourly quota),
-    page loads stop asking about any session for the rest of the hour."""
+    RATE_LIMIT_BACKOFF) has passed, and when Khaime says to wait a minute or more (the hourly
+    quota), page loads stop asking about any session for the rest of the hour. A 429 without
+    Retry-After may be Khaime's per-second burst limit as well as its hourly one, so it backs off
+    that session only: one stray 429 must not blind every return page for an hour."""
     wait = RATE_LIMIT_BACKOFF if retry_after is None else retry_after
     until = now + timedelta(seconds=wait)
     PaymentSession.objects.filter(pk=session.pk).update(last_checked_at=until)
     session.last_checked_at = until
-    if wait >= RATE_LIMIT_BACKOFF:
+    if retry_after is not None and retry_after >= RATE_LIMIT_BACKOFF:
         _this_hours_budget(now).update(used=max(int(khaime_settings.REFRESH_BUDGET_PER_HOUR), 0))
 
 
