@@ -9,6 +9,7 @@ import pytest
 from . import payment_sessions
 from .payment_sessions import PaymentSessionMachine
 from .scaffolding import replaying
+from .subscriptions import SubscriptionMachine
 
 
 @pytest.fixture
@@ -55,3 +56,16 @@ def test_a_cancelled_session_paid_late_then_expired_offline_stays_paid(world_env
         state.merchant_reconciles(how="khaime_sync --offline")
         state.merchant_reconciles(how="admin refresh")
         state.buyer_returns(page="success")
+
+
+def test_a_subscription_created_delivered_after_its_renewal_changes_nothing(world_env):
+    with replaying(SubscriptionMachine, world_env) as state:
+        state.subscribe(scenario="renewed twice, failing once, renewed, cancelled, expired")
+        created, first_payment = state.khaime_moves_on()
+        renewed, renewal_payment = state.khaime_moves_on()
+        state.deliver(event=renewal_payment)
+        state.deliver(event=renewed)
+        state.deliver(event=created)
+        state.khaime_sync()
+        state.deliver(event=first_payment)
+        state.deliver(event=renewal_payment)
