@@ -23,6 +23,7 @@ MEASUREMENTS = {
     "checkout": "benchmarks.checkout",
     "success": "benchmarks.success_return",
     "webhook": "benchmarks.webhook",
+    "background": "benchmarks.background",
     "admin": "benchmarks.admin_scale",
     "sync": "benchmarks.sync_offline",
     "memory": "benchmarks.memory",

@@ -23,6 +23,13 @@ ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
 DATABASES = {"default": environ.Env.db_url_config(os.environ.get("BENCH_DATABASE_URL", DEFAULT_BENCH_DATABASE_URL))}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # only the admin user is created
 
+# Task mode (section 3b): the database backend, and RQ on the local Redis (a database of its own).
+TASKS = {
+    "default": {"BACKEND": "django_tasks_db.DatabaseBackend"},
+    "rq": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": ["default"]},
+}
+RQ_QUEUES = {"default": {"URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/8")}}
+
 # Never the real Khaime: the runner points this at the emulator it starts on loopback (and
 # refuses anything else); until then it points at a closed loopback port.
 KHAIME = {

@@ -69,3 +69,9 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"khaime_django": {"handlers": ["console"], "level": env("KHAIME_LOG_LEVEL", default="INFO")}},
 }
+
+# `KHAIME_WEBHOOK_PROCESSING=task make demo`: webhooks are recorded and answered at once, and
+# applied by a `manage.py db_worker` that demo_serve starts beside the shop (docs/background.md).
+KHAIME["WEBHOOK_PROCESSING"] = env("KHAIME_WEBHOOK_PROCESSING", default="inline")
+if "django_tasks_db" in TASK_APPS:  # noqa: F405 - from demo_project.site
+    TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}

@@ -1,6 +1,7 @@
 """The demo shop's structure: apps, middleware, templates, URLs. No environment is read here,
 so both the demo's settings and the test suite's (tests/settings.py) build on it."""
 
+from importlib.util import find_spec
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -55,3 +56,20 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # The demo has no profile page: after logging in without a ?next=, go to the products.
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
+
+# Django's Tasks framework, when installed (khaime-django[tasks]; docs/background.md): the
+# django-tasks backport's app on Django 5.2 (Django 6 has django.tasks built in), the database
+# backend's app (its table and `manage.py db_worker`) and django-rq's (RQ workers). Absent, the
+# demo and the suite run inline, as a merchant without the extra does.
+_HAS_DJANGO_TASKS = find_spec("django.tasks") is not None
+TASK_APPS = [
+    app
+    for app, present in (
+        ("django_tasks", not _HAS_DJANGO_TASKS and find_spec("django_tasks") is not None),
+        ("django_tasks_db", find_spec("django_tasks_db") is not None),
+        ("django_rq", find_spec("django_rq") is not None),
+    )
+    if present
+]
+INSTALLED_APPS += TASK_APPS
+TASKS_MODULE = "django.tasks" if _HAS_DJANGO_TASKS else "django_tasks"

@@ -17,6 +17,8 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from . import services
+from .admin_refunds import SessionRefundsMixin  # also registers the Payment and Refund admins
+from .conf import khaime_settings
 from .exceptions import KhaimeError
 from .models import PaymentSession, Source, StatusChange, WebhookEvent, WebhookOutcome
 from .money import format_money
@@ -78,7 +80,7 @@ class CurrencyFilter(admin.SimpleListFilter):
 
 
 @admin.register(PaymentSession)
-class PaymentSessionAdmin(admin.ModelAdmin):
+class PaymentSessionAdmin(SessionRefundsMixin, admin.ModelAdmin):
     list_display = (
         "short_reference",
         "product",
@@ -294,6 +296,15 @@ def warn_about_session_deliveries(request, site_name: str, session: PaymentSessi
         )
 
 
+def describe_wait(age) -> str:
+    seconds = int(age.total_seconds()) if age is not None else 0
+    if seconds < 120:
+        return ngettext("%(n)d second", "%(n)d seconds", seconds) % {"n": seconds}
+    if seconds < 7200:
+        return ngettext("%(n)d minute", "%(n)d minutes", seconds // 60) % {"n": seconds // 60}
+    return ngettext("%(n)d hour", "%(n)d hours", seconds // 3600) % {"n": seconds // 3600}
+
+
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(admin.ModelAdmin):
     """The webhook inbox. Read-only: events are what Khaime sent. An event that failed on our
@@ -335,10 +346,6 @@ class WebhookEventAdmin(admin.ModelAdmin):
     )
     readonly_fields = fields
 
-    def changelist_view(self, request, extra_context=None):
-        warn_about_failed_deliveries(request, self.admin_site.name)
-        return super().changelist_view(request, extra_context)
-
     #: Outcomes "Apply again" acts on: our own failure, no session found, or an interrupted apply.
     APPLICABLE_AGAIN = (WebhookOutcome.ERROR, WebhookOutcome.UNMATCHED, WebhookOutcome.RECEIVED)
 
@@ -349,6 +356,28 @@ class WebhookEventAdmin(admin.ModelAdmin):
         # The stored event_id is what refuses a replay; a deleted event would be accepted again.
         # Old events go through manage.py khaime_prune_events, which keeps that guarantee.
         return False
+
+    def changelist_view(self, request, extra_context=None):
+        """Says how many events wait to be applied (task mode's queue, or an interrupted apply)
+        and for how long the oldest has: a stuck worker shows here before buyers notice; and how
+        many deliveries ended in error."""
+        warn_about_failed_deliveries(request, self.admin_site.name)
+        count, oldest = services.waiting_summary()
+        if count:
+            delay = khaime_settings.WEBHOOK_RECOVERY_DELAY
+            late = oldest is not None and oldest > delay
+            self.message_user(
+                request,
+                ngettext(
+                    "%(n)d event waits to be applied; it has waited %(age)s.",
+                    "%(n)d events wait to be applied; the oldest has waited %(age)s.",
+                    count,
+                )
+                % {"n": count, "age": describe_wait(oldest)}
+                + (" " + str(_("Past the recovery delay: is a task worker running, and khaime_sync?")) if late else ""),
+                messages.WARNING if late else messages.INFO,
+            )
+        return super().changelist_view(request, extra_context)
 
     @admin.display(description=_("payment session"), ordering="session")
     def session_link(self, obj):

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.urls import NoReverseMatch, reverse
 
+from . import task_engine
 from .conf import DEFAULT_API_BASE_URL, DEFAULTS, khaime_settings
 from .defaults import EMULATOR_WEBHOOK_SECRET
 from .return_urls import is_loopback_host
@@ -97,6 +98,53 @@ def check_khaime_settings(app_configs=None, **kwargs):
     messages.extend(_live_key_with_emulator_settings())
     messages.extend(_unknown_settings())
     messages.extend(_site_url_checks())
+    messages.extend(_processing_checks())
+    return messages
+
+
+PROCESSING_MODES = ("inline", "task")
+
+
+def _processing_checks() -> list[CheckMessage]:
+    """Task mode needs a task backend that really runs tasks somewhere else."""
+    mode = khaime_settings.WEBHOOK_PROCESSING
+    if mode not in PROCESSING_MODES:
+        return [
+            Error(
+                f"KHAIME['WEBHOOK_PROCESSING'] is {mode!r}; it must be 'inline' or 'task'.",
+                id="khaime.E012",
+            )
+        ]
+    if mode != "task":
+        return []
+    problem = task_engine.backend_problem()
+    if problem:
+        return [
+            Error(
+                f"KHAIME['WEBHOOK_PROCESSING'] is 'task' but {problem}.",
+                hint=(
+                    "Configure settings.TASKS with a backend that runs tasks in a worker (django-tasks-db's "
+                    "DatabaseBackend with `manage.py db_worker`, django-tasks-rq's RQBackend, ...), or set "
+                    "KHAIME['WEBHOOK_PROCESSING'] = 'inline'. See docs/background.md."
+                ),
+                id="khaime.E011",
+            )
+        ]
+    delay = khaime_settings.WEBHOOK_RECOVERY_DELAY
+    messages: list[CheckMessage] = []
+    if not hasattr(delay, "total_seconds") or delay.total_seconds() < 0:
+        messages.append(
+            Error("KHAIME['WEBHOOK_RECOVERY_DELAY'] must be a timedelta or seconds, not negative.", id="khaime.E013")
+        )
+    if task_engine.runs_in_process():
+        messages.append(
+            Warning(
+                "KHAIME['WEBHOOK_PROCESSING'] is 'task' but the task backend runs each task inside the request "
+                "that enqueues it (ImmediateBackend): webhooks are acknowledged no faster than inline.",
+                hint="Use a backend with workers (django-tasks-db, django-tasks-rq) in production.",
+                id="khaime.W007",
+            )
+        )
     return messages
 
 

@@ -61,6 +61,15 @@ DEFAULTS: dict[str, object] = {
     "ALLOWED_PAYMENT_ORIGINS": [],
     # How long a subscription whose renewal failed (`due`) keeps access past its next_payment_date.
     "SUBSCRIPTION_GRACE": timedelta(days=3),
+    # "inline": apply each webhook event in the request; "task": record it, answer at once and
+    # apply it in a task of Django's Tasks framework (docs/background.md).
+    "WEBHOOK_PROCESSING": "inline",
+    # Task mode: an event still `received` this long after it arrived is applied by khaime_sync
+    # (and the apply_waiting_events task): a lost enqueue or a crashed worker loses nothing.
+    "WEBHOOK_RECOVERY_DELAY": timedelta(minutes=5),
+    # The alias in settings.TASKS and the queue khaime-django's tasks go to ("" = the backend's default).
+    "TASK_BACKEND": "default",
+    "TASK_QUEUE": "",
     # Where `manage.py khaime_emulator` delivers webhooks by default.
     "EMULATOR_WEBHOOK_URL": EMULATOR_WEBHOOK_URL,
 }
@@ -114,7 +123,9 @@ def _normalise(name: str, value):
         return (value, value)
     if name in ("TIMEOUT", "RETURN_TIMEOUT") and isinstance(value, list):
         return tuple(value)  # requests takes (connect, read) only as a tuple; a list raises ValueError
-    if name in ("SYNC_GRACE", "RECHECK_LOOKBACK", "SUBSCRIPTION_GRACE") and isinstance(value, (int, float)):
+    if name in ("SYNC_GRACE", "RECHECK_LOOKBACK", "SUBSCRIPTION_GRACE", "WEBHOOK_RECOVERY_DELAY") and isinstance(
+        value, (int, float)
+    ):
         return timedelta(seconds=value)
     if name == "WEBHOOK_PAYLOAD_RETENTION" and isinstance(value, (int, float)) and not isinstance(value, bool):
         return timedelta(days=value)

@@ -54,3 +54,22 @@ subscription_expired = Signal()
 subscription_trial_ending = Signal()
 #: Every status change of a subscription (sent in addition to the specific signal).
 subscription_status_changed = Signal()
+
+# -- refunds ---------------------------------------------------------------------------------------
+# Sent with ``sender=Refund`` and ``refund`` (its ``payment`` is the Payment refunded), once per
+# real change, after the commit. Status signals also get ``from_status``, ``to_status`` and
+# ``source``.
+
+#: A refund was asked for through khaime-django and stored, before Khaime is called.
+refund_requested = Signal()
+#: -> processing: Khaime accepted the refund.
+refund_processing = Signal()
+#: -> unknown: the request was sent but no answer came back; Khaime may have refunded.
+refund_unknown = Signal()
+#: -> completed: Khaime says the money went back (``refund.completed``), including a refund made
+#: in Khaime's dashboard, recorded when its webhook arrives.
+refund_completed = Signal()
+#: -> failed: Khaime refused the refund, could not be reached, or an operator marked it failed.
+refund_failed = Signal()
+#: Every status change of a refund (sent in addition to the specific signal).
+refund_status_changed = Signal()

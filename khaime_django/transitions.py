@@ -18,22 +18,24 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
-from django.db import connection, models, transaction
-from django.db.models import Q, QuerySet, Value
+from django.db import connection, connections, models, router, transaction
+from django.db.models import Q, QuerySet, Value, sql
 from django.db.models.expressions import RawSQL
 from django.dispatch import Signal
 from django.utils import timezone
 
 from . import signals
-from .models import PaymentSession, StatusChange, Subscription, SubscriptionStatusChange
+from .models import PaymentSession, Refund, RefundStatusChange, StatusChange, Subscription, SubscriptionStatusChange
+from .refund_statuses import REFUND_ALLOWED_FROM, RefundStatus
 from .statuses import ALLOWED_FROM, Status, can_transition
 from .subscription_statuses import SUBSCRIPTION_ALLOWED_FROM, SubscriptionStatus
 
 __all__ = [
     "ALLOWED_FROM",
     "PAYMENT_SESSIONS",
+    "REFUNDS",
     "SIGNAL_FOR_STATUS",
     "SUBSCRIPTIONS",
     "StateMachine",
@@ -137,6 +139,25 @@ SUBSCRIPTIONS = register(
 )
 
 
+REFUNDS = register(
+    StateMachine(
+        model=Refund,
+        allowed_from=REFUND_ALLOWED_FROM,
+        history_model=RefundStatusChange,
+        history_fk="refund",
+        signal_for_status={
+            RefundStatus.PROCESSING: signals.refund_processing,
+            RefundStatus.UNKNOWN: signals.refund_unknown,
+            RefundStatus.COMPLETED: signals.refund_completed,
+            RefundStatus.FAILED: signals.refund_failed,
+        },
+        changed_signal=signals.refund_status_changed,
+        instance_kwarg="refund",
+        label="Refund",
+    )
+)
+
+
 def machine_for(model: type[models.Model]) -> StateMachine:
     try:
         return _machines[model]
@@ -186,11 +207,29 @@ def transition(instance: Any, to_status: str, *, source: str, detail: str = "", 
         if not machine.can_transition(from_status, to_status):
             return False
         now = timezone.now()
+        using = router.db_for_write(model)
+        if connections[using].vendor == "postgresql":
+            # One statement, atomic by itself: no BEGIN/COMMIT round trips around it.
+            changed = _update_and_log(machine, instance, from_status, to_status, now, source, detail, fields, using)
+            if changed:
+                _set_fields(instance, to_status, now, fields)
+                transaction.on_commit(
+                    partial(
+                        _send_signals, machine, instance, from_status, to_status, source, current_receiver_error_hook()
+                    ),
+                    using=using,
+                )
+                logger.info("%s %s: %s -> %s (%s)", machine.label, _name(instance), from_status, to_status, source)
+                return True
+            instance.status = model._default_manager.values_list("status", flat=True).get(pk=instance.pk)
+            continue
         # savepoint=False: inside a caller's transaction (the webhook's) a savepoint would cost two
         # round trips and buy nothing; a failure here must roll the caller back anyway.
         with transaction.atomic(savepoint=False):
-            changed = model._default_manager.filter(pk=instance.pk, status=from_status).update(
-                status=to_status, updated_at=now, **fields
+            changed = bool(
+                model._default_manager.filter(pk=instance.pk, status=from_status).update(
+                    status=to_status, updated_at=now, **fields
+                )
             )
             if changed:
                 # Stamped now, not before the UPDATE: a writer that waited for our row lock must
@@ -217,6 +256,56 @@ def transition(instance: Any, to_status: str, *, source: str, detail: str = "", 
         # Someone else changed the row since we read it: judge again against what is there now.
         instance.status = model._default_manager.values_list("status", flat=True).get(pk=instance.pk)
     return False
+
+
+def _update_and_log(
+    machine: StateMachine,
+    instance: Any,
+    from_status: str,
+    to_status: str,
+    now: Any,
+    source: str,
+    detail: str,
+    fields: dict[str, Any],
+    using: str,
+) -> bool:
+    """PostgreSQL: the conditional UPDATE and its history row in one statement (a data-modifying
+    CTE), so a change costs one round trip. The history row exists only if the UPDATE changed the
+    row. Its ``created_at`` is ``clock_timestamp()``, read after the UPDATE got the row lock, for
+    the same reason :func:`transition` stamps it after the UPDATE elsewhere."""
+    connection_ = connections[using]
+    query = cast(
+        sql.UpdateQuery,
+        machine.model._default_manager.filter(pk=instance.pk, status=from_status).query.chain(sql.UpdateQuery),
+    )
+    query.add_update_values({"status": to_status, "updated_at": now, **fields})
+    update_sql, update_params = query.get_compiler(using).as_sql()
+    history_model = machine.history_model
+    row = history_model(
+        **{f"{machine.history_fk}_id": instance.pk},
+        from_status=from_status,
+        to_status=to_status,
+        source=source,
+        detail=detail[:_MAX_DETAIL],
+    )
+    columns, expressions, params = [], [], []
+    for field in history_model._meta.concrete_fields:
+        if field.primary_key:
+            continue
+        columns.append(connection_.ops.quote_name(str(field.column)))
+        if field.name == "created_at":
+            expressions.append("clock_timestamp()")
+            continue
+        expressions.append(f"%s::{field.db_type(connection_)}")
+        params.append(field.get_db_prep_save(field.pre_save(row, add=True), connection=connection_))
+    # Formatted in: SQL Django compiled, and the model's own table and column names; every value
+    # is a parameter.
+    table = connection_.ops.quote_name(history_model._meta.db_table)
+    insert = f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(expressions)} FROM changed"  # noqa: S608
+    statement = f"WITH changed AS ({update_sql} RETURNING 1) {insert}"
+    with connection_.cursor() as cursor:
+        cursor.execute(statement, (*update_params, *params))
+        return cursor.rowcount == 1
 
 
 def _name(instance: Any) -> Any:
@@ -359,7 +448,7 @@ def send_robust(signal: Signal, *, sender: type[models.Model] = PaymentSession, 
     for receiver, result in signal.send_robust(sender=sender, **kwargs):
         if isinstance(result, BaseException):
             errors.append(result)
-            instance = kwargs.get("session", kwargs.get("subscription", kwargs.get("instance")))
+            instance = kwargs.get("session", kwargs.get("subscription", kwargs.get("refund", kwargs.get("instance"))))
             logger.error(
                 "Signal receiver %r raised for %s %s",
                 receiver,

@@ -14,7 +14,7 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from . import services, webhooks
+from . import services, tasks, webhooks
 from .conf import khaime_settings
 from .exceptions import WebhookError, WebhookPayloadError, WebhookSignatureError
 from .models import WebhookOutcome
@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 #: This delivery's outcome -> the HTTP status Khaime gets.
 STATUS_FOR_OUTCOME: dict[str, int] = {
+    WebhookOutcome.RECEIVED: 202,  # task mode: stored, applied in the background (or by khaime_sync)
     WebhookOutcome.APPLIED: 200,
     WebhookOutcome.DUPLICATE: 200,  # already processed: anything but 2xx makes Khaime send it again
     WebhookOutcome.IGNORED: 200,  # Khaime adds event types without notice; refusing them helps nobody
@@ -58,6 +59,11 @@ class WebhookView(View):
             return HttpResponse("Invalid signature.", status=401, content_type="text/plain")
         except WebhookPayloadError as error:
             return HttpResponse(f"Invalid event: {error}.", status=400, content_type="text/plain")
+        if khaime_settings.WEBHOOK_PROCESSING == "task":
+            # Record, enqueue the apply on commit, answer: a slow signal receiver cannot make
+            # Khaime time out. An enqueue that fails is logged; the stored event waits for
+            # khaime_sync (tasks.enqueue_apply).
+            return self.answer(tasks.receive_webhook_event(event))
         # One transaction, one commit per delivery: the inbox row, the status change and the
         # outcome commit together. A failing apply is rolled back to a savepoint inside it, so
         # its error still commits with the row (services.inbox.apply_webhook_event).

@@ -27,3 +27,18 @@ KHAIME = {
     "API_BASE_URL": "https://api.khaime.test/api/v1/partner",
     "WEBHOOK_SECRETS": ["whsec_test_secret"],
 }
+
+# Task mode's tests choose their backend per test (tests/tasks_support.py); this default runs a
+# task inside enqueue(), so nothing enqueued by a test outlives it.
+TASKS = {"default": {"BACKEND": f"{TASKS_MODULE}.backends.immediate.ImmediateBackend"}}  # noqa: F405
+# RQ's queues, for the RQ tests: a database of the local Redis no one else uses.
+KHAIME_TEST_REDIS_URL = env("KHAIME_TEST_REDIS_URL", default="redis://127.0.0.1:6379/7")
+RQ_QUEUES = {"default": {"URL": KHAIME_TEST_REDIS_URL}, "khaime": {"URL": KHAIME_TEST_REDIS_URL}}
+
+# The task worker processes of tests/integration/test_task_workers.py: their backend, and the
+# journal they write their signals to (tests/worker_journal.py).
+if env("KHAIME_TEST_TASKS_BACKEND", default=""):
+    TASKS = {"default": {"BACKEND": env("KHAIME_TEST_TASKS_BACKEND"), "QUEUES": ["default", "khaime"]}}
+KHAIME_TEST_JOURNAL = env("KHAIME_TEST_JOURNAL", default="")
+if KHAIME_TEST_JOURNAL:
+    INSTALLED_APPS = [*INSTALLED_APPS, "tests.worker_journal.WorkerJournal"]  # noqa: F405

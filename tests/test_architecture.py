@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "khaime_django.return_urls",  # on main since issue 15 (imports exceptions only)
             "khaime_django.session_request",
             "khaime_django.signals",
+            "khaime_django.task_engine",  # the one module that imports django.tasks / django_tasks
             "khaime_django.timestamps",
             "khaime_django.management",
             "khaime_django.management.durations",
@@ -51,18 +52,20 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "khaime_django.statuses",
             "khaime_django.subscription_statuses",
+            "khaime_django.refund_statuses",
             "khaime_django.models",
             "khaime_django.transitions",
             "khaime_django.purchases",
         ),
     ),
-    ("services", ("khaime_django.services", "khaime_django.services.*")),
+    ("services", ("khaime_django.services", "khaime_django.services.*", "khaime_django.tasks")),
     (
         "edges",
         (
             "khaime_django.access",
             "khaime_django.admin",
             "khaime_django.admin_subscriptions",
+            "khaime_django.admin_refunds",
             "khaime_django.forms",
             "khaime_django.urls",
             "khaime_django.views",

@@ -3,6 +3,8 @@ live here and in transitions.py, HTTP to Khaime lives in client.py.
 
 - ``checkout``: start_checkout, cancel_session
 - ``reconcile``: refresh_session, refresh_if_due, apply_khaime_status, sync_sessions, expire_stale
+- ``refunds``: refund_payment (and mark_refund_failed); ``refund_events``: the ``refund.*``
+  webhook handler
 - ``inbox``: handle_webhook_event and the webhook inbox (record, apply, apply again, prune),
   dispatching each event family to its handler module (``payments`` for ``payment.*``)
 - ``ledger``: the Payment ledger (record_payment), and ``payment.*``'s handler around ``payments``
@@ -20,12 +22,16 @@ from .inbox import (
     PRUNABLE_OUTCOMES,
     PRUNE_BATCH_SIZE,
     RETRY_OUTCOMES,
+    apply_recorded_event,
+    apply_waiting_events,
     apply_webhook_event,
     apply_webhook_event_again,
     handle_webhook_event,
     prune_webhook_events,
     record_webhook_event,
     redact_webhook_payloads,
+    waiting_events,
+    waiting_summary,
 )
 from .ledger import record_payment
 from .payments import (
@@ -49,6 +55,8 @@ from .reconcile import (
     sync_sessions,
     wait_for_webhook,
 )
+from .refund_events import apply_refund_event
+from .refunds import RefundNotAllowed, StaleRefundForm, mark_refund_failed, refund_payment
 from .subscriptions import (
     SubscriptionSyncReport,
     apply_subscription_event,
@@ -65,18 +73,24 @@ __all__ = [
     "RETRY_OUTCOMES",
     "Applied",
     "EventHandler",
+    "RefundNotAllowed",
+    "StaleRefundForm",
     "SubscriptionSyncReport",
     "SyncReport",
     "abandon_stale_created",
     "apply_khaime_status",
     "apply_payment_event",
+    "apply_recorded_event",
+    "apply_refund_event",
     "apply_subscription_event",
+    "apply_waiting_events",
     "apply_webhook_event",
     "apply_webhook_event_again",
     "cancel_session",
     "expire_stale",
     "flag_for_review",
     "handle_webhook_event",
+    "mark_refund_failed",
     "match_session",
     "mode_mismatch",
     "notify_review",
@@ -87,6 +101,7 @@ __all__ = [
     "refresh_if_due",
     "refresh_session",
     "refresh_subscription",
+    "refund_payment",
     "remote_target",
     "review_payment",
     "review_reasons",
@@ -94,4 +109,6 @@ __all__ = [
     "sync_sessions",
     "sync_subscriptions",
     "wait_for_webhook",
+    "waiting_events",
+    "waiting_summary",
 ]

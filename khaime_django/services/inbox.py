@@ -12,15 +12,16 @@ import logging
 import traceback
 from datetime import timedelta
 
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import IntegrityError, connections, router, transaction
+from django.db.models import Count, F, Min
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
+from ..conf import khaime_settings
 from ..models import Source, WebhookEvent, WebhookOutcome
 from ..transitions import collect_receiver_errors
 from ..webhooks import KhaimeEvent
-from . import ledger, subscriptions
+from . import ledger, refund_events, subscriptions
 from .events import MAX_ERROR_TEXT, Applied, EventHandler
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 EVENT_HANDLERS: dict[str, EventHandler] = {
     "payment": ledger.apply_payment_event,
     "subscription": subscriptions.apply_subscription_event,
+    "refund": refund_events.apply_refund_event,
 }
 
 #: A stored event with one of these outcomes is applied on its next delivery; any other outcome
@@ -77,6 +79,41 @@ def record_webhook_event(event: KhaimeEvent) -> WebhookEvent:
     return record
 
 
+def insert_new_event(event: KhaimeEvent) -> int | None:
+    """Store ``event`` if it is new, in one statement (``INSERT ... ON CONFLICT DO NOTHING
+    RETURNING``): its primary key, or None when the event_id is stored already (a redelivery:
+    then :func:`record_webhook_event` counts it under its lock). Task mode's fast path: a new
+    event costs one round trip, with no transaction or savepoint around it. Where the database
+    cannot do this in one statement, the same in a transaction (:func:`record_webhook_event`)."""
+    connection = connections[router.db_for_write(WebhookEvent)]
+    if connection.vendor not in ("postgresql", "sqlite") or not connection.features.can_return_rows_from_bulk_insert:
+        with transaction.atomic(using=connection.alias):
+            record = record_webhook_event(event)
+            return record.pk if record.deliveries == 1 else None
+    record = WebhookEvent(
+        event_id=event.event_id,
+        event_type=event.event_type,
+        api_version=event.api_version,
+        is_live=event.is_live,
+        payload=event.payload,
+    )
+    meta = WebhookEvent._meta
+    fields = [field for field in meta.concrete_fields if not field.primary_key]
+    values = [field.get_db_prep_save(field.pre_save(record, add=True), connection=connection) for field in fields]
+    quote = connection.ops.quote_name
+    # Only the model's own table and column names are formatted in; every value is a parameter.
+    columns = ", ".join(quote(str(field.column)) for field in fields)
+    unique, pk = quote(str(meta.get_field("event_id").column)), quote(str(meta.pk.column))
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))}) "  # noqa: S608
+        f"ON CONFLICT ({unique}) DO NOTHING RETURNING {pk}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
 def apply_webhook_event(record: WebhookEvent, *, source: str = Source.WEBHOOK, again: bool = False) -> str:
     """Apply a recorded event, once. Call inside the transaction that locked ``record``
     (:func:`record_webhook_event`, or :func:`apply_webhook_event_again`). Returns this
@@ -115,6 +152,62 @@ def dispatch(record: WebhookEvent, *, source: str) -> Applied:
     if handler is None:
         return Applied(WebhookOutcome.IGNORED, detail=f"{event.event_type} is not an event khaime-django applies")
     return handler(record, event, source)
+
+
+def apply_recorded_event(pk: int, *, source: str = Source.WEBHOOK) -> str:
+    """Apply the stored event ``pk`` if it still waits: what the background task and the recovery
+    sweep run. The same lock and :func:`apply_webhook_event` as the inline path, so running it
+    twice, or racing a redelivery of the same event, applies the event once (the loser answers
+    ``duplicate``). An event pruned meanwhile is ``missing``."""
+    with transaction.atomic():
+        record = WebhookEvent.objects.select_for_update().filter(pk=pk).first()
+        if record is None:
+            return MISSING
+        return apply_webhook_event(record, source=source)
+
+
+#: What :func:`apply_recorded_event` answers for an event no longer stored.
+MISSING = "missing"
+
+
+def waiting_events(*, older_than: timedelta | None = None, with_errors: bool = False):
+    """Events recorded but not applied yet (``received``; with ``with_errors``, also those whose
+    apply ended in ``error``), the oldest first; with ``older_than``, only those waiting longer
+    than that."""
+    outcomes = (WebhookOutcome.RECEIVED, WebhookOutcome.ERROR) if with_errors else (WebhookOutcome.RECEIVED,)
+    waiting = WebhookEvent.objects.filter(outcome__in=outcomes)
+    if older_than is not None:
+        waiting = waiting.filter(received_at__lt=timezone.now() - older_than)
+    return waiting.order_by("received_at", "pk")
+
+
+def waiting_summary() -> tuple[int, timedelta | None]:
+    """How many events wait to be applied, and how long the oldest has waited (admin, monitoring)."""
+    stats = WebhookEvent.objects.filter(outcome=WebhookOutcome.RECEIVED).aggregate(
+        n=Count("pk"), oldest=Min("received_at")
+    )
+    oldest = stats["oldest"]
+    return stats["n"], (timezone.now() - oldest if oldest is not None else None)
+
+
+def apply_waiting_events(*, older_than: timedelta | None = None, limit: int = 1000, dry_run: bool = False) -> int:
+    """Apply events still ``received`` after ``older_than`` (KHAIME["WEBHOOK_RECOVERY_DELAY"]):
+    the recovery path when an enqueue was lost or a worker died. Returns how many were applied
+    (or, with ``dry_run``, would be). Each event is applied in its own transaction, through
+    :func:`apply_recorded_event`, so a worker that gets to it first wins and this one skips it.
+
+    In task mode an event whose apply ended in ``error`` is tried again too: Khaime got its 2xx
+    and will not redeliver it, which in inline mode its retries would have done. One that fails
+    again stays ``error`` (shown in the admin) and is tried on the next run."""
+    delay = khaime_settings.WEBHOOK_RECOVERY_DELAY if older_than is None else older_than
+    waiting = waiting_events(older_than=delay, with_errors=khaime_settings.WEBHOOK_PROCESSING == "task")
+    if dry_run:
+        return waiting[:limit].count()
+    applied = 0
+    for pk in list(waiting.values_list("pk", flat=True)[:limit]):
+        if apply_recorded_event(pk) not in (WebhookOutcome.DUPLICATE, WebhookOutcome.ERROR, MISSING):
+            applied += 1
+    return applied
 
 
 def apply_webhook_event_again(record: WebhookEvent, *, source: str = Source.ADMIN) -> str:

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .. import signals
-from ..models import Mode, PaymentSession, WebhookEvent, WebhookOutcome
+from ..models import Mode, PaymentSession, WebhookEvent, WebhookOutcome, checkout_payment_of
 from ..statuses import PAID_STATUSES, WEBHOOK_STATUS, Status
 from ..transitions import ReceiverErrorHook, current_receiver_error_hook, send_robust, transition
 from ..webhooks import KhaimeEvent
@@ -35,6 +35,14 @@ def apply_payment_event(record: WebhookEvent, event: KhaimeEvent, source: str) -
             ),
         )
     why = f"{event.event_type} {event.event_id}"
+    if target == Status.REFUNDED and _is_other_payment(session, event):
+        # A subscription renewal refunded in full: the checkout's own payment was not refunded.
+        return Applied(
+            WebhookOutcome.IGNORED,
+            session,
+            f"payment {event.data.get('transaction_id') or event.data.get('id')} is not this checkout's own payment "
+            f"(a renewal): session stays {session.status}",
+        )
     wrong_mode = mode_mismatch(session, event.is_live)
     if wrong_mode:
         # A sandbox event must never settle a live session (or the reverse): not applied, but
@@ -68,6 +76,13 @@ def apply_payment_event(record: WebhookEvent, event: KhaimeEvent, source: str) -
         return Applied(WebhookOutcome.DUPLICATE, session, "; ".join([f"session was already {session.status}", *notes]))
     refused = f"session is {session.status}; the status machine does not allow {session.status} -> {target}"
     return Applied(WebhookOutcome.IGNORED, session, "; ".join([refused, *notes]))
+
+
+def _is_other_payment(session: PaymentSession, event: KhaimeEvent) -> bool:
+    """The event is about a payment other than the one ``session``'s checkout took."""
+    own = checkout_payment_of(session)
+    named = {event.data.get("transaction_id"), event.data.get("id")} - {None}
+    return own is not None and bool(named) and own.transaction_id not in named
 
 
 def match_session(event: KhaimeEvent) -> PaymentSession | None:

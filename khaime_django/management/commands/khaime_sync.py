@@ -6,6 +6,9 @@ Run it from cron, e.g. every 10 minutes (asks Khaime, within the request budget)
     */10 * * * *  cd /srv/shop && .venv/bin/python manage.py khaime_sync --budget 100
     5 * * * *     cd /srv/shop && .venv/bin/python manage.py khaime_sync --offline
 
+Both also apply webhook events still waiting (``received``) after KHAIME["WEBHOOK_RECOVERY_DELAY"]:
+in task mode, what a lost enqueue or a crashed worker left behind.
+
 Exits non-zero only when Khaime could not be used at all (no request got an answer, or the API
 key was refused), so cron mail or monitoring hears about outages and not about single errors.
 """
@@ -83,8 +86,17 @@ class Command(BaseCommand):
                 self.sync_subscriptions(budget - report.requests, dry_run=dry_run, verbosity=verbosity)
         report.abandoned = abandoned
         self.stdout.write(format_report(report))
+        self.apply_waiting_events(dry_run=dry_run)
         if report.unreachable:
             raise CommandError("Khaime could not be reached (or refused the API key); nothing was synced.")
+
+    def apply_waiting_events(self, *, dry_run: bool) -> None:
+        """Webhook events recorded but still not applied after KHAIME["WEBHOOK_RECOVERY_DELAY"]
+        (a lost enqueue, a crashed worker) are applied here; no request to Khaime."""
+        count = services.apply_waiting_events(dry_run=dry_run)
+        if count:
+            verb = "would apply" if dry_run else "applied"
+            self.stdout.write(f"khaime_sync: {verb} {count} webhook events still waiting after the recovery delay")
 
     def sync_subscriptions(self, budget: int, *, dry_run: bool, verbosity: int) -> None:
         def show(subscription_id, before, after):

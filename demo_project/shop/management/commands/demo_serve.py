@@ -1,7 +1,12 @@
-"""Serves the demo shop, and the offline Khaime emulator beside it when no real key is set.
+"""Serves the demo shop, and the offline Khaime emulator beside it when no real key is set. In
+task mode (``KHAIME_WEBHOOK_PROCESSING=task make demo``) it also starts a ``manage.py db_worker``
+that applies the webhooks the shop records.
 
-Ctrl-C stops both.
+Ctrl-C stops them all.
 """
+
+import subprocess
+import sys
 
 from django.conf import settings
 from django.core.management import BaseCommand, call_command
@@ -30,10 +35,31 @@ class Command(BaseCommand):
             self.stdout.write(f"  its control API: {emulator.base_url}/_emulator/sessions")
         else:
             self.stdout.write(f"Talking to the real Khaime API at {khaime_settings.API_BASE_URL}")
+        worker = self.start_worker()
         self.stdout.write(f"Shop:  {site}/")
         self.stdout.write(f"Admin: {site}/admin/")
         try:
             call_command("runserver", addrport, use_reloader=False)
         finally:
+            if worker is not None:
+                worker.terminate()
+                try:
+                    worker.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
             if emulator is not None:
                 emulator.stop()
+
+    def start_worker(self):
+        """Task mode: the database backend's worker, in its own process (it shares the terminal, so
+        Ctrl-C reaches it too; the ``finally`` above makes sure it is gone)."""
+        if khaime_settings.WEBHOOK_PROCESSING != "task":
+            return None
+        if "django_tasks_db" not in settings.INSTALLED_APPS:
+            self.stderr.write("KHAIME_WEBHOOK_PROCESSING=task needs django-tasks-db (pip install -r requirements.txt).")
+            raise SystemExit(1)
+        worker = subprocess.Popen(
+            [sys.executable, "manage.py", "db_worker", "--no-startup-delay", "--no-reload"], cwd=settings.BASE_DIR
+        )
+        self.stdout.write(f"Webhooks: task mode, applied by `manage.py db_worker` (pid {worker.pid})")
+        return worker
