@@ -39,6 +39,7 @@ from typing import Any, ClassVar
 from unittest import mock
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import requests
 from django.db import transaction
 from django.test import Client, TestCase
 from django.urls import reverse
@@ -157,15 +158,61 @@ class KhaimeModel:
         #: sub_... id -> the subscription object as GET /subscriptions/{id} answers it (with
         #: ``payment_history``), in the order Khaime created them.
         self.subscriptions: dict[str, dict[str, Any]] = {}
+        #: txn_... -> {"amount", "currency"}: the payments Khaime took (what POST /refunds refunds).
+        self.payments: dict[str, dict[str, Any]] = {}
+        #: Every refund Khaime made, oldest first: {"refund_id", "transaction_id", "amount",
+        #: "status" ("processing" or "completed"), "source" ("api" or "dashboard")}.
+        self.refunds: list[dict[str, Any]] = []
+        #: The answer to the next POST /refunds is lost (the refund is made; the client times out).
+        self.lose_next_refund_answer = False
         self._ids = itertools.count(1)
 
     def reset(self) -> None:
         self.sessions.clear()
         self.subscriptions.clear()
+        self.payments.clear()
+        self.refunds.clear()
+        self.lose_next_refund_answer = False
+
+    def refundable(self, transaction_id: str) -> int:
+        """What Khaime still lets be refunded: the amount less every refund processing or completed."""
+        taken = sum(r["amount"] for r in self.refunds if r["transaction_id"] == transaction_id)
+        return self.payments[transaction_id]["amount"] - taken
+
+    def make_refund(self, transaction_id: str, amount: int, *, source: str) -> dict[str, Any]:
+        refund = {
+            "refund_id": f"ref_{transaction_id}_{len(self.refunds) + 1}",
+            "transaction_id": transaction_id,
+            "amount": amount,
+            "currency": self.payments[transaction_id]["currency"],
+            "status": "completed" if source == "dashboard" else "processing",
+            "source": source,
+        }
+        self.refunds.append(refund)
+        return refund
+
+    def _create_refund(self, request):
+        """``POST /refunds``: 404 for an unknown payment, 422 for more than remains refundable,
+        else a ``processing`` refund; its answer lost if ``lose_next_refund_answer``."""
+        body = json.loads(request.body)
+        transaction_id = body.get("transaction_id")
+        if transaction_id not in self.payments:
+            return 404, {}, json.dumps({"success": False, "error": "Transaction not found"})
+        remaining = self.refundable(transaction_id)
+        amount = body.get("amount", remaining)
+        if not isinstance(amount, int) or amount <= 0 or amount > remaining:
+            return 422, {}, json.dumps({"success": False, "error": "Invalid amount", "details": {"amount": "invalid"}})
+        refund = self.make_refund(transaction_id, amount, source="api")
+        if self.lose_next_refund_answer:
+            self.lose_next_refund_answer = False
+            return requests.ReadTimeout("the answer to POST /refunds was lost")
+        data = {key: refund[key] for key in ("refund_id", "status", "amount", "currency")}
+        return 200, {"Content-Type": "application/json"}, json.dumps({"success": True, "data": data})
 
     def install(self, responses_mock) -> None:
         responses_mock.add_callback("POST", f"{API_BASE}/payments/sessions", callback=self._create)
         responses_mock.add_callback("GET", self.SESSION_URL, callback=self._get)
+        responses_mock.add_callback("POST", f"{API_BASE}/refunds", callback=self._create_refund)
         responses_mock.add_callback("GET", self.SUBSCRIPTIONS_URL, callback=self._list_subscriptions)
         responses_mock.add_callback("GET", self.SUBSCRIPTION_URL, callback=self._get_subscription)
 

@@ -8,6 +8,7 @@ import pytest
 
 from . import payment_sessions
 from .payment_sessions import PaymentSessionMachine
+from .refunds import RefundMachine
 from .scaffolding import replaying
 from .subscriptions import SubscriptionMachine
 
@@ -69,3 +70,15 @@ def test_a_subscription_created_delivered_after_its_renewal_changes_nothing(worl
         state.khaime_sync()
         state.deliver(event=first_payment)
         state.deliver(event=renewal_payment)
+
+
+def test_a_refund_completed_before_its_payment_keeps_khaimes_payment_time(world_env):
+    """Found by the refund machine: a dashboard refund's refund.completed delivered before the
+    payment.succeeded recorded the payment, and completed the session, at the time it arrived;
+    the late payment.succeeded did not correct them, so completed_at depended on the order."""
+    with replaying(RefundMachine, world_env) as state:
+        state.checkout(scenario="refunded in full in the dashboard")
+        (paid,) = state.khaime_moves_on()
+        refund_completed, payment_refunded = state.khaime_moves_on()
+        state.deliver(event=refund_completed)
+        state.deliver(event=paid)
