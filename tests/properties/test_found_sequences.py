@@ -79,6 +79,6 @@ def test_a_refund_completed_before_its_payment_keeps_khaimes_payment_time(world_
     with replaying(RefundMachine, world_env) as state:
         state.checkout(scenario="refunded in full in the dashboard")
         (paid,) = state.khaime_moves_on()
-        refund_completed, payment_refunded = state.khaime_moves_on()
+        refund_completed, _payment_refunded = state.khaime_moves_on()
         state.deliver(event=refund_completed)
         state.deliver(event=paid)
