@@ -66,7 +66,8 @@ def apply_payment_event(record: WebhookEvent, event: KhaimeEvent, source: str) -
         )
     if target != Status.COMPLETED:
         changed = transition(session, target, source=source, detail=why) or changed
-    _correct_completed_at(session, event.paid_at)
+    if target in PAID_STATUSES:
+        _correct_completed_at(session, event.paid_at)
     if flagged:
         # After the transition's own on-commit signals: payment_completed first, then this.
         notify_review(session, record)
