@@ -192,9 +192,7 @@ class RefundWorld(PaymentSessionWorld):
 
     def check_refund_history(self, refund: Refund) -> None:
         history = list(
-            RefundStatusChange.objects.filter(refund=refund)
-            .order_by("created_at", "pk")
-            .values_list("from_status", "to_status")
+            RefundStatusChange.objects.filter(refund=refund).order_by("pk").values_list("from_status", "to_status")
         )
         previous = REQUESTED
         for from_status, to_status in history:

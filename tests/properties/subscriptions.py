@@ -343,7 +343,7 @@ class SubscriptionWorld(World):
     def history(self) -> list[tuple[str, str]]:
         return list(
             SubscriptionStatusChange.objects.filter(subscription__subscription_id=self.subscription_id)
-            .order_by("created_at", "pk")
+            .order_by("pk")
             .values_list("from_status", "to_status")
         )
 
