@@ -383,6 +383,11 @@ class SubscriptionWorld(World):
         version = self.event_version[event.event_id]
         if event.event_type.startswith("subscription."):
             self.check_state_report(version, repr(event), before)
+        elif self.stored_state() != before:
+            # A payment event newer than the state applied changes the status (a payment failed:
+            # due; received: active): it is then the newest news, and older reports must yield to it.
+            assert version > self.applied_version, f"{event!r}, not newer than the state applied, changed {before}"
+            self.applied_version = version
         elif version <= self.applied_version:
             # A payment event says nothing newer than the state a report of its step brought.
             assert self.stored_state() == before, f"{event!r}, not newer than the state applied, changed {before}"
