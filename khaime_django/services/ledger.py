@@ -93,8 +93,9 @@ def record_payment(
 ) -> tuple[Payment | None, bool]:
     """The ledger row of ``facts.transaction_id``, inserted if new; ``(payment, created)``.
 
-    A row already there keeps its amount and time (the first report wins) and gains what it
-    lacked: the session, the subscription, the ``amounts`` breakdown. An amount the report does
+    A row already there keeps its amount (the first report wins) and gains what it lacked: the
+    session, the subscription, the ``amounts`` breakdown, and the time Khaime says it was paid
+    when that is earlier than the one stored (which was then the time of recording). An amount the report does
     not give is taken from the session or subscription it belongs to; with neither, nothing can
     be recorded and ``(None, False)`` is returned. Call inside a transaction.
     """
@@ -131,6 +132,10 @@ def record_payment(
             missing["subscription"] = subscription
         if not payment.amounts and facts.amounts:
             missing["amounts"] = facts.amounts
+        if facts.paid_at is not None and facts.paid_at < payment.paid_at:
+            # A row recorded from a report without the time (a refund that overtook its payment)
+            # is dated when it was recorded, never before the money came: the earlier time is Khaime's.
+            missing["paid_at"] = facts.paid_at
         if missing:
             Payment.objects.filter(pk=payment.pk).update(**missing)
             for name, value in missing.items():

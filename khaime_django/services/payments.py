@@ -4,6 +4,7 @@ the session through the status machine."""
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -65,6 +66,8 @@ def apply_payment_event(record: WebhookEvent, event: KhaimeEvent, source: str) -
         )
     if target != Status.COMPLETED:
         changed = transition(session, target, source=source, detail=why) or changed
+    if target in PAID_STATUSES:
+        _correct_completed_at(session, event.paid_at)
     if flagged:
         # After the transition's own on-commit signals: payment_completed first, then this.
         notify_review(session, record)
@@ -76,6 +79,17 @@ def apply_payment_event(record: WebhookEvent, event: KhaimeEvent, source: str) -
         return Applied(WebhookOutcome.DUPLICATE, session, "; ".join([f"session was already {session.status}", *notes]))
     refused = f"session is {session.status}; the status machine does not allow {session.status} -> {target}"
     return Applied(WebhookOutcome.IGNORED, session, "; ".join([refused, *notes]))
+
+
+def _correct_completed_at(session: PaymentSession, paid_at: datetime | None) -> None:
+    """A paid session completed by news that did not say when it was paid (a refund that
+    overtook its payment) is dated when that news came, never before the money did: an
+    earlier ``paid_at`` Khaime reports later is the true time, whatever order the news came in."""
+    if paid_at is None or session.status not in PAID_STATUSES:
+        return
+    if session.completed_at is None or paid_at < session.completed_at:
+        PaymentSession.objects.filter(pk=session.pk).update(completed_at=paid_at)
+        session.completed_at = paid_at
 
 
 def _is_other_payment(session: PaymentSession, event: KhaimeEvent) -> bool:

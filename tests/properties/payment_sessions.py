@@ -233,10 +233,13 @@ class PaymentSessionWorld(World):
         }
 
     def history(self) -> list[tuple[str, str]]:
+        """In the order the rows were written (under the session's row lock): on PostgreSQL a
+        transition stamps ``created_at`` with the database's clock, which the test's Clock does
+        not move, so ``created_at`` order is not the order of the changes once time is advanced."""
         assert self.session is not None
         return list(
             StatusChange.objects.filter(session_id=self.session.pk)
-            .order_by("created_at", "pk")
+            .order_by("pk")
             .values_list("from_status", "to_status")
         )
 

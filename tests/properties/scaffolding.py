@@ -37,7 +37,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 from unittest import mock
+from urllib.parse import parse_qs, unquote, urlsplit
 
+import requests
 from django.db import transaction
 from django.test import Client, TestCase
 from django.urls import reverse
@@ -56,17 +58,24 @@ class Clock:
 
     def __init__(self) -> None:
         self.offset = timedelta()
+        self.pinned: datetime | None = None
         self._real_now = timezone.now
         self._patch = mock.patch("django.utils.timezone.now", self.now)
 
     def now(self) -> datetime:
-        return self._real_now() + self.offset
+        return (self.pinned or self._real_now()) + self.offset
 
     def advance(self, delta: timedelta) -> None:
         self.offset += delta
 
+    def pin(self, moment: datetime) -> None:
+        """Stop the clock at ``moment``: from now on only :meth:`advance` moves it, so every run
+        of a scenario stores the same times (the subscription machine dates Khaime's news by it)."""
+        self.pinned = moment
+
     def reset(self) -> None:
         self.offset = timedelta()
+        self.pinned = None
 
     def __enter__(self) -> Clock:
         self._patch.start()
@@ -83,6 +92,8 @@ class SignalCounter:
         from khaime_django import signals
 
         self.sent: list[tuple[str, str]] = []  # (signal name, key of the object)
+        #: (signal name, transaction id) of every signal sent with a ``payment`` (a renewal's).
+        self.payments: list[tuple[str, str]] = []
         self._connected = []
         for name in dir(signals):
             signal = getattr(signals, name)
@@ -90,6 +101,9 @@ class SignalCounter:
 
                 def receiver(sender, _name=name, **kwargs):
                     self.sent.append((_name, self.key_of(kwargs)))
+                    payment = kwargs.get("payment")
+                    if payment is not None:
+                        self.payments.append((_name, payment.transaction_id))
 
                 self._connected.append((signal, receiver))
 
@@ -101,6 +115,10 @@ class SignalCounter:
             if obj is not None:
                 return f"{name}:{getattr(obj, 'reference', None) or obj.pk}"
         return "?"
+
+    def clear(self) -> None:
+        self.sent.clear()
+        self.payments.clear()
 
     def counts(self, key: str) -> Counter[str]:
         return Counter(name for name, sent_for in self.sent if sent_for == key)
@@ -132,17 +150,90 @@ class KhaimeModel:
     this in-process model instead of canned replies. Reset at the start of every World."""
 
     SESSION_URL = re.compile(re.escape(f"{API_BASE}/payments/sessions/") + r"(?P<id>[^/?]+)")
+    SUBSCRIPTION_URL = re.compile(re.escape(f"{API_BASE}/subscriptions/") + r"(?P<id>[^/?]+)")
+    SUBSCRIPTIONS_URL = re.compile(re.escape(f"{API_BASE}/subscriptions") + r"(\?.*)?$")
 
     def __init__(self) -> None:
         self.sessions: dict[str, KhaimeSession] = {}
+        #: sub_... id -> the subscription object as GET /subscriptions/{id} answers it (with
+        #: ``payment_history``), in the order Khaime created them.
+        self.subscriptions: dict[str, dict[str, Any]] = {}
+        #: txn_... -> {"amount", "currency"}: the payments Khaime took (what POST /refunds refunds).
+        self.payments: dict[str, dict[str, Any]] = {}
+        #: Every refund Khaime made, oldest first: {"refund_id", "transaction_id", "amount",
+        #: "status" ("processing" or "completed"), "source" ("api" or "dashboard")}.
+        self.refunds: list[dict[str, Any]] = []
+        #: The answer to the next POST /refunds is lost (the refund is made; the client times out).
+        self.lose_next_refund_answer = False
         self._ids = itertools.count(1)
 
     def reset(self) -> None:
         self.sessions.clear()
+        self.subscriptions.clear()
+        self.payments.clear()
+        self.refunds.clear()
+        self.lose_next_refund_answer = False
+
+    def refundable(self, transaction_id: str) -> int:
+        """What Khaime still lets be refunded: the amount less every refund processing or completed."""
+        taken = sum(r["amount"] for r in self.refunds if r["transaction_id"] == transaction_id)
+        return self.payments[transaction_id]["amount"] - taken
+
+    def make_refund(self, transaction_id: str, amount: int, *, source: str) -> dict[str, Any]:
+        refund = {
+            "refund_id": f"ref_{transaction_id}_{len(self.refunds) + 1}",
+            "transaction_id": transaction_id,
+            "amount": amount,
+            "currency": self.payments[transaction_id]["currency"],
+            "status": "completed" if source == "dashboard" else "processing",
+            "source": source,
+        }
+        self.refunds.append(refund)
+        return refund
+
+    def _create_refund(self, request):
+        """``POST /refunds``: 404 for an unknown payment, 422 for more than remains refundable,
+        else a ``processing`` refund; its answer lost if ``lose_next_refund_answer``."""
+        body = json.loads(request.body)
+        transaction_id = body.get("transaction_id")
+        if transaction_id not in self.payments:
+            return 404, {}, json.dumps({"success": False, "error": "Transaction not found"})
+        remaining = self.refundable(transaction_id)
+        amount = body.get("amount", remaining)
+        if not isinstance(amount, int) or amount <= 0 or amount > remaining:
+            return 422, {}, json.dumps({"success": False, "error": "Invalid amount", "details": {"amount": "invalid"}})
+        refund = self.make_refund(transaction_id, amount, source="api")
+        if self.lose_next_refund_answer:
+            self.lose_next_refund_answer = False
+            return requests.ReadTimeout("the answer to POST /refunds was lost")
+        data = {key: refund[key] for key in ("refund_id", "status", "amount", "currency")}
+        return 200, {"Content-Type": "application/json"}, json.dumps({"success": True, "data": data})
 
     def install(self, responses_mock) -> None:
         responses_mock.add_callback("POST", f"{API_BASE}/payments/sessions", callback=self._create)
         responses_mock.add_callback("GET", self.SESSION_URL, callback=self._get)
+        responses_mock.add_callback("POST", f"{API_BASE}/refunds", callback=self._create_refund)
+        responses_mock.add_callback("GET", self.SUBSCRIPTIONS_URL, callback=self._list_subscriptions)
+        responses_mock.add_callback("GET", self.SUBSCRIPTION_URL, callback=self._get_subscription)
+
+    def _list_subscriptions(self, request):
+        """``GET /subscriptions``: a page of summaries, oldest first. Like Khaime's list, an item
+        carries no ``payment_history``: a renewal is found by fetching the subscription."""
+        query = parse_qs(urlsplit(request.url).query)
+        limit, offset = int(query.get("limit", ["10"])[0]), int(query.get("offset", ["0"])[0])
+        items = [
+            {key: value for key, value in sub.items() if key != "payment_history"}
+            for sub in self.subscriptions.values()
+        ]
+        page = {"subscriptions": items[offset : offset + limit], "total": len(items), "limit": limit, "offset": offset}
+        return 200, {"Content-Type": "application/json"}, json.dumps({"success": True, "data": page})
+
+    def _get_subscription(self, request):
+        match = self.SUBSCRIPTION_URL.match(request.url)
+        sub = self.subscriptions.get(unquote(match.group("id"))) if match else None
+        if sub is None:
+            return 404, {}, json.dumps({"success": False, "error": "Subscription not found"})
+        return 200, {"Content-Type": "application/json"}, json.dumps({"success": True, "data": sub})
 
     def _create(self, request):
         body = json.loads(request.body)
@@ -290,6 +381,9 @@ class World:
     SIGNAL: ClassVar[Mapping[str, str]] = {}
     #: The signal sent for every change, whatever the status.
     ANY_CHANGE_SIGNAL: ClassVar[str] = ""
+    #: The status machine has no cycle, so a status entered twice is news applied twice. A
+    #: machine with cycles (a subscription: active, due, active) sets it False.
+    ACYCLIC: ClassVar[bool] = True
 
     def __init__(self, env: Env, scenario: str) -> None:
         self.env = env
@@ -398,7 +492,7 @@ class World:
             previous = to_status
         assert self.status() == previous, f"status is {self.status()}, but the history {history} ends in {previous}"
         entered = Counter(to_status for _, to_status in history)
-        assert all(n == 1 for n in entered.values()), f"history {history} enters a status twice"
+        assert not self.ACYCLIC or all(n == 1 for n in entered.values()), f"history {history} enters a status twice"
 
     def check_signals_match_history(self) -> None:
         """Every merchant signal fired once per real change: never for no change, never twice."""
@@ -477,7 +571,7 @@ class ScenarioMachine(RuleBasedStateMachine):
                 savepoint.rollback()
             # Sent signals belong to the rolled-back run; a later run of the scenario must start
             # from none (signal keys are unique per object, but keep the log short).
-            self.env.signals.sent.clear()
+            self.env.signals.clear()
             self.canonical_cache[scenario] = outcome
         return self.canonical_cache[scenario]
 
@@ -526,7 +620,7 @@ class ScenarioMachine(RuleBasedStateMachine):
                 self.world.check_converged(self.canonical)
         finally:
             self._savepoint.rollback()
-            self.env.signals.sent.clear()
+            self.env.signals.clear()
 
 
 class replaying:
