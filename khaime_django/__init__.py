@@ -1,3 +1,3 @@
 """Take payments in Django through Khaime's hosted checkout."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
