@@ -290,14 +290,13 @@ def _update_and_log(
         to_status=to_status,
         source=source,
         detail=detail[:_MAX_DETAIL],
+        created_at=now,
     )
     columns, expressions, params = [], [], []
     for field in history_model._meta.concrete_fields:
         if field.primary_key:
             continue
         columns.append(connection_.ops.quote_name(str(field.column)))
-        if field.name == "created_at":
-            row.created_at = now
         expressions.append(f"%s::{field.db_type(connection_)}")
         params.append(field.get_db_prep_save(field.pre_save(row, add=True), connection=connection_))
     # Formatted in: SQL Django compiled, and the model's own table and column names; every value
