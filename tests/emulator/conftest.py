@@ -3,13 +3,12 @@ stdlib webhook receiver. None of them needs Django."""
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 import requests
 
 from khaime_django.emulator import Emulator
+
+from ..webhook_receiver import WebhookReceiver
 
 SANDBOX_KEY = "pk_sandbox_emulator_tests"
 LIVE_KEY = "pk_live_emulator_tests"
@@ -104,72 +103,6 @@ class PartnerApi:
 @pytest.fixture
 def api(emulator, http) -> PartnerApi:
     return PartnerApi(emulator, http)
-
-
-class WebhookReceiver:
-    """A merchant's webhook endpoint in miniature: records every request and answers with the
-    statuses queued by ``answer_with`` (200 once they run out)."""
-
-    def __init__(self):
-        self.received: list[dict] = []
-        self._statuses: list[int] = []
-        self._cond = threading.Condition()
-        self._gate = threading.Event()
-        self._gate.set()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver._cond:
-                    receiver.received.append({"headers": dict(self.headers), "body": body})
-                    status = receiver._statuses.pop(0) if receiver._statuses else 200
-                    receiver._cond.notify_all()
-                receiver._gate.wait(timeout=5)
-                payload = b'{"received": true}'
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.01},
-            daemon=True,
-        )
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/payments/webhook/"
-
-    def answer_with(self, *statuses: int) -> None:
-        with self._cond:
-            self._statuses.extend(statuses)
-
-    def hold(self) -> None:
-        """Keep every answer back until ``release()`` (at most 5 s)."""
-        self._gate.clear()
-
-    def release(self) -> None:
-        self._gate.set()
-
-    def wait_for(self, count: int, timeout: float = 5.0) -> None:
-        with self._cond:
-            if not self._cond.wait_for(lambda: len(self.received) >= count, timeout):
-                raise TimeoutError(f"{len(self.received)} of {count} webhooks received")
-
-    def close(self) -> None:
-        self.release()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
 
 
 @pytest.fixture
