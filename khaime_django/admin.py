@@ -17,6 +17,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from . import services
+from .admin_base import ReadOnlyInline
 from .admin_refunds import SessionRefundsMixin  # also registers the Payment and Refund admins
 from .conf import khaime_settings
 from .exceptions import KhaimeError
@@ -30,19 +31,11 @@ REFRESH_ACTION_LIMIT = 50
 SHORT_REFERENCE = re.compile(r"^[0-9a-fA-F]{8}$")
 
 
-class StatusChangeInline(admin.TabularInline):
+class StatusChangeInline(ReadOnlyInline):
     model = StatusChange
-    extra = 0
-    can_delete = False
     fields = ("created_at", "from_status", "to_status", "source", "detail")
     readonly_fields = fields
     ordering = ("created_at", "pk")
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 class PaymentTypeFilter(admin.SimpleListFilter):

@@ -25,6 +25,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from . import services
+from .admin_base import ReadOnlyInline
 from .models import Payment, PaymentSession, Refund, RefundStatusChange, checkout_payment_of
 from .money import exponent, to_major
 from .refund_statuses import OPEN_REFUND_STATUSES, RefundStatus
@@ -219,10 +220,8 @@ class SessionRefundsMixin:
         return super().change_view(request, object_id, form_url, extra_context)  # type: ignore[misc]
 
 
-class RefundInline(admin.TabularInline):
+class RefundInline(ReadOnlyInline):
     model = Refund
-    extra = 0
-    can_delete = False
     fields = (
         "created_at",
         "amount_shown",
@@ -235,12 +234,6 @@ class RefundInline(admin.TabularInline):
     )
     readonly_fields = fields
     ordering = ("created_at", "pk")
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
     @admin.display(description=_("amount"))
     def amount_shown(self, obj: Refund) -> str:
@@ -340,18 +333,10 @@ class PaymentAdmin(admin.ModelAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
 
-class RefundStatusChangeInline(admin.TabularInline):
+class RefundStatusChangeInline(ReadOnlyInline):
     model = RefundStatusChange
-    extra = 0
-    can_delete = False
     fields = ("created_at", "from_status", "to_status", "source", "detail")
     readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Refund)

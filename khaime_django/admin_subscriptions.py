@@ -14,26 +14,13 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from .admin_base import ReadOnlyInline
 from .exceptions import KhaimeError
 from .models import Payment, Source, Subscription, SubscriptionStatusChange
 from .services.subscriptions import refresh_subscription
 
 #: Subscriptions the "Refresh from Khaime" action asks about at most per run (one request each).
 REFRESH_ACTION_LIMIT = 50
-
-
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class SubscriptionStatusChangeInline(ReadOnlyInline):
