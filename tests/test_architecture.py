@@ -51,6 +51,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "domain",
         (
             "khaime_django.statuses",
+            "khaime_django.inserts",
             "khaime_django.subscription_statuses",
             "khaime_django.refund_statuses",
             "khaime_django.models",

@@ -368,14 +368,19 @@ def test_a_new_event_is_one_insert_and_a_stored_one_is_none(make_session, django
     assert WebhookEvent.objects.count() == 1
 
 
-def test_without_insert_returning_the_insert_is_the_locking_path(make_session, monkeypatch):
-    from django.db import connection
+def test_without_insert_returning_the_insert_is_a_savepoint_and_answers_alike(make_session, monkeypatch):
+    """Where the database has no INSERT ... RETURNING, the INSERT runs in a savepoint: a stored
+    event is still None, the caller's transaction survives the refused INSERT, and the delivery is
+    counted once, by the caller (as with RETURNING), not twice."""
+    from django.db import connection, transaction
 
     monkeypatch.setattr(type(connection.features), "can_return_rows_from_bulk_insert", False)
     event = webhook_event(payment_event("payment.succeeded", make_session()))
     pk = services.inbox.insert_new_event(event)
     assert WebhookEvent.objects.get(pk=pk).deliveries == 1
-    assert services.inbox.insert_new_event(event) is None
+    with transaction.atomic():
+        assert services.inbox.insert_new_event(event) is None
+        assert services.inbox.record_webhook_event(event).pk == pk
     assert WebhookEvent.objects.get(pk=pk).deliveries == 2
 
 

@@ -12,12 +12,13 @@ import logging
 import traceback
 from datetime import timedelta
 
-from django.db import IntegrityError, connections, router, transaction
+from django.db import transaction
 from django.db.models import Count, F, Min
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from ..conf import khaime_settings
+from ..inserts import insert_unless_conflict
 from ..models import Source, WebhookEvent, WebhookOutcome
 from ..transitions import collect_receiver_errors
 from ..webhooks import KhaimeEvent
@@ -57,61 +58,41 @@ def record_webhook_event(event: KhaimeEvent) -> WebhookEvent:
     Call inside a transaction: the row stays locked until it ends.
 
     The unique ``event_id``, not a read-then-write, decides which of two concurrent deliveries
-    inserts. The other one's INSERT waits for that transaction to end, fails, and then reads the
-    row with the outcome it committed, so it answers "duplicate" instead of applying again.
-    The INSERT comes first because most deliveries are new: they then cost one statement, not a
-    locking SELECT as well; only a redelivery pays for the failed INSERT.
+    inserts (:func:`~khaime_django.inserts.insert_unless_conflict`). The other one's INSERT waits
+    for that transaction to end and inserts nothing; it then reads the row with the outcome that
+    transaction committed, under a lock, so it answers "duplicate" instead of applying again. The
+    INSERT comes first because most deliveries are new: they then cost one statement.
     """
-    try:
-        with transaction.atomic():  # a savepoint: a failed INSERT must not poison the transaction
-            return WebhookEvent.objects.create(
-                event_id=event.event_id,
-                event_type=event.event_type,
-                api_version=event.api_version,
-                is_live=event.is_live,
-                payload=event.payload,
-            )
-    except IntegrityError:
-        # The row exists and its inserter has committed (or our INSERT would still be waiting).
-        record = WebhookEvent.objects.select_for_update().get(event_id=event.event_id)
+    record = _new_record(event)
+    if insert_unless_conflict(record):
+        return record
+    return count_redelivery(event.event_id)
+
+
+def count_redelivery(event_id: str) -> WebhookEvent:
+    """Lock a stored event (until the transaction ends) and count one more delivery of it."""
+    record = WebhookEvent.objects.select_for_update().get(event_id=event_id)
     WebhookEvent.objects.filter(pk=record.pk).update(deliveries=F("deliveries") + 1)
     record.deliveries += 1
     return record
 
 
 def insert_new_event(event: KhaimeEvent) -> int | None:
-    """Store ``event`` if it is new, in one statement (``INSERT ... ON CONFLICT DO NOTHING
-    RETURNING``): its primary key, or None when the event_id is stored already (a redelivery:
-    then :func:`record_webhook_event` counts it under its lock). Task mode's fast path: a new
-    event costs one round trip, with no transaction or savepoint around it. Where the database
-    cannot do this in one statement, the same in a transaction (:func:`record_webhook_event`)."""
-    connection = connections[router.db_for_write(WebhookEvent)]
-    if connection.vendor not in ("postgresql", "sqlite") or not connection.features.can_return_rows_from_bulk_insert:
-        with transaction.atomic(using=connection.alias):
-            record = record_webhook_event(event)
-            return record.pk if record.deliveries == 1 else None
-    record = WebhookEvent(
+    """Store ``event`` if it is new: its primary key, or None when the event_id is stored already
+    (a redelivery: :func:`count_redelivery` counts it under its lock). Task mode's fast path: on
+    PostgreSQL and SQLite a new event costs one statement, with no transaction around it."""
+    record = _new_record(event)
+    return record.pk if insert_unless_conflict(record) else None
+
+
+def _new_record(event: KhaimeEvent) -> WebhookEvent:
+    return WebhookEvent(
         event_id=event.event_id,
         event_type=event.event_type,
         api_version=event.api_version,
         is_live=event.is_live,
         payload=event.payload,
     )
-    meta = WebhookEvent._meta
-    fields = [field for field in meta.concrete_fields if not field.primary_key]
-    values = [field.get_db_prep_save(field.pre_save(record, add=True), connection=connection) for field in fields]
-    quote = connection.ops.quote_name
-    # Only the model's own table and column names are formatted in; every value is a parameter.
-    columns = ", ".join(quote(str(field.column)) for field in fields)
-    unique, pk = quote(str(meta.get_field("event_id").column)), quote(str(meta.pk.column))
-    sql = (
-        f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))}) "  # noqa: S608
-        f"ON CONFLICT ({unique}) DO NOTHING RETURNING {pk}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, values)
-        row = cursor.fetchone()
-    return row[0] if row else None
 
 
 def apply_webhook_event(record: WebhookEvent, *, source: str = Source.WEBHOOK, again: bool = False) -> str:

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from django.db import IntegrityError, models, transaction
+from django.db import models
 from django.utils import timezone
 
+from ..inserts import insert_unless_conflict
 from ..models import Mode, Payment, PaymentSession, Subscription, WebhookEvent, WebhookOutcome
 from ..money import is_amount
 from ..webhooks import KhaimeEvent
@@ -38,11 +39,10 @@ def insert_or_get(model: type[M], lookup: dict[str, Any], defaults: dict[str, An
     existing row, locked (FOR UPDATE) until the transaction ends. Returns ``(row, created)``.
     Call inside a transaction. Safe under concurrency where ``get_or_create``'s SELECT-then-INSERT
     is not: the INSERT comes first and the database decides."""
-    try:
-        with transaction.atomic():  # a savepoint: a refused INSERT must not poison the transaction
-            return model._default_manager.create(**lookup, **defaults), True
-    except IntegrityError:
-        return model._default_manager.select_for_update().get(**lookup), False
+    row = model(**lookup, **defaults)
+    if insert_unless_conflict(row):
+        return row, True
+    return model._default_manager.select_for_update().get(**lookup), False
 
 
 @dataclass(frozen=True)
