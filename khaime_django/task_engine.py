@@ -10,6 +10,7 @@ installed, and the rest of the app reads the same on both Django versions. Witho
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -83,10 +84,16 @@ def get_backend(alias: str | None = None) -> Any:
 
 def enqueue(task_: Any, *args: Any) -> Any:
     """Enqueue ``task_`` with positional JSON arguments on KHAIME's backend and queue."""
-    options: dict[str, Any] = {"backend": backend_alias()}
-    if khaime_settings.TASK_QUEUE:
-        options["queue_name"] = khaime_settings.TASK_QUEUE
-    return task_.using(**options).enqueue(*args)
+    return _bound(task_, backend_alias(), khaime_settings.TASK_QUEUE or "").enqueue(*args)
+
+
+@functools.lru_cache(maxsize=64)
+def _bound(task_: Any, backend: str, queue: str) -> Any:
+    """``task_.using(...)`` for a backend and queue, made once (it copies the task each time)."""
+    options: dict[str, Any] = {"backend": backend}
+    if queue:
+        options["queue_name"] = queue
+    return task_.using(**options)
 
 
 def backend_problem() -> str | None:

@@ -81,19 +81,30 @@ def receive_webhook_event(event: KhaimeEvent) -> str:
                 if pk is not None:
                     task_engine.enqueue(apply_webhook_event_task, pk)
                     return WebhookOutcome.RECEIVED
+            new = False
         except Exception:  # noqa: BLE001 - rolled back; stored again below, alone, and logged there
             logger.warning("Could not record and enqueue Khaime webhook event %s together", event.event_id)
-    pk = inbox.insert_new_event(event)
-    if pk is not None:
-        # Outside a transaction (the webhook view) this runs at once: the INSERT has committed.
-        transaction.on_commit(partial(enqueue_apply, pk, event.event_id))
+            new = _store_alone(event)
+    else:
+        new = _store_alone(event)
+    if new:
         return WebhookOutcome.RECEIVED
-    with transaction.atomic():
-        record = inbox.record_webhook_event(event)
+    with transaction.atomic(using=using):
+        record = inbox.count_redelivery(event.event_id)
         if record.outcome not in inbox.RETRY_OUTCOMES:
             return WebhookOutcome.DUPLICATE
-        transaction.on_commit(partial(enqueue_apply, record.pk, record.event_id))
+        transaction.on_commit(partial(enqueue_apply, record.pk, record.event_id), using=using)
     return WebhookOutcome.RECEIVED
+
+
+def _store_alone(event: KhaimeEvent) -> bool:
+    """INSERT the event if it is new and, once that commits, enqueue its apply. Outside a
+    transaction (the webhook view) the enqueue runs at once: the INSERT has committed."""
+    pk = inbox.insert_new_event(event)
+    if pk is None:
+        return False
+    transaction.on_commit(partial(enqueue_apply, pk, event.event_id), using=router.db_for_write(WebhookEvent))
+    return True
 
 
 def enqueue_apply(event_pk: int, event_id: str = "") -> bool:
