@@ -38,10 +38,13 @@ class Settings:
     faults: dict = field(default_factory=dict)
     task_workers: int = 0  # > 0: webhooks in task mode, applied by this many `manage.py db_worker`
     refunds: int = 0  # batches of refunds the merchant makes during the run
+    threads: int = 1  # > 1: gunicorn's gthread workers, this many threads each
 
     @property
     def label(self) -> str:
         label = f"{self.purchases} purchases, {self.buyers} concurrent buyers, {self.workers} gunicorn workers"
+        if self.threads > 1:
+            label += f" of {self.threads} threads (gthread)"
         if self.task_workers:
             label += f", webhooks in task mode with {self.task_workers} `db_worker` processes"
         return label
@@ -89,6 +92,13 @@ def parse(argv: list[str] | None) -> Settings:
     parser.add_argument("--purchases", type=int, help="purchases to play (default 5000; --short 300)")
     parser.add_argument("--buyers", type=int, help="buyers at a time (default 24; --short 12)")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes (default 4)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=4,
+        help="threads per gunicorn worker (default 4: gthread workers, so a return page waiting for its webhook "
+        "does not hold a whole process; 1: sync workers)",
+    )
     parser.add_argument("--time-limit", type=float, help="seconds of load at most; then no new purchase starts")
     parser.add_argument("--settle-timeout", type=float, help="seconds to wait for webhook retries at most")
     parser.add_argument("--kills", type=int, help="kill -9 of a gunicorn worker, spread over the run")
@@ -125,6 +135,7 @@ def parse(argv: list[str] | None) -> Settings:
         purchases=args.purchases or preset["purchases"],
         buyers=args.buyers or preset["buyers"],
         workers=args.workers,
+        threads=args.threads,
         time_limit=args.time_limit or preset["time_limit"],
         settle_timeout=args.settle_timeout or preset["settle_timeout"],
         kills=preset["kills"] if args.kills is None else args.kills,
@@ -249,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             for number in range(settings.task_workers)
         ]
         stack.gunicorn = exits.enter_context(
-            Gunicorn(sock, settings.workers, settings.worker_timeout, env, workdir / "gunicorn.log")
+            Gunicorn(sock, settings.workers, settings.worker_timeout, env, workdir / "gunicorn.log", threads=settings.threads)
         )
         sock.close()  # gunicorn holds it now
         # In task mode one db_worker of several is killed too (a worker dying mid-apply).

@@ -150,7 +150,7 @@ def render(settings, outcome, stack, started: float) -> str:
         f"PostgreSQL {stack.database.server_version()}",
         f"- Load: {settings.label}; {len(load.trips)} purchases played in {load.seconds:.1f} s"
         + (f" (stopped early: {load.stopped_early})" if load.stopped_early else ""),
-        "- App: `demo_project` under gunicorn sync workers (timeout "
+        f"- App: `demo_project` under gunicorn {'gthread' if settings.threads > 1 else 'sync'} workers (timeout "
         f"{settings.worker_timeout} s), DEBUG off, CONN_MAX_AGE 60 with CONN_HEALTH_CHECKS, a fresh database",
         "- Khaime faults during the load: "
         + ", ".join(f"{name}={value}" for name, value in stack.emulator.options.items() if name not in _HIDDEN_OPTIONS)

@@ -237,9 +237,12 @@ def listening_socket() -> socket.socket:
 
 
 class Gunicorn(Process):
-    """The demo (``demo_project.wsgi``) under gunicorn's sync workers, as production serves it."""
+    """The demo (``demo_project.wsgi``) under gunicorn's worker processes, as production serves it:
+    sync workers, or gthread workers when ``threads`` > 1."""
 
-    def __init__(self, sock: socket.socket, workers: int, timeout: int, env: dict[str, str], log_path: Path):
+    def __init__(
+        self, sock: socket.socket, workers: int, timeout: int, env: dict[str, str], log_path: Path, threads: int = 1
+    ):
         argv = [
             sys.executable,
             "-m",
@@ -251,6 +254,8 @@ class Gunicorn(Process):
             str(workers),
             "--timeout",
             str(timeout),
+            "--threads",
+            str(threads),
             "--graceful-timeout",
             "5",
             "--access-logfile",
