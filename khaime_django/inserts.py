@@ -22,7 +22,9 @@ _SQL: dict[tuple[str, str, str], tuple[str, list[Any]]] = {}
 def insert_unless_conflict(instance: models.Model) -> bool:
     """INSERT ``instance`` (its pk unset) and return True, or return False when a unique
     constraint refused it (the row that holds those values exists, or is being inserted by a
-    transaction that has now committed). Any other integrity error is raised. On True the
+    transaction that has now committed). In one statement any other integrity error is raised;
+    the savepoint way cannot tell them apart and answers False (the caller's lookup of the twin
+    then finds nothing and says so). On True the
     instance is saved: its pk is set, as after ``save()``; no ``pre_save``/``post_save`` signal
     is sent."""
     model = type(instance)
