@@ -27,6 +27,7 @@ MEASUREMENTS = {
     "admin": "benchmarks.admin_scale",
     "sync": "benchmarks.sync_offline",
     "memory": "benchmarks.memory",
+    "quota": "benchmarks.quota",
     "profile": "benchmarks.where_time_goes",
 }
 

@@ -62,15 +62,25 @@ def server_version() -> str:
 
 
 def empty_tables() -> None:
-    """Delete every row the benchmarks write (sessions, their log and events, naive orders,
-    admin users and their login sessions)."""
+    """Delete every row the benchmarks write (sessions, their log and events, the ledger, naive
+    orders, admin users and their login sessions)."""
     from django.apps import apps
     from django.contrib.auth import get_user_model
     from django.contrib.sessions.models import Session
 
-    from khaime_django.models import PaymentSession, StatusChange, WebhookEvent
+    from khaime_django import models as khaime
 
-    models = [WebhookEvent, StatusChange, PaymentSession, Session]
+    models = [
+        khaime.WebhookEvent,
+        khaime.RefundStatusChange,
+        khaime.Refund,
+        khaime.Payment,
+        khaime.StatusChange,
+        khaime.PaymentSession,
+        khaime.SubscriptionStatusChange,
+        khaime.Subscription,
+        Session,
+    ]
     if apps.is_installed("benchmarks.naive"):  # not under the test suite's settings
         models.append(apps.get_model("bench_naive", "NaiveOrder"))
     # TRUNCATE is fastest, but not inside a transaction that has deferred constraint checks

@@ -60,6 +60,10 @@ class RemoteEmulator:
     def complete(self, session_id: str) -> dict:
         return self._call("complete", session_id)
 
+    def events(self) -> list[dict]:
+        """Every event the emulator has made (envelopes), oldest first."""
+        return self._call("events")
+
     def reset(self) -> None:
         self._call("reset")
 

@@ -23,3 +23,17 @@ def test_success_return_benchmark_produces_its_table(khaime_emulator):
     ]
     assert all(row[1] == str(SMOKE.return_rounds) for row in section.tables[0].rows)
     assert section.targets and section.targets[0].what.startswith("SQL per success return")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_quota_benchmark_counts_one_request_per_paid_purchase_when_webhooks_work(khaime_emulator, settings):
+    from benchmarks import quota
+
+    settings.KHAIME = {**settings.KHAIME, "WEBHOOK_SECRETS": ["whsec_smoke"]}
+    khaime_emulator.configure(webhook_url=None)
+    section = quota.run(Context(sizes=SMOKE, emulator=khaime_emulator))
+
+    assert not section.skipped
+    rows = {row[0]: row for row in section.tables[0].rows}
+    assert [row[3] for row in rows.values()] == ["1.00", "1.00", "2.00"]
+    assert section.targets[0].met is True

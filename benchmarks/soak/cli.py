@@ -260,7 +260,9 @@ def main(argv: list[str] | None = None) -> int:
             for number in range(settings.task_workers)
         ]
         stack.gunicorn = exits.enter_context(
-            Gunicorn(sock, settings.workers, settings.worker_timeout, env, workdir / "gunicorn.log", threads=settings.threads)
+            Gunicorn(
+                sock, settings.workers, settings.worker_timeout, env, workdir / "gunicorn.log", threads=settings.threads
+            )
         )
         sock.close()  # gunicorn holds it now
         # In task mode one db_worker of several is killed too (a worker dying mid-apply).
