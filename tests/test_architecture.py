@@ -3,7 +3,7 @@ and the layers below it, never from one above. Upward, the layers are
 
     foundation  conf, money, exceptions, signals, timestamps, session_request (no Django models)
     transport   client (HTTP to Khaime), webhooks (signature and payload parsing), the emulator
-    domain      statuses, models, state_machines, transitions, purchases
+    domain      statuses, models, state_machines, transition_sql, transitions, purchases
     services    services.* (the use cases)
     edges       views, webhook_views, admin, urls, forms, templatetags, management commands
 
@@ -55,6 +55,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "khaime_django.refund_statuses",
             "khaime_django.models",
             "khaime_django.state_machines",  # the StateMachine registry transitions reads
+            "khaime_django.transition_sql",  # the SQL transitions runs: PostgreSQL CTE, batch history
             "khaime_django.transitions",
             "khaime_django.purchases",
         ),
