@@ -28,7 +28,7 @@ DEFAULTS: dict[str, object] = {
     "TIMEOUT": (3.05, 10),
     # A shorter timeout for the call the buyer waits on when returning to the success page.
     "RETURN_TIMEOUT": (2, 5),
-    # Retries after the first attempt (only where safe, see client.py), and their backoff.
+    # Retries after the first attempt (only where safe, see client/transport.py), and their backoff.
     "MAX_RETRIES": 2,
     "BACKOFF_BASE": 0.5,
     "BACKOFF_MAX": 5.0,

@@ -7,30 +7,36 @@ signalled once. The loser re-reads the row and re-checks the rule against what i
 
 The code serves any model with a ``status`` field: a :class:`StateMachine` describes the model,
 its allowed transitions, its history model and its signals, and :func:`register` makes
-:func:`transition` and :func:`transition_many` accept its instances.
+:func:`transition` and :func:`transition_many` accept its instances (both live in
+``state_machines.py`` and are re-exported here, with the registered machines).
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
-from django.db import connection, connections, models, router, transaction
-from django.db.models import Q, QuerySet, Value, sql
-from django.db.models.expressions import RawSQL
+from django.db import connections, models, router, transaction
+from django.db.models import QuerySet
 from django.dispatch import Signal
 from django.utils import timezone
 
-from . import signals
-from .models import PaymentSession, Refund, RefundStatusChange, StatusChange, Subscription, SubscriptionStatusChange
-from .refund_statuses import REFUND_ALLOWED_FROM, RefundStatus
-from .statuses import ALLOWED_FROM, Status, can_transition
-from .subscription_statuses import SUBSCRIPTION_ALLOWED_FROM, SubscriptionStatus
+from .models import PaymentSession
+from .state_machines import (
+    PAYMENT_SESSIONS,
+    REFUNDS,
+    SIGNAL_FOR_STATUS,
+    SUBSCRIPTIONS,
+    StateMachine,
+    machine_for,
+    register,
+)
+from .statuses import ALLOWED_FROM, can_transition
+from .transition_sql import MAX_DETAIL, log_changes, pk_in, update_and_log
 
 __all__ = [
     "ALLOWED_FROM",
@@ -41,6 +47,8 @@ __all__ = [
     "StateMachine",
     "can_transition",
     "collect_receiver_errors",
+    "current_receiver_error_hook",
+    "machine_for",
     "register",
     "send_robust",
     "transition",
@@ -50,120 +58,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _MAX_ATTEMPTS = 3
-_MAX_DETAIL = 2000
 
 #: Called after the commit with the exceptions merchant signal receivers raised.
 ReceiverErrorHook = Callable[[list[BaseException]], None]
-
-
-@dataclass(frozen=True)
-class StateMachine:
-    """What :func:`transition` needs to know about one stateful model.
-
-    The model has a ``status`` field and an ``updated_at`` field; its history model has a foreign
-    key named ``history_fk`` to it and the fields ``from_status``, ``to_status``, ``source``,
-    ``detail`` and ``created_at``. ``signal_for_status[to]`` and then ``changed_signal`` are sent
-    on commit, with ``sender=model`` and the instance as ``instance_kwarg``.
-    """
-
-    model: type[models.Model]
-    allowed_from: Mapping[str, frozenset[str]]
-    history_model: type[models.Model]
-    history_fk: str
-    signal_for_status: Mapping[str, Signal]
-    changed_signal: Signal
-    instance_kwarg: str
-    label: str
-
-    def can_transition(self, from_status: str, to_status: str) -> bool:
-        return from_status != to_status and from_status in self.allowed_from.get(to_status, ())
-
-    def check_target(self, to_status: str) -> frozenset[str]:
-        allowed = self.allowed_from.get(to_status)
-        if allowed is None:
-            raise ValueError(f"No transition leads to {to_status!r}.")
-        return allowed
-
-
-SIGNAL_FOR_STATUS: dict[str, Signal] = {
-    Status.PENDING: signals.payment_session_created,
-    Status.COMPLETED: signals.payment_completed,
-    Status.FAILED: signals.payment_failed,
-    Status.EXPIRED: signals.payment_expired,
-    Status.CANCELLED: signals.payment_cancelled,
-    Status.REFUNDED: signals.payment_refunded,
-    Status.DISPUTED: signals.payment_disputed,
-    Status.ERROR: signals.payment_checkout_error,
-}
-
-PAYMENT_SESSIONS = StateMachine(
-    model=PaymentSession,
-    allowed_from=ALLOWED_FROM,
-    history_model=StatusChange,
-    history_fk="session",
-    signal_for_status=SIGNAL_FOR_STATUS,
-    changed_signal=signals.payment_status_changed,
-    instance_kwarg="session",
-    label="Payment session",
-)
-
-_machines: dict[type[models.Model], StateMachine] = {}
-
-
-def register(machine: StateMachine) -> StateMachine:
-    """Let :func:`transition` and :func:`transition_many` move ``machine.model``'s instances."""
-    _machines[machine.model] = machine
-    return machine
-
-
-register(PAYMENT_SESSIONS)
-
-SUBSCRIPTIONS = register(
-    StateMachine(
-        model=Subscription,
-        allowed_from=SUBSCRIPTION_ALLOWED_FROM,
-        history_model=SubscriptionStatusChange,
-        history_fk="subscription",
-        signal_for_status={
-            SubscriptionStatus.TRIALING: signals.subscription_trial_started,
-            SubscriptionStatus.ACTIVE: signals.subscription_activated,
-            SubscriptionStatus.DUE: signals.subscription_payment_failed,
-            SubscriptionStatus.PAUSED: signals.subscription_paused,
-            SubscriptionStatus.CANCELLED: signals.subscription_cancelled,
-            SubscriptionStatus.EXPIRED: signals.subscription_expired,
-        },
-        changed_signal=signals.subscription_status_changed,
-        instance_kwarg="subscription",
-        label="Subscription",
-    )
-)
-
-
-REFUNDS = register(
-    StateMachine(
-        model=Refund,
-        allowed_from=REFUND_ALLOWED_FROM,
-        history_model=RefundStatusChange,
-        history_fk="refund",
-        signal_for_status={
-            RefundStatus.PROCESSING: signals.refund_processing,
-            RefundStatus.UNKNOWN: signals.refund_unknown,
-            RefundStatus.COMPLETED: signals.refund_completed,
-            RefundStatus.FAILED: signals.refund_failed,
-        },
-        changed_signal=signals.refund_status_changed,
-        instance_kwarg="refund",
-        label="Refund",
-    )
-)
-
-
-def machine_for(model: type[models.Model]) -> StateMachine:
-    try:
-        return _machines[model]
-    except KeyError:
-        raise TypeError(f"{model.__name__} has no registered StateMachine.") from None
-
 
 # -- receiver errors ------------------------------------------------------------------------------
 
@@ -210,7 +107,7 @@ def transition(instance: Any, to_status: str, *, source: str, detail: str = "", 
         using = router.db_for_write(model)
         if connections[using].vendor == "postgresql":
             # One statement, atomic by itself: no BEGIN/COMMIT round trips around it.
-            changed = _update_and_log(machine, instance, from_status, to_status, now, source, detail, fields, using)
+            changed = update_and_log(machine, instance, from_status, to_status, now, source, detail, fields, using)
             if changed:
                 _set_fields(instance, to_status, now, fields)
                 transaction.on_commit(
@@ -239,7 +136,7 @@ def transition(instance: Any, to_status: str, *, source: str, detail: str = "", 
                     from_status=from_status,
                     to_status=to_status,
                     source=source,
-                    detail=detail[:_MAX_DETAIL],
+                    detail=detail[:MAX_DETAIL],
                     created_at=timezone.now(),
                 )
                 # Receivers get `instance`: update it now, because outside an outer transaction
@@ -256,57 +153,6 @@ def transition(instance: Any, to_status: str, *, source: str, detail: str = "", 
         # Someone else changed the row since we read it: judge again against what is there now.
         instance.status = model._default_manager.values_list("status", flat=True).get(pk=instance.pk)
     return False
-
-
-def _update_and_log(
-    machine: StateMachine,
-    instance: Any,
-    from_status: str,
-    to_status: str,
-    now: Any,
-    source: str,
-    detail: str,
-    fields: dict[str, Any],
-    using: str,
-) -> bool:
-    """PostgreSQL: the conditional UPDATE and its history row in one statement (a data-modifying
-    CTE), so a change costs one round trip. The history row exists only if the UPDATE changed the
-    row. Its ``created_at`` is ``now``, the application's clock like every other timestamp of the
-    app (the database's clock may differ from it, and mixing the two would order a history out of
-    step with the rows :func:`transition_many` and the other paths stamp); the conditional UPDATE
-    matches only the status this change starts from, so no later change can carry an earlier
-    stamp except by the drift between two application servers' clocks."""
-    connection_ = connections[using]
-    query = cast(
-        sql.UpdateQuery,
-        machine.model._default_manager.filter(pk=instance.pk, status=from_status).query.chain(sql.UpdateQuery),
-    )
-    query.add_update_values({"status": to_status, "updated_at": now, **fields})
-    update_sql, update_params = query.get_compiler(using).as_sql()
-    history_model = machine.history_model
-    row = history_model(
-        **{f"{machine.history_fk}_id": instance.pk},
-        from_status=from_status,
-        to_status=to_status,
-        source=source,
-        detail=detail[:_MAX_DETAIL],
-        created_at=now,
-    )
-    columns, expressions, params = [], [], []
-    for field in history_model._meta.concrete_fields:
-        if field.primary_key:
-            continue
-        columns.append(connection_.ops.quote_name(str(field.column)))
-        expressions.append(f"%s::{field.db_type(connection_)}")
-        params.append(field.get_db_prep_save(field.pre_save(row, add=True), connection=connection_))
-    # Formatted in: SQL Django compiled, and the model's own table and column names; every value
-    # is a parameter.
-    table = connection_.ops.quote_name(history_model._meta.db_table)
-    insert = f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(expressions)} FROM changed"  # noqa: S608
-    statement = f"WITH changed AS ({update_sql} RETURNING 1) {insert}"
-    with connection_.cursor() as cursor:
-        cursor.execute(statement, (*update_params, *params))
-        return cursor.rowcount == 1
 
 
 def _name(instance: Any) -> Any:
@@ -342,8 +188,8 @@ def transition_many(
     changing is waited for, then re-checked by PostgreSQL against the query's conditions, so a
     session completed meanwhile drops out instead of being overwritten. Locked rows cannot
     change before our UPDATE, so the UPDATE changes exactly them, and the history rows (written
-    just before it, see _log_changes) carry each one's real from_status. (SQLite has no row
-    locks but lets one writer at a time hold the whole database.) Rows are locked in
+    just before it, see transition_sql.log_changes) carry each one's real from_status. (SQLite
+    has no row locks but lets one writer at a time hold the whole database.) Rows are locked in
     primary-key order, so concurrent batches cannot deadlock. Signals go out after the commit,
     as for :func:`transition`; the full rows are loaded for them only when a receiver is
     connected.
@@ -361,57 +207,14 @@ def transition_many(
         rows.sort()
         ids = [pk for pk, _ in rows]
         now = timezone.now()
-        logged = _log_changes(machine, ids, to_status, source=source, detail=detail, when=now)
-        changed = machine.model._default_manager.filter(_pk_in(ids)).update(status=to_status, updated_at=now, **fields)
+        logged = log_changes(machine, ids, to_status, source=source, detail=detail, when=now)
+        changed = machine.model._default_manager.filter(pk_in(ids)).update(status=to_status, updated_at=now, **fields)
         if not logged == changed == len(rows):
             # Impossible while the rows are locked; rolling back beats logging a wrong history.
             raise RuntimeError(f"transition_many: locked {len(rows)} rows, logged {logged}, updated {changed}.")
         transaction.on_commit(partial(_send_batch_signals, machine, rows, to_status, source))
     logger.info("%d %ss -> %s (%s)", len(rows), machine.label.lower(), to_status, source)
     return ids
-
-
-def _log_changes(machine: StateMachine, ids: list[int], to_status: str, *, source: str, detail: str, when) -> int:
-    """INSERT the history rows of a batch with one INSERT ... SELECT from the rows themselves,
-    run before their UPDATE so from_status is each one's current status (model instances for
-    bulk_create would be built in Python, one per row)."""
-    history = machine.history_model._meta
-    fk = history.get_field(machine.history_fk)
-    if not isinstance(fk, models.ForeignKey):
-        raise TypeError(f"{machine.history_model.__name__}.{machine.history_fk} is not a foreign key.")
-    columns = (
-        fk.column,
-        "from_status",
-        "to_status",
-        "source",
-        "detail",
-        "created_at",
-    )
-    select = (
-        machine.model._default_manager.filter(_pk_in(ids))
-        .order_by()
-        .values_list(
-            "pk",
-            "status",
-            Value(to_status),
-            Value(source),
-            Value(detail[:_MAX_DETAIL]),
-            Value(when, output_field=models.DateTimeField()),
-        )
-    )
-    sql, params = select.query.sql_with_params()
-    qn = connection.ops.quote_name
-    with connection.cursor() as cursor:
-        cursor.execute(f"INSERT INTO {qn(history.db_table)} ({', '.join(map(qn, columns))}) {sql}", params)
-        return cursor.rowcount
-
-
-def _pk_in(ids: list[int]) -> Q:
-    """``pk IN ids`` for a batch. On PostgreSQL the ids travel as one array parameter instead of
-    one placeholder each."""
-    if connection.vendor == "postgresql":
-        return Q(pk__in=RawSQL("SELECT unnest(%s::bigint[])", (ids,)))
-    return Q(pk__in=ids)
 
 
 # -- signals --------------------------------------------------------------------------------------

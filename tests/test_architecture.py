@@ -2,8 +2,8 @@
 and the layers below it, never from one above. Upward, the layers are
 
     foundation  conf, money, exceptions, signals, timestamps, session_request (no Django models)
-    transport   client (HTTP to Khaime), webhooks (signature and payload parsing), the emulator
-    domain      statuses, models, transitions, purchases
+    transport   client.* (HTTP to Khaime), webhooks (signature and payload parsing), the emulator
+    domain      statuses, models, state_machines, transition_sql, transitions, purchases
     services    services.* (the use cases)
     edges       views, webhook_views, admin, urls, forms, templatetags, management commands
 
@@ -45,7 +45,17 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     (
         "transport",
-        ("khaime_django.client", "khaime_django.webhooks", "khaime_django.emulator", "khaime_django.emulator.*"),
+        (
+            "khaime_django.client",
+            "khaime_django.client.transport",  # session, timeouts, retry loop, Retry-After, redaction
+            "khaime_django.client.responses",  # Khaime's answer -> data or a typed error, checked
+            "khaime_django.client.sessions",  # the endpoints of each resource, composed by KhaimeClient
+            "khaime_django.client.subscriptions",
+            "khaime_django.client.refunds",
+            "khaime_django.webhooks",
+            "khaime_django.emulator",
+            "khaime_django.emulator.*",
+        ),
     ),
     (
         "domain",
@@ -55,6 +65,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "khaime_django.subscription_statuses",
             "khaime_django.refund_statuses",
             "khaime_django.models",
+            "khaime_django.state_machines",  # the StateMachine registry transitions reads
+            "khaime_django.transition_sql",  # the SQL transitions runs: PostgreSQL CTE, batch history
             "khaime_django.transitions",
             "khaime_django.purchases",
         ),

@@ -12,7 +12,7 @@ import requests
 from django.test import override_settings
 
 from khaime_django import client as client_module
-from khaime_django.client import KhaimeClient, get_client
+from khaime_django.client import KhaimeClient, get_client, transport
 from khaime_django.exceptions import (
     KhaimeAuthenticationError,
     KhaimeConfigurationError,
@@ -367,7 +367,7 @@ class UpperBoundRandom:
 
 def test_backoff_grows_exponentially_up_to_the_cap_with_full_jitter(khaime_api, monkeypatch):
     jitter = UpperBoundRandom()
-    monkeypatch.setattr(client_module, "random", jitter)
+    monkeypatch.setattr(transport, "random", jitter)  # where the retry loop looks it up
     sleeps = []
     khaime = KhaimeClient(API_KEY, API_BASE, max_retries=5, backoff_base=1, backoff_max=3, sleep=sleeps.append)
     khaime_api.get(SESSION_URL, json={"success": False, "error": "boom"}, status=503)

@@ -1,5 +1,5 @@
 """Use cases, one module each. Views, the webhook view, admin and commands call these; the rules
-live here and in transitions.py, HTTP to Khaime lives in client.py.
+live here and in transitions.py, HTTP to Khaime lives in client/.
 
 - ``checkout``: start_checkout, cancel_session
 - ``reconcile``: refresh_session, refresh_if_due, apply_khaime_status, sync_sessions, expire_stale
