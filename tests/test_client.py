@@ -642,3 +642,37 @@ def test_get_client_max_retries_override_is_a_separate_shared_client():
     assert get_client(max_retries=0).max_retries == 0
     assert get_client(max_retries=0) is get_client(max_retries=0)
     assert get_client() is not get_client(max_retries=0)
+
+
+# -- the proxy and CA-bundle environment, read once ------------------------------------------
+
+
+def test_the_proxy_and_ca_bundle_environment_is_read_when_the_client_is_made(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/company.pem")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    khaime = KhaimeClient(API_KEY, "https://api.khaime.example/api/v1/partner")
+
+    assert khaime._http.proxies["https"] == "http://proxy.example:3128"
+    assert khaime._http.verify == "/etc/ssl/company.pem"
+    assert khaime._http.trust_env is False
+
+
+def test_no_proxy_for_khaimes_host_means_no_proxy(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "api.khaime.example")
+    khaime = KhaimeClient(API_KEY, "https://api.khaime.example/api/v1/partner")
+
+    assert "https" not in khaime._http.proxies
+
+
+def test_requests_do_not_read_the_environment_again(khaime, khaime_api, monkeypatch):
+    """requests re-reads and parses the whole environment on every call when trust_env is on."""
+    calls = []
+    real = requests.utils.get_environ_proxies
+    monkeypatch.setattr(requests.utils, "get_environ_proxies", lambda *a, **k: calls.append(a) or real(*a, **k))
+    monkeypatch.setattr(requests.sessions, "get_environ_proxies", requests.utils.get_environ_proxies)
+    khaime_api.get(f"{API_BASE}/payments/sessions/cs_1", json={"data": {"session_id": "cs_1", "status": "pending"}})
+    khaime.get_session("cs_1")
+    assert calls == []

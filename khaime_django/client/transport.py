@@ -21,6 +21,7 @@ request to Khaime and gets back its ``data`` or a typed error.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -76,6 +77,7 @@ class Transport:
         self._sleep = sleep
         self._api_key = api_key  # only to scrub it from Khaime's error messages
         self._http = requests.Session()
+        _read_environment_once(self._http, self.base_url)
         self._http.headers.update(
             {
                 "X-API-Key": api_key,
@@ -222,6 +224,19 @@ def _read_some(response: requests.Response, remaining: float) -> bytes:
     if read1 is not None:
         return read1(16384, decode_content=True)
     return raw.read(1, decode_content=True)
+
+
+def _read_environment_once(http: requests.Session, base_url: str) -> None:
+    """Take the proxy and CA-bundle environment (``HTTPS_PROXY``, ``NO_PROXY``,
+    ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``) for Khaime's one host now, as requests would on
+    each call, and stop requests from reading and parsing the whole process environment again on
+    every request (``trust_env``). A change to those variables takes effect with a new client
+    (a new process). ``.netrc`` is not consulted: the API key is the authentication."""
+    http.proxies.update(requests.utils.get_environ_proxies(base_url))  # {} when NO_PROXY covers the host
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        http.verify = bundle
+    http.trust_env = False
 
 
 def longest_call(timeout: tuple[float, float], max_retries: int, backoff_max: float) -> float:
