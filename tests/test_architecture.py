@@ -64,6 +64,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "khaime_django.access",
             "khaime_django.admin",
+            "khaime_django.admin.*",
             "khaime_django.admin_base",
             "khaime_django.admin_subscriptions",
             "khaime_django.admin_refunds",

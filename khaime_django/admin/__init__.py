@@ -16,13 +16,13 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from . import services
-from .admin_base import ReadOnlyInline
-from .admin_refunds import SessionRefundsMixin  # also registers the Payment and Refund admins
-from .conf import khaime_settings
-from .exceptions import KhaimeError
-from .models import PaymentSession, Source, StatusChange, WebhookEvent, WebhookOutcome
-from .money import format_money
+from .. import services
+from ..admin_base import ReadOnlyInline
+from ..admin_refunds import SessionRefundsMixin  # also registers the Payment and Refund admins
+from ..conf import khaime_settings
+from ..exceptions import KhaimeError
+from ..models import PaymentSession, Source, StatusChange, WebhookEvent, WebhookOutcome
+from ..money import format_money
 
 #: The only PaymentSession fields an operator edits in admin: clearing a review flag.
 REVIEW_FIELDS = ("needs_review", "review_reason")
@@ -416,4 +416,4 @@ class WebhookEventAdmin(admin.ModelAdmin):
 
 
 # Subscriptions and the payment ledger live in a module of their own.
-from . import admin_subscriptions  # noqa: E402, F401
+from .. import admin_subscriptions  # noqa: E402, F401
