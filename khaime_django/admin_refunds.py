@@ -25,7 +25,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from . import services
-from .admin_base import ReadOnlyInline
+from .admin.base import ReadOnlyInline
 from .models import Payment, PaymentSession, Refund, RefundStatusChange, checkout_payment_of
 from .money import exponent, to_major
 from .refund_statuses import OPEN_REFUND_STATUSES, RefundStatus

@@ -14,7 +14,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from .admin_base import ReadOnlyInline
+from .admin.base import ReadOnlyInline
 from .exceptions import KhaimeError
 from .models import Payment, Source, Subscription, SubscriptionStatusChange
 from .services.subscriptions import refresh_subscription
