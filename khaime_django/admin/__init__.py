@@ -416,4 +416,4 @@ class WebhookEventAdmin(admin.ModelAdmin):
 
 
 # Subscriptions and the payment ledger live in a module of their own.
-from .. import admin_subscriptions  # noqa: E402, F401
+from . import subscriptions  # noqa: E402, F401

@@ -1,4 +1,5 @@
-"""Django admin for subscriptions and the payment ledger (registered by ``admin.py``).
+"""Django admin for subscriptions and the payment ledger (registered when ``khaime_django.admin``
+imports this module).
 
 Everything is read-only: subscriptions change through Khaime's events, khaime_sync and the
 "Refresh from Khaime" action (the transition function either way); payments are the ledger and
@@ -14,10 +15,10 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from .admin.base import ReadOnlyInline
-from .exceptions import KhaimeError
-from .models import Payment, Source, Subscription, SubscriptionStatusChange
-from .services.subscriptions import refresh_subscription
+from ..exceptions import KhaimeError
+from ..models import Payment, Source, Subscription, SubscriptionStatusChange
+from ..services.subscriptions import refresh_subscription
+from .base import ReadOnlyInline
 
 #: Subscriptions the "Refresh from Khaime" action asks about at most per run (one request each).
 REFRESH_ACTION_LIMIT = 50
