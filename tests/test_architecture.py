@@ -65,7 +65,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "khaime_django.access",
             "khaime_django.admin",
             "khaime_django.admin.*",
-            "khaime_django.admin_refunds",
             "khaime_django.forms",
             "khaime_django.urls",
             "khaime_django.views",

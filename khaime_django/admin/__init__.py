@@ -17,12 +17,12 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from .. import services
-from ..admin_refunds import SessionRefundsMixin  # also registers the Payment and Refund admins
 from ..conf import khaime_settings
 from ..exceptions import KhaimeError
 from ..models import PaymentSession, Source, StatusChange, WebhookEvent, WebhookOutcome
 from ..money import format_money
 from .base import ReadOnlyInline
+from .refunds import SessionRefundsMixin  # also registers the Payment and Refund admins
 
 #: The only PaymentSession fields an operator edits in admin: clearing a review flag.
 REVIEW_FIELDS = ("needs_review", "review_reason")

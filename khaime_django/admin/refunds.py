@@ -24,14 +24,15 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
-from . import services
-from .admin.base import ReadOnlyInline
-from .models import Payment, PaymentSession, Refund, RefundStatusChange, checkout_payment_of
-from .money import exponent, to_major
-from .refund_statuses import OPEN_REFUND_STATUSES, RefundStatus
+from .. import services
+from ..models import Payment, PaymentSession, Refund, RefundStatusChange, checkout_payment_of
+from ..money import exponent, to_major
+from ..refund_statuses import OPEN_REFUND_STATUSES, RefundStatus
+from .base import ReadOnlyInline
 
 #: The permission that lets staff refund (a Meta permission of Refund).
 REFUND_PERMISSION = "khaime_django.refund_payment"
+# Named for the module the form was first in; a new salt would void every form open in a browser.
 _FORM_SALT = "khaime_django.admin_refunds.form"
 
 
