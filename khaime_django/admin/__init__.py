@@ -22,7 +22,8 @@ from ..exceptions import KhaimeError
 from ..models import PaymentSession, Source, StatusChange, WebhookEvent, WebhookOutcome
 from ..money import format_money
 from .base import ReadOnlyInline
-from .refunds import SessionRefundsMixin  # also registers the Payment and Refund admins
+from .payments import PaymentAdmin  # noqa: F401 (registers the Payment admin)
+from .refunds import SessionRefundsMixin  # also registers the Refund admin
 
 #: The only PaymentSession fields an operator edits in admin: clearing a review flag.
 REVIEW_FIELDS = ("needs_review", "review_reason")
