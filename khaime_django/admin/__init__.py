@@ -12,7 +12,7 @@ Everything copied from Khaime is read-only; status changes go through the transi
 The names this module held before it was split stay importable from it.
 """
 
-from .base import ReadOnlyInline
+from .base import REFRESH_ACTION_LIMIT, ReadOnlyInline
 from .inbox import (
     WebhookEventAdmin,
     describe_wait,
@@ -24,7 +24,6 @@ from .payments import PaymentAdmin
 from .refund_page import RefundForm, can_refund
 from .refunds import RefundAdmin, SessionRefundsMixin
 from .sessions import (
-    REFRESH_ACTION_LIMIT,
     REVIEW_FIELDS,
     SHORT_REFERENCE,
     CurrencyFilter,

@@ -7,24 +7,21 @@ from __future__ import annotations
 import re
 import uuid
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import Q
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
+from django.utils.translation import ngettext_lazy
 
 from .. import services
-from ..exceptions import KhaimeError
 from ..models import PaymentSession, Source, StatusChange
 from ..money import format_money
-from .base import ReadOnlyInline
+from .base import ReadOnlyInline, refresh_selected
 from .inbox import warn_about_failed_deliveries, warn_about_session_deliveries
 from .refunds import SessionRefundsMixin
 
 #: The only PaymentSession fields an operator edits in admin: clearing a review flag.
 REVIEW_FIELDS = ("needs_review", "review_reason")
-#: Sessions the "Refresh status from Khaime" action checks at most per run.
-REFRESH_ACTION_LIMIT = 50
 SHORT_REFERENCE = re.compile(r"^[0-9a-fA-F]{8}$")
 
 
@@ -209,36 +206,19 @@ class PaymentSessionAdmin(SessionRefundsMixin, admin.ModelAdmin):
     # It changes statuses and sends signals, so view-only staff neither see it nor can post it.
     @admin.action(description=_("Refresh status from Khaime"), permissions=["change"])
     def refresh_from_khaime(self, request, queryset):
-        changed = unchanged = failed = 0
-        candidates = queryset.exclude(session_id=None).order_by("-created_at")
-        # One Khaime request per session, each up to TIMEOUT with retries: a whole-table selection
-        # would hold the admin request for minutes and spend the hourly budget. khaime_sync is the
-        # tool for bulk reconciliation.
-        if candidates[REFRESH_ACTION_LIMIT:].exists():
-            self.message_user(
-                request,
-                _("Only the %(n)d newest selected sessions were checked; use manage.py khaime_sync for more.")
-                % {"n": REFRESH_ACTION_LIMIT},
-                messages.WARNING,
-            )
-        for session in candidates[:REFRESH_ACTION_LIMIT]:
-            before = session.status
-            try:
-                services.refresh_session(session, source=Source.ADMIN)
-            except KhaimeError as error:
-                failed += 1
-                self.message_user(
-                    request, _("%(ref)s: %(error)s") % {"ref": session.reference, "error": error}, messages.WARNING
-                )
-                continue
-            if session.status != before:
-                changed += 1
-            else:
-                unchanged += 1
-        self.message_user(
+        refresh_selected(
+            self,
             request,
-            ngettext("%(n)d session changed status", "%(n)d sessions changed status", changed) % {"n": changed}
-            + "; "
-            + _("%(n)d unchanged; %(f)d could not be checked.") % {"n": unchanged, "f": failed},
-            messages.SUCCESS if not failed else messages.WARNING,
+            queryset.exclude(session_id=None).order_by("-created_at"),
+            refresh_session_status,
+            label=lambda session: session.reference,
+            too_many=_("Only the %(n)d newest selected sessions were checked; use manage.py khaime_sync for more."),
+            changed=ngettext_lazy("%(n)d session changed status", "%(n)d sessions changed status", "n"),
         )
+
+
+def refresh_session_status(session: PaymentSession) -> bool:
+    """Ask Khaime about ``session`` (as the admin); whether its status changed."""
+    before = session.status
+    services.refresh_session(session, source=Source.ADMIN)
+    return session.status != before
