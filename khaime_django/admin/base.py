@@ -1,8 +1,10 @@
-"""What the admin modules share: the read-only inline every history and ledger list uses, and the
-body of the "Refresh from Khaime" actions (sessions, subscriptions)."""
+"""What the admin modules share: the read-only inline every history and ledger list uses, the
+body of the "Refresh from Khaime" actions (sessions, subscriptions), and how a search box knows a
+pasted payment session reference (sessions, webhook inbox)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -75,3 +77,11 @@ def refresh_selected(
         + _("%(n)d unchanged; %(f)d could not be checked.") % {"n": unchanged, "f": failed},
         messages.SUCCESS if not failed else messages.WARNING,
     )
+
+
+def pasted_reference(term: str) -> uuid.UUID | None:
+    """``term`` as a payment session reference if it is a whole one (a UUID), else None."""
+    try:
+        return uuid.UUID(term)
+    except ValueError:
+        return None

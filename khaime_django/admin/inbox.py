@@ -5,7 +5,6 @@ deliveries that the inbox and the payment session pages show."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections import Counter
 
 from django.contrib import admin, messages
@@ -18,6 +17,7 @@ from django.utils.translation import ngettext
 from .. import services
 from ..conf import khaime_settings
 from ..models import PaymentSession, WebhookEvent, WebhookOutcome
+from .base import pasted_reference
 
 
 def failed_deliveries():
@@ -162,10 +162,8 @@ class WebhookEventAdmin(admin.ModelAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        try:
-            return queryset.filter(session__reference=uuid.UUID(term)), False
-        except ValueError:
-            pass
+        if (reference := pasted_reference(term)) is not None:
+            return queryset.filter(session__reference=reference), False
         if term.startswith("sess_"):
             return queryset.filter(session__session_id=term), False
         return queryset.filter(event_id=term), False

@@ -5,7 +5,6 @@ and status changes go through the transition function ("Refresh status from Khai
 from __future__ import annotations
 
 import re
-import uuid
 
 from django.contrib import admin
 from django.db.models import Q
@@ -16,7 +15,7 @@ from django.utils.translation import ngettext_lazy
 from .. import services
 from ..models import PaymentSession, Source, StatusChange
 from ..money import format_money
-from .base import ReadOnlyInline, refresh_selected
+from .base import ReadOnlyInline, pasted_reference, refresh_selected
 from .inbox import warn_about_failed_deliveries, warn_about_session_deliveries
 from .refunds import SessionRefundsMixin
 
@@ -190,10 +189,8 @@ class PaymentSessionAdmin(SessionRefundsMixin, admin.ModelAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        try:
-            return queryset.filter(reference=uuid.UUID(term)), False
-        except ValueError:
-            pass
+        if (reference := pasted_reference(term)) is not None:
+            return queryset.filter(reference=reference), False
         if SHORT_REFERENCE.match(term):
             # The changelist shows the first 8 characters of the reference; accept them back.
             return queryset.filter(reference__startswith=term.lower()), False
