@@ -280,9 +280,9 @@ def test_refresh_action_completes_a_session_khaime_says_is_paid(admin_client, ma
 def test_refresh_action_checks_at_most_its_limit_and_says_so(
     admin_client, make_session, khaime_says, khaime_api, monkeypatch
 ):
-    from khaime_django import admin as khaime_admin
+    from khaime_django.admin import base
 
-    monkeypatch.setattr(khaime_admin, "REFRESH_ACTION_LIMIT", 2)
+    monkeypatch.setattr(base, "REFRESH_ACTION_LIMIT", 2)
     sessions = [make_session(Status.PENDING) for _ in range(3)]
     for session in sessions:
         khaime_says(session, "pending")

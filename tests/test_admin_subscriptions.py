@@ -9,7 +9,7 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
-from khaime_django.admin_subscriptions import REFRESH_ACTION_LIMIT
+from khaime_django.admin import REFRESH_ACTION_LIMIT
 from khaime_django.models import Payment, Subscription
 from khaime_django.subscription_statuses import SubscriptionStatus as SUB
 

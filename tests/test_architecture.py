@@ -77,9 +77,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "khaime_django.access",
             "khaime_django.admin",
-            "khaime_django.admin_base",
-            "khaime_django.admin_subscriptions",
-            "khaime_django.admin_refunds",
+            "khaime_django.admin.*",  # one module per model admin, and base (what they share)
             "khaime_django.forms",
             "khaime_django.urls",
             "khaime_django.views",

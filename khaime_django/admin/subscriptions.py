@@ -1,4 +1,5 @@
-"""Django admin for subscriptions and the payment ledger (registered by ``admin.py``).
+"""Django admin for subscriptions and the payment ledger (registered when ``khaime_django.admin``
+imports this module).
 
 Everything is read-only: subscriptions change through Khaime's events, khaime_sync and the
 "Refresh from Khaime" action (the transition function either way); payments are the ledger and
@@ -7,20 +8,16 @@ can be neither edited nor deleted.
 
 from __future__ import annotations
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import Count
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
+from django.utils.translation import ngettext_lazy
 
-from .admin_base import ReadOnlyInline
-from .exceptions import KhaimeError
-from .models import Payment, Source, Subscription, SubscriptionStatusChange
-from .services.subscriptions import refresh_subscription
-
-#: Subscriptions the "Refresh from Khaime" action asks about at most per run (one request each).
-REFRESH_ACTION_LIMIT = 50
+from ..models import Payment, Source, Subscription, SubscriptionStatusChange
+from ..services.subscriptions import refresh_subscription
+from .base import ReadOnlyInline, refresh_selected
 
 
 class SubscriptionStatusChangeInline(ReadOnlyInline):
@@ -131,30 +128,14 @@ class SubscriptionAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Refresh from Khaime"), permissions=["change"])
     def refresh_from_khaime(self, request, queryset):
-        changed = unchanged = failed = 0
-        candidates = queryset.order_by("-created_at")
-        if candidates[REFRESH_ACTION_LIMIT:].exists():
-            self.message_user(
-                request,
-                _("Only the %(n)d newest selected subscriptions were checked; use manage.py khaime_sync for more.")
-                % {"n": REFRESH_ACTION_LIMIT},
-                messages.WARNING,
-            )
-        for subscription in candidates[:REFRESH_ACTION_LIMIT]:
-            try:
-                result = refresh_subscription(subscription, source=Source.ADMIN)
-            except KhaimeError as error:
-                failed += 1
-                self.message_user(request, f"{subscription.subscription_id}: {error}", messages.WARNING)
-                continue
-            if result.changed:
-                changed += 1
-            else:
-                unchanged += 1
-        self.message_user(
+        refresh_selected(
+            self,
             request,
-            ngettext("%(n)d subscription changed", "%(n)d subscriptions changed", changed) % {"n": changed}
-            + "; "
-            + _("%(n)d unchanged; %(f)d could not be checked.") % {"n": unchanged, "f": failed},
-            messages.SUCCESS if not failed else messages.WARNING,
+            queryset.order_by("-created_at"),
+            lambda subscription: refresh_subscription(subscription, source=Source.ADMIN).changed,
+            label=lambda subscription: subscription.subscription_id,
+            too_many=_(
+                "Only the %(n)d newest selected subscriptions were checked; use manage.py khaime_sync for more."
+            ),
+            changed=ngettext_lazy("%(n)d subscription changed", "%(n)d subscriptions changed", "n"),
         )
