@@ -257,7 +257,7 @@ class RefreshBudget(models.Model):
     """Khaime requests started by page loads, per API key (its SHA-256) and hour.
 
     Counted in the database with a conditional UPDATE, so the limit holds across processes and
-    machines (``services.reconcile.take_refresh_budget``)."""
+    machines (``services.session_refresh.take_refresh_budget``)."""
 
     key = models.CharField(_("API key hash"), max_length=64)
     window = models.DateTimeField(_("hour"))

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from khaime_django.models import PaymentSession, RefreshBudget, Source, Status
-from khaime_django.services import reconcile
+from khaime_django.services import session_refresh
 from khaime_django.transitions import transition
 
 from .conftest import API_BASE
@@ -48,7 +48,7 @@ def test_a_webhook_landing_during_the_wait_spares_the_khaime_request(
         real_sleep(seconds)
         transition(PaymentSession.objects.get(pk=session.pk), Status.COMPLETED, source=Source.WEBHOOK)
 
-    monkeypatch.setattr(reconcile.time, "sleep", webhook_arrives)
+    monkeypatch.setattr(session_refresh.time, "sleep", webhook_arrives)
     page = success(client, session)
     assert page.context["session"].status == Status.COMPLETED
     assert len(khaime_api.calls) == 0

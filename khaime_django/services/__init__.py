@@ -2,7 +2,8 @@
 live here and in transitions.py, HTTP to Khaime lives in client/.
 
 - ``checkout``: start_checkout, cancel_session
-- ``reconcile``: refresh_session, refresh_if_due, apply_khaime_status, sync_sessions, expire_stale
+- ``session_refresh``: refresh_session, refresh_if_due, wait_for_webhook, apply_khaime_status
+- ``reconcile``: sync_sessions, expire_stale, abandon_stale_created (khaime_sync)
 - ``refunds``: refund_payment (and mark_refund_failed); ``refund_events``: the ``refund.*``
   webhook handler
 - ``inbox``: handle_webhook_event and the webhook inbox (record, apply, apply again, prune),
@@ -43,20 +44,10 @@ from .payments import (
     review_payment,
     review_reasons,
 )
-from .reconcile import (
-    EXPIRE_BATCH_SIZE,
-    SyncReport,
-    abandon_stale_created,
-    apply_khaime_status,
-    expire_stale,
-    refresh_if_due,
-    refresh_session,
-    remote_target,
-    sync_sessions,
-    wait_for_webhook,
-)
+from .reconcile import EXPIRE_BATCH_SIZE, SyncReport, abandon_stale_created, expire_stale, sync_sessions
 from .refund_events import apply_refund_event
 from .refunds import RefundNotAllowed, StaleRefundForm, mark_refund_failed, refund_payment
+from .session_refresh import apply_khaime_status, refresh_if_due, refresh_session, remote_target, wait_for_webhook
 from .subscriptions import (
     SubscriptionSyncReport,
     apply_subscription_event,
