@@ -14,9 +14,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import cast
+from typing import Any, cast
 
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from ..client import get_client
@@ -175,17 +175,7 @@ def expire_stale(
     )
     if dry_run:
         return stale.count()
-    expired = 0
-    last_pk = 0
-    while True:
-        # One keyset page, locked and changed by transition_many; each page commits on its own.
-        changed = transition_many(
-            stale.filter(pk__gt=last_pk)[:batch_size], Status.EXPIRED, source=Source.SYNC, detail="expires_at passed"
-        )
-        if not changed:
-            return expired
-        expired += len(changed)
-        last_pk = changed[-1]
+    return _transition_in_batches(stale, Status.EXPIRED, batch_size=batch_size, detail="expires_at passed")
 
 
 def abandon_stale_created(*, dry_run: bool = False, batch_size: int = EXPIRE_BATCH_SIZE) -> int:
@@ -202,17 +192,24 @@ def abandon_stale_created(*, dry_run: bool = False, batch_size: int = EXPIRE_BAT
     ).order_by("pk")
     if dry_run:
         return stale.count()
-    abandoned = 0
+    return _transition_in_batches(
+        stale, Status.ERROR, batch_size=batch_size, detail=ABANDONED_DETAIL, last_error=ABANDONED_ERROR
+    )
+
+
+def _transition_in_batches(
+    stale: QuerySet[PaymentSession], target: str, *, batch_size: int, detail: str, **fields: Any
+) -> int:
+    """Move every row of ``stale`` (ordered by pk) to ``target``, one keyset page of
+    ``batch_size`` at a time; returns how many moved."""
+    moved = 0
     last_pk = 0
     while True:
+        # One keyset page, locked and changed by transition_many; each page commits on its own.
         changed = transition_many(
-            stale.filter(pk__gt=last_pk)[:batch_size],
-            Status.ERROR,
-            source=Source.SYNC,
-            detail=ABANDONED_DETAIL,
-            last_error=ABANDONED_ERROR,
+            stale.filter(pk__gt=last_pk)[:batch_size], target, source=Source.SYNC, detail=detail, **fields
         )
         if not changed:
-            return abandoned
-        abandoned += len(changed)
+            return moved
+        moved += len(changed)
         last_pk = changed[-1]
