@@ -141,8 +141,12 @@ def _back_off(session: PaymentSession, now, retry_after: float | None) -> None:
 
 def _this_hours_budget(now):
     """The RefreshBudget rows of this API key and hour (none, or the one)."""
-    key = hashlib.sha256(str(khaime_settings.API_KEY).encode()).hexdigest()
-    return RefreshBudget.objects.filter(key=key, window=now.replace(minute=0, second=0, microsecond=0))
+    return RefreshBudget.objects.filter(key=_api_key_hash(), window=now.replace(minute=0, second=0, microsecond=0))
+
+
+def _api_key_hash() -> str:
+    """The API key as ``RefreshBudget.key`` stores it (its SHA-256: the key itself is a secret)."""
+    return hashlib.sha256(str(khaime_settings.API_KEY).encode()).hexdigest()
 
 
 def _claim_check(session: PaymentSession, now, interval: timedelta) -> bool:
@@ -171,9 +175,7 @@ def take_refresh_budget(now) -> bool:
             return True
         try:
             with transaction.atomic():
-                RefreshBudget.objects.create(
-                    key=hashlib.sha256(str(khaime_settings.API_KEY).encode()).hexdigest(), window=window, used=1
-                )
+                RefreshBudget.objects.create(key=_api_key_hash(), window=window, used=1)
         except IntegrityError:
             continue  # the hour's row exists: full, or another process just made it
         RefreshBudget.objects.filter(window__lt=window - timedelta(days=1)).delete()
