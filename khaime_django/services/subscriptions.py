@@ -18,7 +18,6 @@ naming a subscription) goes through :func:`apply_subscription_report`:
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,28 +32,26 @@ from ..client import get_client
 from ..conf import khaime_settings
 from ..exceptions import KhaimeAuthenticationError, KhaimeError, KhaimeRateLimitError
 from ..models import Mode, Payment, PaymentSession, Source, Subscription, WebhookEvent, WebhookOutcome
-from ..subscription_statuses import (
-    EVENT_SUBSCRIPTION_STATUS,
-    REMOTE_SUBSCRIPTION_STATUS,
-    STATUS_RANK,
-    SubscriptionStatus,
-)
+from ..subscription_statuses import EVENT_SUBSCRIPTION_STATUS, STATUS_RANK, SubscriptionStatus
 from ..timestamps import parse_timestamp
 from ..transitions import ReceiverErrorHook, current_receiver_error_hook, send_robust, transition
 from ..webhooks import KhaimeEvent
 from . import ledger
 from .events import Applied
+from .subscription_payloads import (  # noqa: F401  (the constants are re-exported)
+    MAX_SUBSCRIPTION_ID,
+    MONEY_RECEIVED,
+    payment_history,
+    reported_fields,
+    starting_session,
+    status_of,
+    subscription_id_of,
+)
 
 logger = logging.getLogger(__name__)
 
-#: The longest subscription id stored (``Subscription.subscription_id``).
-MAX_SUBSCRIPTION_ID = 255
-#: ``payment_history`` statuses that mean money was received.
-MONEY_RECEIVED = frozenset({"succeeded", "paid", "completed", "refunded", "partially_refunded", "disputed"})
 #: Statuses a received payment moves to ``active`` (when the payment is the newest report).
 PAYABLE_STATUSES = (SubscriptionStatus.PENDING, SubscriptionStatus.DUE)
-#: Keys under which a subscription object may carry its trial's end (Khaime documents none).
-_TRIAL_END_KEYS = ("trial_ends_at", "trial_end", "trial_end_date", "trial_ends")
 
 
 @dataclass
@@ -104,7 +101,7 @@ def apply_subscription_event(record: WebhookEvent, event: KhaimeEvent, source: s
         )
     if subscription_id_of(data, "id", "subscription_id") is None:
         return Applied(WebhookOutcome.IGNORED, detail=f"{event.event_type} names no subscription id")
-    status = _status_of(data) or EVENT_SUBSCRIPTION_STATUS.get(event.event_type)
+    status = status_of(data) or EVENT_SUBSCRIPTION_STATUS.get(event.event_type)
     if event.event_type == "subscription.trial_ending" and status is None:
         status = SubscriptionStatus.TRIALING
     result = apply_subscription_report(
@@ -198,8 +195,8 @@ def apply_subscription_report(
     if subscription_id is None:
         raise ValueError("the report names no subscription id")
     if session is None:
-        session = _match_session(data)
-    history = _payment_history(data)
+        session = starting_session(data)
+    history = payment_history(data)
     with transaction.atomic():
         subscription, created = claimed or claim_subscription(subscription_id, session=session, is_live=is_live)
         result = ReportResult(subscription, created=created)
@@ -289,38 +286,7 @@ def _apply_fields(
 ) -> bool:
     """Copy what the report says onto the row (the status aside). True when something Khaime
     reports changed (our own bookkeeping does not count)."""
-    reported: dict[str, Any] = {}
-    for name, key in (("frequency", "frequency"), ("product_name", "product_title"), ("product_name", "product_name")):
-        value = data.get(key)
-        if isinstance(value, str) and value:
-            reported[name] = value[:255]
-    currency = data.get("currency")
-    if isinstance(currency, str) and len(currency) == 3:
-        reported["currency"] = currency.upper()
-    email = data.get("customer_email")
-    if isinstance(email, str) and "@" in email and len(email) <= 254:
-        reported["customer_email"] = email
-    for name in ("amount", "product_id"):
-        value = data.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            reported[name] = value
-    for name, keys in (
-        ("next_payment_date", ("next_payment_date",)),
-        ("cancelled_at", ("cancelled_at",)),
-        ("ended_at", ("ended_at",)),
-        ("started_at", ("created_at",)),
-        ("trial_ends_at", _TRIAL_END_KEYS),
-    ):
-        for key in keys:
-            if key in data:
-                value = data.get(key)
-                parsed = parse_timestamp(value)
-                if parsed is not None or value is None:
-                    reported[name] = parsed
-                break
-    metadata = data.get("metadata")
-    if isinstance(metadata, dict):
-        reported["metadata"] = metadata
+    reported = reported_fields(data)
     if session is not None and subscription.session_id is None:
         reported["session"] = session
         if subscription.user_id is None and session.user_id is not None:
@@ -380,73 +346,8 @@ def _send(signal, hook: ReceiverErrorHook | None, kwargs: dict[str, Any]) -> Non
         hook(errors)
 
 
-# -- reading reports -------------------------------------------------------------------------------
-
-
-def subscription_id_of(data: Any, *keys: str) -> str | None:
-    if not isinstance(data, Mapping):
-        return None
-    for key in keys:
-        value = data.get(key)
-        if isinstance(value, str) and value.strip() and len(value) <= MAX_SUBSCRIPTION_ID:
-            return value.strip()
-    return None
-
-
-def _status_of(data: Mapping[str, Any]) -> str | None:
-    value = data.get("status")
-    return REMOTE_SUBSCRIPTION_STATUS.get(value.lower()) if isinstance(value, str) else None
-
-
 def _occurred_at(event: KhaimeEvent, record: WebhookEvent) -> datetime:
     return parse_timestamp(event.payload.get("occurred_at")) or record.received_at
-
-
-def _payment_history(data: Mapping[str, Any]) -> list[tuple[ledger.PaymentFacts, str]]:
-    """The money-received entries of ``payment_history`` as ledger facts, in Khaime's order
-    (oldest first, as ``GET /subscriptions/{id}`` documents)."""
-    history = data.get("payment_history")
-    if not isinstance(history, list):
-        return []
-    entries = []
-    for entry in history:
-        transaction_id = ledger.transaction_id_of(entry)
-        status = entry.get("status") if isinstance(entry, dict) else None
-        if transaction_id is None or (isinstance(status, str) and status.lower() not in MONEY_RECEIVED):
-            continue
-        amount, currency = entry.get("amount"), entry.get("currency")
-        valid = isinstance(amount, int) and not isinstance(amount, bool) and isinstance(currency, str)
-        facts = ledger.PaymentFacts(
-            transaction_id=transaction_id,
-            amount=amount if valid else None,
-            currency=currency if valid else "",
-            paid_at=parse_timestamp(entry.get("paid_at")),
-            amounts={},
-            is_live=None,
-        )
-        entries.append((facts, str(status)))
-    return entries
-
-
-def _match_session(data: Mapping[str, Any]) -> PaymentSession | None:
-    """The checkout that started the subscription: by ``metadata.reference``, then session id."""
-    metadata = data.get("metadata")
-    reference = metadata.get("reference") if isinstance(metadata, Mapping) else None
-    lookups: list[dict[str, Any]] = []
-    if isinstance(reference, str):
-        try:
-            lookups.append({"reference": uuid.UUID(reference)})
-        except ValueError:
-            pass
-    session_id = data.get("session_id")
-    if isinstance(session_id, str) and session_id:
-        lookups.append({"session_id": session_id})
-    for lookup in lookups:
-        try:
-            return PaymentSession.objects.get(**lookup)
-        except PaymentSession.DoesNotExist:
-            continue
-    return None
 
 
 # -- reconciliation --------------------------------------------------------------------------------
@@ -555,7 +456,7 @@ def _needs_detail(local: Subscription | None, item: Mapping[str, Any]) -> bool:
 def _reconcile_one(
     report: SubscriptionSyncReport, local: Subscription | None, data: Mapping[str, Any], *, is_live: bool, on_change
 ) -> None:
-    status = _status_of(data)
+    status = status_of(data)
     before = local.status if local is not None else None
     if report.dry_run:
         if local is None or (status is not None and status != local.status) or _needs_detail(local, data):
@@ -589,7 +490,7 @@ def refresh_subscription(subscription: Subscription, *, source: str, client: Any
     with transaction.atomic():
         result = apply_subscription_report(
             data,
-            status=_status_of(data),
+            status=status_of(data),
             occurred_at=timezone.now().replace(microsecond=0),
             is_live=subscription.mode == Mode.LIVE,
             source=source,
