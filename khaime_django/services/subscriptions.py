@@ -1,27 +1,14 @@
 """``subscription.*`` webhook events, and the subscription side of payment events and
-reconciliation: one :class:`~khaime_django.models.Subscription` per Khaime ``sub_...`` id, kept
-as new as the newest report about it.
-
-Every report (an event's subscription object, a ``GET /subscriptions`` item, a payment event
-naming a subscription) goes through :func:`apply_subscription_report`:
-
-1. the row is upserted by ``subscription_id`` (a ``renewed`` before ``created`` creates it);
-2. every payment in ``payment_history`` is recorded in the ledger, by transaction id, whether or
-   not the report is the newest: payments are facts, not state;
-3. the report's state (status, next payment date, ...) is applied only when it is not older than
-   the newest one applied: by ``occurred_at``; within one second (Khaime's resolution) by the
-   number of payments it lists, then by how far along its status is (``STATUS_RANK``);
-4. payments are classified: the oldest of ``payment_history`` is the checkout's, every other one a
-   renewal; each renewal sends ``subscription_renewed`` once (a conditional UPDATE claims it).
+reconciliation. Each event or answer of Khaime's is one report about a subscription, applied by
+``subscription_reports`` (whose names are importable from here as well, as before the move).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from typing import Any
 
 from django.db import transaction
@@ -32,60 +19,23 @@ from ..client import get_client
 from ..conf import khaime_settings
 from ..exceptions import KhaimeAuthenticationError, KhaimeError, KhaimeRateLimitError
 from ..models import Mode, Payment, PaymentSession, Source, Subscription, WebhookEvent, WebhookOutcome
-from ..subscription_statuses import EVENT_SUBSCRIPTION_STATUS, STATUS_RANK, SubscriptionStatus
+from ..subscription_statuses import EVENT_SUBSCRIPTION_STATUS, SubscriptionStatus
 from ..timestamps import parse_timestamp
-from ..transitions import ReceiverErrorHook, current_receiver_error_hook, send_robust, transition
 from ..webhooks import KhaimeEvent
-from . import ledger
 from .events import Applied
-from .subscription_payloads import (  # noqa: F401  (the constants are re-exported)
-    MAX_SUBSCRIPTION_ID,
-    MONEY_RECEIVED,
-    payment_history,
-    reported_fields,
-    starting_session,
-    status_of,
-    subscription_id_of,
+from .subscription_payloads import MAX_SUBSCRIPTION_ID, MONEY_RECEIVED, status_of, subscription_id_of  # noqa: F401
+from .subscription_reports import (  # noqa: F401  (claim_subscription is re-exported)
+    ReportResult,
+    apply_subscription_report,
+    claim_subscription,
+    on_commit_send,
+    update_subscription,
 )
 
 logger = logging.getLogger(__name__)
 
 #: Statuses a received payment moves to ``active`` (when the payment is the newest report).
 PAYABLE_STATUSES = (SubscriptionStatus.PENDING, SubscriptionStatus.DUE)
-
-
-@dataclass
-class ReportResult:
-    """What applying one report did."""
-
-    subscription: Subscription
-    created: bool = False
-    newest: bool = True
-    status_changed: bool = False
-    fields_changed: bool = False
-    payments_recorded: list[str] = field(default_factory=list)
-    renewals: list[str] = field(default_factory=list)
-
-    @property
-    def changed(self) -> bool:
-        return self.created or self.status_changed or self.fields_changed or bool(self.payments_recorded)
-
-    def describe(self) -> str:
-        sub = self.subscription
-        parts = []
-        if self.created:
-            parts.append(f"subscription {sub.subscription_id} recorded")
-        if self.status_changed:
-            parts.append(f"subscription is now {sub.status}")
-        elif self.fields_changed:
-            parts.append("subscription updated")
-        if not self.newest:
-            parts.append(f"an older report than the one applied ({sub.status}): state kept")
-        if self.payments_recorded:
-            parts.append("recorded payment " + ", ".join(self.payments_recorded))
-        if self.renewals:
-            parts.append("renewal " + ", ".join(self.renewals))
-        return "; ".join(parts) or f"subscription {sub.subscription_id} was already {sub.status}"
 
 
 # -- the webhook handlers --------------------------------------------------------------------------
@@ -113,7 +63,7 @@ def apply_subscription_event(record: WebhookEvent, event: KhaimeEvent, source: s
         detail=f"{event.event_type} {event.event_id}",
     )
     if event.event_type == "subscription.trial_ending" and _claim_trial_ending(result.subscription):
-        _on_commit_send(signals.subscription_trial_ending, subscription=result.subscription)
+        on_commit_send(signals.subscription_trial_ending, subscription=result.subscription)
         result.fields_changed = True
     outcome = WebhookOutcome.APPLIED if result.changed else WebhookOutcome.DUPLICATE
     if not result.newest and not result.payments_recorded:
@@ -166,166 +116,6 @@ def apply_subscription_payment(
     )
 
 
-# -- one report ------------------------------------------------------------------------------------
-
-
-def apply_subscription_report(
-    data: Mapping[str, Any],
-    *,
-    status: str | None,
-    occurred_at: datetime,
-    source: str,
-    detail: str,
-    is_live: bool | None = None,
-    session: PaymentSession | None = None,
-    payment: Payment | None = None,
-    state: bool = True,
-    strictly_newer: bool = False,
-    claimed: tuple[Subscription, bool] | None = None,
-) -> ReportResult:
-    """Apply what ``data`` (a subscription object, or part of one) says, as of ``occurred_at``.
-    ``status`` is the status it implies (None: it says nothing about the status). ``payment``
-    is a ledger row the report is about (a payment event's). ``state=False``: the report says
-    nothing about the subscription's state (a ``payment.succeeded``): only payments and links
-    are recorded. ``strictly_newer``: a report of the same second as the newest applied one
-    changes nothing (a ``payment.failed``, which lists no payments to order it by). ``claimed``:
-    what :func:`claim_subscription` answered, when the caller already locked the row. Call inside
-    a transaction."""
-    subscription_id = subscription_id_of(data, "id", "subscription_id")
-    if subscription_id is None:
-        raise ValueError("the report names no subscription id")
-    if session is None:
-        session = starting_session(data)
-    history = payment_history(data)
-    with transaction.atomic():
-        subscription, created = claimed or claim_subscription(subscription_id, session=session, is_live=is_live)
-        result = ReportResult(subscription, created=created)
-        first = history[0][0].transaction_id if history else ""
-        if first and not subscription.first_transaction_id:
-            _update(subscription, first_transaction_id=first)
-        # One query for the payments already linked, so a long history costs no INSERT per entry.
-        linked = set(
-            Payment.objects.filter(
-                transaction_id__in=[facts.transaction_id for facts, _status in history], subscription__isnull=False
-            ).values_list("transaction_id", flat=True)
-        )
-        for facts, _status in history:
-            if facts.transaction_id in linked:
-                continue
-            recorded, new = ledger.record_payment(facts, session=subscription.session, subscription=subscription)
-            if new and recorded is not None:
-                result.payments_recorded.append(recorded.transaction_id)
-        if payment is not None and payment.subscription_id is None:
-            Payment.objects.filter(pk=payment.pk).update(subscription=subscription)
-            payment.subscription = subscription
-        if state:
-            result.newest = _is_newest(subscription, occurred_at, len(history) if history else None, status)
-            last = subscription.last_event_at
-            if strictly_newer and last is not None and occurred_at <= last:
-                result.newest = False
-        if state and result.newest:
-            result.fields_changed = _apply_fields(subscription, data, session, occurred_at, len(history) or None)
-            if status is not None and status != subscription.status:
-                result.status_changed = transition(subscription, status, source=source, detail=detail)
-        result.renewals = _send_renewals(subscription)
-    return result
-
-
-def claim_subscription(
-    subscription_id: str, *, session: PaymentSession | None, is_live: bool | None
-) -> tuple[Subscription, bool]:
-    """The row of ``subscription_id``, inserted if new (``subscription_created`` then goes out on
-    commit), locked until the transaction ends. Every path locks the subscription before it
-    records any of its payments, so two reports of one renewal cannot deadlock."""
-    subscription, created = ledger.insert_or_get(
-        Subscription, {"subscription_id": subscription_id}, _initial_fields(session, is_live)
-    )
-    if created:
-        _on_commit_send(signals.subscription_created, subscription=subscription)
-    return subscription, created
-
-
-def _is_newest(subscription: Subscription, occurred_at: datetime, payments: int | None, status: str | None) -> bool:
-    """Is a report of ``occurred_at`` listing ``payments`` payments and implying ``status`` at
-    least as new as the newest applied to ``subscription``?"""
-    if subscription.last_event_at is None:
-        return True
-    if occurred_at != subscription.last_event_at:
-        return occurred_at > subscription.last_event_at
-    if payments is not None and payments != subscription.last_payment_count:
-        return payments > subscription.last_payment_count
-    if status is None:
-        return True
-    return STATUS_RANK[status] >= STATUS_RANK[subscription.status]
-
-
-def _initial_fields(session: PaymentSession | None, is_live: bool | None) -> dict[str, Any]:
-    fields: dict[str, Any] = {"session": session, "user": session.user if session is not None else None}
-    if is_live is not None:
-        fields["mode"] = Mode.LIVE if is_live else Mode.SANDBOX
-    elif session is not None:
-        fields["mode"] = session.mode
-    if session is not None:
-        fields.update(
-            customer_email=session.customer_email,
-            product_id=session.product_id,
-            product_name=session.product_name,
-            frequency=session.subscription_frequency_key,
-            currency=session.currency,
-            amount=session.total_amount if session.total_amount is not None else session.amount,
-        )
-    return fields
-
-
-def _apply_fields(
-    subscription: Subscription,
-    data: Mapping[str, Any],
-    session: PaymentSession | None,
-    occurred_at: datetime,
-    payments: int | None,
-) -> bool:
-    """Copy what the report says onto the row (the status aside). True when something Khaime
-    reports changed (our own bookkeeping does not count)."""
-    reported = reported_fields(data)
-    if session is not None and subscription.session_id is None:
-        reported["session"] = session
-        if subscription.user_id is None and session.user_id is not None:
-            reported["user_id"] = session.user_id
-    changed = {name: value for name, value in reported.items() if getattr(subscription, name) != value}
-    bookkeeping: dict[str, Any] = {"last_event_at": occurred_at}
-    if payments is not None:
-        bookkeeping["last_payment_count"] = payments
-    _update(subscription, **changed, **bookkeeping)
-    return bool(changed)
-
-
-def _update(subscription: Subscription, **fields: Any) -> None:
-    if not fields:
-        return
-    Subscription.objects.filter(pk=subscription.pk).update(updated_at=timezone.now(), **fields)
-    for name, value in fields.items():
-        setattr(subscription, name, value)
-
-
-def _send_renewals(subscription: Subscription) -> list[str]:
-    """Classify the subscription's unclassified payments once its first one is known, and send
-    ``subscription_renewed`` once per renewal (the conditional UPDATE is the claim)."""
-    first = subscription.first_transaction_id
-    if first:
-        unknown = Payment.objects.filter(subscription=subscription, is_renewal__isnull=True)
-        unknown.filter(transaction_id=first).update(is_renewal=False)
-        unknown.exclude(transaction_id=first).update(is_renewal=True)
-    sent = []
-    pending = Payment.objects.filter(subscription=subscription, is_renewal=True, renewal_signalled_at__isnull=True)
-    for payment in pending.order_by("paid_at", "pk"):
-        if Payment.objects.filter(pk=payment.pk, renewal_signalled_at__isnull=True).update(
-            renewal_signalled_at=timezone.now()
-        ):
-            _on_commit_send(signals.subscription_renewed, subscription=subscription, payment=payment)
-            sent.append(payment.transaction_id)
-    return sent
-
-
 def _claim_trial_ending(subscription: Subscription) -> bool:
     """Claim the one ``subscription_trial_ending`` of the subscription's current trial end."""
     ends = subscription.trial_ends_at or subscription.started_at or subscription.created_at
@@ -334,16 +124,6 @@ def _claim_trial_ending(subscription: Subscription) -> bool:
         .exclude(trial_ending_notified_for=ends)
         .update(trial_ending_notified_for=ends)
     )
-
-
-def _on_commit_send(signal, **kwargs: Any) -> None:
-    transaction.on_commit(partial(_send, signal, current_receiver_error_hook(), kwargs))
-
-
-def _send(signal, hook: ReceiverErrorHook | None, kwargs: dict[str, Any]) -> None:
-    errors = send_robust(signal, sender=Subscription, **kwargs)
-    if errors and hook is not None:
-        hook(errors)
 
 
 def _occurred_at(event: KhaimeEvent, record: WebhookEvent) -> datetime:
@@ -474,7 +254,7 @@ def _reconcile_one(
             source=Source.SYNC,
             detail="khaime_sync",
         )
-        _update(result.subscription, last_checked_at=timezone.now())
+        update_subscription(result.subscription, last_checked_at=timezone.now())
     if result.changed:
         report.changed += 1
         if on_change:
@@ -496,5 +276,5 @@ def refresh_subscription(subscription: Subscription, *, source: str, client: Any
             source=source,
             detail="refreshed from Khaime",
         )
-        _update(result.subscription, last_checked_at=timezone.now())
+        update_subscription(result.subscription, last_checked_at=timezone.now())
     return result
