@@ -22,7 +22,7 @@ from ..inserts import insert_unless_conflict
 from ..models import Source, WebhookEvent, WebhookOutcome
 from ..transitions import collect_receiver_errors
 from ..webhooks import KhaimeEvent
-from . import ledger, refund_events, subscriptions
+from . import ledger, refund_events, subscription_events
 from .events import MAX_ERROR_TEXT, Applied, EventHandler
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 #: event of a family not listed here is stored and answered ``ignored``.
 EVENT_HANDLERS: dict[str, EventHandler] = {
     "payment": ledger.apply_payment_event,
-    "subscription": subscriptions.apply_subscription_event,
+    "subscription": subscription_events.apply_subscription_event,
     "refund": refund_events.apply_refund_event,
 }
 

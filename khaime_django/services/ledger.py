@@ -20,7 +20,7 @@ from ..inserts import insert_unless_conflict
 from ..models import Mode, Payment, PaymentSession, Subscription, WebhookEvent, WebhookOutcome
 from ..money import is_amount
 from ..webhooks import KhaimeEvent
-from . import payments, subscriptions
+from . import payments, subscription_events, subscription_reports
 from .events import Applied
 
 logger = logging.getLogger(__name__)
@@ -160,10 +160,12 @@ def apply_payment_event(record: WebhookEvent, event: KhaimeEvent, source: str) -
     applied = payments.apply_payment_event(record, event, source)
     payment = None
     claimed = None
-    subscription_id = subscriptions.subscription_id_of_payment(event)
+    subscription_id = subscription_events.subscription_id_of_payment(event)
     if subscription_id is not None and event.event_type in ("payment.succeeded", "payment.failed"):
         # The subscription is locked before its payment is recorded, as on every other path.
-        claimed = subscriptions.claim_subscription(subscription_id, session=applied.session, is_live=event.is_live)
+        claimed = subscription_reports.claim_subscription(
+            subscription_id, session=applied.session, is_live=event.is_live
+        )
     if event.event_type in MONEY_RECEIVED_EVENTS:
         facts = payment_facts(event)
         if facts is None:
@@ -181,7 +183,9 @@ def apply_payment_event(record: WebhookEvent, event: KhaimeEvent, source: str) -
                 # ledger gained the row.
                 applied = _with_note(applied, f"recorded payment {payment.transaction_id} ({payment.display_amount})")
     if claimed is not None:
-        result = subscriptions.apply_subscription_payment(record, event, source, payment, applied.session, claimed)
+        result = subscription_events.apply_subscription_payment(
+            record, event, source, payment, applied.session, claimed
+        )
         outcome = applied.outcome
         if result.status_changed or result.created or result.renewals:
             outcome = WebhookOutcome.APPLIED
