@@ -9,7 +9,9 @@ live here and in transitions.py, HTTP to Khaime lives in client/.
 - ``inbox``: handle_webhook_event and the webhook inbox (record, apply, apply again, prune),
   dispatching each event family to its handler module (``payments`` for ``payment.*``)
 - ``ledger``: the Payment ledger (record_payment), and ``payment.*``'s handler around ``payments``
-- ``subscriptions``: ``subscription.*`` events, sync_subscriptions, refresh_subscription
+- ``subscriptions``: the subscription use cases' public names, from ``subscription_events``
+  (``subscription.*`` events), ``subscription_sync`` (sync_subscriptions, refresh_subscription),
+  ``subscription_reports`` (applying one report) and ``subscription_payloads`` (reading one)
 
 Everything public is importable from ``khaime_django.services`` itself, as before.
 """
