@@ -310,7 +310,7 @@ class Subscription(models.Model):
 
     Fields copied from Khaime's subscription object keep its names; ``product_name`` is its
     ``product_title``. The status changes only through ``transitions.transition``; the other
-    fields are updated from the newest report (``last_event_at``, see services.subscriptions).
+    fields are updated from the newest report (``last_event_at``, see services.subscription_reports).
     """
 
     subscription_id = models.CharField(_("Khaime subscription id"), max_length=255, unique=True)

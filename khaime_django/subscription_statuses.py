@@ -5,7 +5,7 @@ Khaime's subscription object says ``active``, ``due``, ``paused``, ``cancelled``
 ``pending`` (a row created from a payment event before any subscription object arrived) and
 ``trialing`` (between ``subscription.trial_started`` and ``trial_ended``) are what the events
 imply. Which event is newest is decided before a transition is asked for
-(``services.subscriptions``), so the machine itself allows every move but out of ``expired``.
+(``services.subscription_reports``), so the machine itself allows every move but out of ``expired``.
 """
 
 from __future__ import annotations
