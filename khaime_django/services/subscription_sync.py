@@ -136,17 +136,7 @@ def _reconcile_one(
             if on_change:
                 on_change(data.get("id"), before, status)
         return
-    with transaction.atomic():
-        result = apply_subscription_report(
-            data,
-            status=status,
-            # Khaime's timestamps have whole seconds; see docs/subscriptions.md, "Ordering".
-            occurred_at=timezone.now().replace(microsecond=0),
-            is_live=is_live,
-            source=Source.SYNC,
-            detail="khaime_sync",
-        )
-        update_subscription(result.subscription, last_checked_at=timezone.now())
+    result = _apply_answer(data, is_live=is_live, source=Source.SYNC, detail="khaime_sync")
     if result.changed:
         report.changed += 1
         if on_change:
@@ -159,14 +149,20 @@ def refresh_subscription(subscription: Subscription, *, source: str, client: Any
     (the admin's "Refresh from Khaime"). Raises the client's ``KhaimeError``."""
     client = client or get_client()
     data = client.get_subscription(subscription.subscription_id)
+    return _apply_answer(data, is_live=subscription.mode == Mode.LIVE, source=source, detail="refreshed from Khaime")
+
+
+def _apply_answer(data: Mapping[str, Any], *, is_live: bool, source: str, detail: str) -> ReportResult:
+    """Apply what Khaime answered about a subscription just now, and note that we asked."""
     with transaction.atomic():
         result = apply_subscription_report(
             data,
             status=status_of(data),
+            # Khaime's timestamps have whole seconds; see docs/subscriptions.md, "Ordering".
             occurred_at=timezone.now().replace(microsecond=0),
-            is_live=subscription.mode == Mode.LIVE,
+            is_live=is_live,
             source=source,
-            detail="refreshed from Khaime",
+            detail=detail,
         )
         update_subscription(result.subscription, last_checked_at=timezone.now())
     return result
