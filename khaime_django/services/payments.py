@@ -4,6 +4,7 @@ the session through the status machine."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -104,6 +105,12 @@ def match_session(event: KhaimeEvent) -> PaymentSession | None:
     then by Khaime's session id."""
     lookups: list[dict[str, Any]] = [{"reference": event.reference}] if event.reference is not None else []
     lookups += [{"session_id": session_id} for session_id in event.session_ids]
+    return first_session(lookups)
+
+
+def first_session(lookups: Iterable[Mapping[str, Any]]) -> PaymentSession | None:
+    """The session the first of ``lookups`` (each on a unique key: ``reference``, ``session_id``)
+    finds, or None."""
     for lookup in lookups:
         try:  # get(), not first(): both keys are unique, and first() would add an ORDER BY
             return PaymentSession.objects.get(**lookup)

@@ -14,7 +14,7 @@ from typing import Any
 from ..models import PaymentSession
 from ..subscription_statuses import REMOTE_SUBSCRIPTION_STATUS
 from ..timestamps import parse_timestamp
-from . import ledger
+from . import ledger, payments
 
 #: The longest subscription id stored (``Subscription.subscription_id``).
 MAX_SUBSCRIPTION_ID = 255
@@ -118,9 +118,4 @@ def starting_session(data: Mapping[str, Any]) -> PaymentSession | None:
     session_id = data.get("session_id")
     if isinstance(session_id, str) and session_id:
         lookups.append({"session_id": session_id})
-    for lookup in lookups:
-        try:
-            return PaymentSession.objects.get(**lookup)
-        except PaymentSession.DoesNotExist:
-            continue
-    return None
+    return payments.first_session(lookups)
