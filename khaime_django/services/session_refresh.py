@@ -16,13 +16,13 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from ..client import get_client
 from ..conf import khaime_settings
 from ..exceptions import KhaimeError, KhaimeRateLimitError
+from ..inserts import insert_unless_conflict
 from ..models import PaymentSession, RefreshBudget, Source
 from ..statuses import AWAITING_STATUSES, RECHECKED_STATUSES, REMOTE_STATUS, REMOTE_STATUS_UNCHANGED, Status
 from ..timestamps import parse_timestamp
@@ -173,10 +173,7 @@ def take_refresh_budget(now) -> bool:
     for _attempt in range(2):
         if this_hour.filter(used__lt=limit).update(used=F("used") + 1):
             return True
-        try:
-            with transaction.atomic():
-                RefreshBudget.objects.create(key=_api_key_hash(), window=window, used=1)
-        except IntegrityError:
+        if not insert_unless_conflict(RefreshBudget(key=_api_key_hash(), window=window, used=1)):
             continue  # the hour's row exists: full, or another process just made it
         RefreshBudget.objects.filter(window__lt=window - timedelta(days=1)).delete()
         return True
