@@ -177,7 +177,29 @@ class PaymentSession(models.Model):
         return format_money(self.refunded_amount, self.currency)
 
 
-class StatusChange(models.Model):
+class StatusHistory(models.Model):
+    """One row per real status change of a stateful model, whatever path caused it; written only by
+    ``transitions.transition``. A history adds its foreign key (``related_name="status_changes"``),
+    ``from_status`` and ``to_status`` with its machine's choices, and its verbose names in a
+    ``Meta(StatusHistory.Meta)``, which keeps the ordering."""
+
+    source = models.CharField(_("source"), max_length=16, choices=Source.choices)
+    detail = models.TextField(_("detail"), blank=True)
+    created_at = models.DateTimeField(_("when"), default=timezone.now)
+
+    # Each history declares these, with its own machine's choices.
+    from_status: str
+    to_status: str
+
+    class Meta:
+        abstract = True
+        ordering = ["created_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.from_status} -> {self.to_status} ({self.source})"
+
+
+class StatusChange(StatusHistory):
     """One row per real status change, whatever path caused it."""
 
     session = models.ForeignKey(
@@ -185,17 +207,10 @@ class StatusChange(models.Model):
     )
     from_status = models.CharField(_("from"), max_length=16, choices=Status.choices)
     to_status = models.CharField(_("to"), max_length=16, choices=Status.choices)
-    source = models.CharField(_("source"), max_length=16, choices=Source.choices)
-    detail = models.TextField(_("detail"), blank=True)
-    created_at = models.DateTimeField(_("when"), default=timezone.now)
 
-    class Meta:
+    class Meta(StatusHistory.Meta):
         verbose_name = _("status change")
         verbose_name_plural = _("status changes")
-        ordering = ["created_at", "pk"]
-
-    def __str__(self) -> str:
-        return f"{self.from_status} -> {self.to_status} ({self.source})"
 
 
 class WebhookOutcome(models.TextChoices):
@@ -423,7 +438,7 @@ class Subscription(models.Model):
         return self.next_payment_date
 
 
-class SubscriptionStatusChange(models.Model):
+class SubscriptionStatusChange(StatusHistory):
     """One row per real status change of a subscription."""
 
     subscription = models.ForeignKey(
@@ -431,17 +446,10 @@ class SubscriptionStatusChange(models.Model):
     )
     from_status = models.CharField(_("from"), max_length=16, choices=SubscriptionStatus.choices)
     to_status = models.CharField(_("to"), max_length=16, choices=SubscriptionStatus.choices)
-    source = models.CharField(_("source"), max_length=16, choices=Source.choices)
-    detail = models.TextField(_("detail"), blank=True)
-    created_at = models.DateTimeField(_("when"), default=timezone.now)
 
-    class Meta:
+    class Meta(StatusHistory.Meta):
         verbose_name = _("subscription status change")
         verbose_name_plural = _("subscription status changes")
-        ordering = ["created_at", "pk"]
-
-    def __str__(self) -> str:
-        return f"{self.from_status} -> {self.to_status} ({self.source})"
 
 
 class Payment(models.Model):
@@ -588,7 +596,7 @@ class Refund(models.Model):
         return format_money(self.amount, self.currency)
 
 
-class RefundStatusChange(models.Model):
+class RefundStatusChange(StatusHistory):
     """One row per real status change of a refund."""
 
     refund = models.ForeignKey(
@@ -596,14 +604,7 @@ class RefundStatusChange(models.Model):
     )
     from_status = models.CharField(_("from"), max_length=16, choices=RefundStatus.choices)
     to_status = models.CharField(_("to"), max_length=16, choices=RefundStatus.choices)
-    source = models.CharField(_("source"), max_length=16, choices=Source.choices)
-    detail = models.TextField(_("detail"), blank=True)
-    created_at = models.DateTimeField(_("when"), default=timezone.now)
 
-    class Meta:
+    class Meta(StatusHistory.Meta):
         verbose_name = _("refund status change")
         verbose_name_plural = _("refund status changes")
-        ordering = ["created_at", "pk"]
-
-    def __str__(self) -> str:
-        return f"{self.from_status} -> {self.to_status} ({self.source})"
