@@ -18,19 +18,19 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from .conf import khaime_settings
-from .money import format_money
-from .refund_statuses import COUNTED_STATUSES, RefundOrigin, RefundStatus
+from ..conf import khaime_settings
+from ..money import format_money
+from ..refund_statuses import COUNTED_STATUSES, RefundOrigin, RefundStatus
 
 # Status and its sets live in statuses.py; they stay importable from here, as before.
-from .statuses import (
+from ..statuses import (
     AWAITING_STATUSES,
     FINAL_STATUSES,
     OPEN_STATUSES,
     PAID_STATUSES,
     Status,
 )
-from .subscription_statuses import SubscriptionStatus
+from ..subscription_statuses import SubscriptionStatus
 
 
 class Mode(models.TextChoices):
