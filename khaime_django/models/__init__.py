@@ -31,20 +31,39 @@ from ..statuses import (
     Status,
 )
 from ..subscription_statuses import SubscriptionStatus
+from .history import Source, StatusHistory
+
+__all__ = [
+    "AWAITING_STATUSES",
+    "COUNTED_STATUSES",
+    "FINAL_STATUSES",
+    "OPEN_STATUSES",
+    "PAID_STATUSES",
+    "Mode",
+    "Payment",
+    "PaymentSession",
+    "RefreshBudget",
+    "Refund",
+    "RefundOrigin",
+    "RefundStatus",
+    "RefundStatusChange",
+    "Source",
+    "Status",
+    "StatusChange",
+    "StatusHistory",
+    "Subscription",
+    "SubscriptionQuerySet",
+    "SubscriptionStatus",
+    "SubscriptionStatusChange",
+    "WebhookEvent",
+    "WebhookOutcome",
+    "checkout_payment_of",
+]
 
 
 class Mode(models.TextChoices):
     SANDBOX = "sandbox", _("Sandbox")
     LIVE = "live", _("Live")
-
-
-class Source(models.TextChoices):
-    CHECKOUT = "checkout", _("Checkout")
-    RETURN = "return", _("Success return")
-    CANCEL = "cancel", _("Cancel return")
-    WEBHOOK = "webhook", _("Webhook")
-    SYNC = "sync", _("Reconciliation")
-    ADMIN = "admin", _("Admin")
 
 
 class PaymentSession(models.Model):
@@ -175,28 +194,6 @@ class PaymentSession(models.Model):
     @property
     def display_refunded(self) -> str:
         return format_money(self.refunded_amount, self.currency)
-
-
-class StatusHistory(models.Model):
-    """One row per real status change of a stateful model, whatever path caused it; written only by
-    ``transitions.transition``. A history adds its foreign key (``related_name="status_changes"``),
-    ``from_status`` and ``to_status`` with its machine's choices, and its verbose names in a
-    ``Meta(StatusHistory.Meta)``, which keeps the ordering."""
-
-    source = models.CharField(_("source"), max_length=16, choices=Source.choices)
-    detail = models.TextField(_("detail"), blank=True)
-    created_at = models.DateTimeField(_("when"), default=timezone.now)
-
-    # Each history declares these, with its own machine's choices.
-    from_status: str
-    to_status: str
-
-    class Meta:
-        abstract = True
-        ordering = ["created_at", "pk"]
-
-    def __str__(self) -> str:
-        return f"{self.from_status} -> {self.to_status} ({self.source})"
 
 
 class StatusChange(StatusHistory):
