@@ -19,7 +19,7 @@ from ..statuses import AWAITING_STATUSES, FINAL_STATUSES, OPEN_STATUSES, PAID_ST
 from .history import StatusHistory
 
 if TYPE_CHECKING:
-    from . import Payment
+    from .ledger import Payment
 
 
 class Mode(models.TextChoices):
@@ -144,7 +144,7 @@ class PaymentSession(models.Model):
     @property
     def checkout_payment(self) -> Payment | None:
         """The payment this checkout itself took (not a later subscription renewal), if recorded."""
-        from . import checkout_payment_of  # imported here: the ledger's Payment points to this module
+        from .ledger import checkout_payment_of  # imported here: the ledger imports this module
 
         return checkout_payment_of(self)
 
