@@ -1,5 +1,14 @@
-"""What khaime-django stores.
+"""What khaime-django stores, one module per family of models:
 
+- ``sessions``: :class:`PaymentSession` (a checkout attempt), its :class:`StatusChange` history,
+  :class:`Mode`, and :class:`RefreshBudget`;
+- ``inbox``: :class:`WebhookEvent` and :class:`WebhookOutcome`;
+- ``subscriptions``: :class:`Subscription`, :class:`SubscriptionQuerySet`, :class:`SubscriptionStatusChange`;
+- ``ledger``: :class:`Payment` and :func:`checkout_payment_of`;
+- ``refunds``: :class:`Refund` and :class:`RefundStatusChange`;
+- ``history``: :class:`Source` and :class:`StatusHistory`, what the three histories share.
+
+Import them from here (``from khaime_django.models import PaymentSession``), as before the split.
 Fields copied from Khaime keep Khaime's names (``session_id``, ``fee_details``, ``expires_at``);
 our own bookkeeping is named for what it means here (``reference``, ``last_error``,
 ``last_checked_at``). Amounts are integers in the currency's minor unit, as Khaime sends them.
@@ -7,16 +16,9 @@ our own bookkeeping is named for what it means here (``reference``, ``last_error
 
 from __future__ import annotations
 
-from django.conf import settings
-from django.db import models
-from django.db.models import Q
-from django.utils import timezone
-from django.utils.translation import gettext_lazy as _
-
-from ..money import format_money
+# The status names live in statuses.py, subscription_statuses.py and refund_statuses.py; they stay
+# importable from here, as before.
 from ..refund_statuses import COUNTED_STATUSES, RefundOrigin, RefundStatus
-
-# Status and its sets live in statuses.py; they stay importable from here, as before.
 from ..statuses import (
     AWAITING_STATUSES,
     FINAL_STATUSES,
@@ -28,6 +30,7 @@ from ..subscription_statuses import SubscriptionStatus
 from .history import Source, StatusHistory
 from .inbox import WebhookEvent, WebhookOutcome
 from .ledger import Payment, checkout_payment_of
+from .refunds import Refund, RefundStatusChange
 from .sessions import Mode, PaymentSession, RefreshBudget, StatusChange
 from .subscriptions import Subscription, SubscriptionQuerySet, SubscriptionStatusChange
 
@@ -57,75 +60,3 @@ __all__ = [
     "WebhookOutcome",
     "checkout_payment_of",
 ]
-
-
-class Refund(models.Model):
-    """One refund of (part of) a :class:`Payment`. Stored before Khaime is asked, so a refund in
-    flight is never lost; its status changes only through ``transitions.transition``."""
-
-    # Copied from Khaime.
-    refund_id = models.CharField(
-        _("Khaime refund id"),
-        max_length=255,
-        unique=True,
-        null=True,
-        blank=True,
-        help_text=_("ref_...; empty until Khaime's answer or webhook names it."),
-    )
-    payment = models.ForeignKey(Payment, verbose_name=_("payment"), on_delete=models.PROTECT, related_name="refunds")
-    amount = models.PositiveBigIntegerField(_("amount"), help_text=_("In the payment currency's minor unit."))
-    currency = models.CharField(_("currency"), max_length=3)
-    reason = models.CharField(_("reason"), max_length=500, blank=True)
-    status = models.CharField(_("status"), max_length=16, choices=RefundStatus.choices, default=RefundStatus.REQUESTED)
-    # Our own bookkeeping.
-    origin = models.CharField(_("made in"), max_length=16, choices=RefundOrigin.choices, default=RefundOrigin.DJANGO)
-    requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        verbose_name=_("requested by"),
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="khaime_refunds",
-    )
-    request_token = models.CharField(
-        _("request token"),
-        max_length=64,
-        unique=True,
-        null=True,
-        blank=True,
-        editable=False,
-        help_text=_("One per confirmation form: a resubmitted form finds its refund instead of making another."),
-    )
-    last_error = models.TextField(_("last error"), blank=True)
-    created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
-    completed_at = models.DateTimeField(_("completed at"), null=True, blank=True)
-    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
-
-    class Meta:
-        verbose_name = _("refund")
-        verbose_name_plural = _("refunds")
-        ordering = ["-created_at", "-pk"]
-        permissions = [("refund_payment", _("Can refund payments (sends money back to the buyer)"))]
-        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="khaime_refund_amount_positive")]
-        indexes = [models.Index(fields=["status", "-created_at"], name="khaime_refund_status")]
-
-    def __str__(self) -> str:
-        return f"{self.refund_id or _('refund')} {self.display_amount} ({self.get_status_display()})"
-
-    @property
-    def display_amount(self) -> str:
-        return format_money(self.amount, self.currency)
-
-
-class RefundStatusChange(StatusHistory):
-    """One row per real status change of a refund."""
-
-    refund = models.ForeignKey(
-        Refund, verbose_name=_("refund"), on_delete=models.CASCADE, related_name="status_changes"
-    )
-    from_status = models.CharField(_("from"), max_length=16, choices=RefundStatus.choices)
-    to_status = models.CharField(_("to"), max_length=16, choices=RefundStatus.choices)
-
-    class Meta(StatusHistory.Meta):
-        verbose_name = _("refund status change")
-        verbose_name_plural = _("refund status changes")
