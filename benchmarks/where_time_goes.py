@@ -39,6 +39,10 @@ PARTS: list[tuple[str, Callable | None]] = [
         lambda f: f.function == "_check_payment_url",
     ),
     ("get_client", lambda f: f.function == "get_client"),
+    (
+        "the buyer's Django session, loaded for the browser binding (authenticated_user, browser_token)",
+        lambda f: f.function in ("authenticated_user", "browser_token"),
+    ),
 ]
 
 
