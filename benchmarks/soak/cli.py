@@ -62,7 +62,7 @@ SHORT = {
 FULL = {
     "purchases": 5000,
     "buyers": 24,
-    "time_limit": 1500.0,
+    "time_limit": 2400.0,
     "settle_timeout": 300.0,
     "kills": 4,
     "drops": 3,
