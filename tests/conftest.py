@@ -60,6 +60,9 @@ def khaime_api():
     """Khaime stubbed with `responses` for every test. A call to it that no test registered is
     refused (so nothing reaches the network) and fails the test at teardown, naming the call,
     even if the code under test caught the connection error it got."""
+    from khaime_django.client import clear_holds
+
+    clear_holds()  # one test's 429 must not hold the next test's calls
     with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as mock:
         mock.add_passthru(NOT_STUBBED_KHAIME)
         yield mock

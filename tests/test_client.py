@@ -9,6 +9,7 @@ import traceback
 
 import pytest
 import requests
+import responses
 from django.test import override_settings
 
 from khaime_django import client as client_module
@@ -634,8 +635,91 @@ def test_unreadable_retry_after_falls_back_to_the_minimum(khaime, khaime_api, sl
 
 def test_longest_call_follows_the_clients_own_policy():
     khaime = KhaimeClient(API_KEY, API_BASE, timeout=(1, 2), max_retries=2, backoff_max=5)
-    assert khaime.longest_call() == 3 * 3 + client_module.MAX_RETRY_AFTER * 2 + 1
-    assert KhaimeClient(API_KEY, API_BASE, timeout=(1, 2), max_retries=0).longest_call() == 4
+    # Three attempts of 1 + 2 s, two retry waits and the first attempt's wait for another call's
+    # 429, each at most MAX_RETRY_AFTER.
+    assert khaime.longest_call() == 3 * 3 + client_module.MAX_RETRY_AFTER * 3 + 1
+    assert KhaimeClient(API_KEY, API_BASE, timeout=(1, 2), max_retries=0).longest_call() == (
+        4 + client_module.MAX_RETRY_AFTER
+    )
+
+
+# -- a 429 holds the whole client -------------------------------------------------------------
+
+
+def slow_down(khaime_api, retry_after: str | None = None):
+    headers = {"Retry-After": retry_after} if retry_after else {}
+    khaime_api.get(SESSION_URL, json={"success": False, "error": "slow down"}, status=429, headers=headers)
+
+
+def test_after_a_429_the_next_call_waits_out_retry_after_before_it_sends(khaime_api, sleeps):
+    """Another buyer's call, a moment after a 429, would be refused too: it waits instead of
+    spending a request of the quota on a certain 429."""
+    khaime = KhaimeClient(API_KEY, API_BASE, max_retries=0, sleep=sleeps.append)
+    slow_down(khaime_api, "2")
+    with pytest.raises(KhaimeRateLimitError):
+        khaime.get_session("sess_1")
+    khaime_api.replace(responses.GET, SESSION_URL, json=GET_OK)
+
+    assert khaime.get_session("sess_1")["status"] == "pending"
+    assert sleeps == [pytest.approx(2, abs=0.2)]
+    assert len(khaime_api.calls) == 2
+
+
+def test_a_call_that_cannot_wait_out_the_hold_fails_without_sending(khaime_api, sleeps):
+    khaime = KhaimeClient(API_KEY, API_BASE, max_retries=0, sleep=sleeps.append)
+    slow_down(khaime_api, "5")
+    with pytest.raises(KhaimeRateLimitError):
+        khaime.get_session("sess_1")
+
+    with pytest.raises(KhaimeRateLimitError, match="not sent") as refused:
+        khaime.get_session("sess_1", deadline=1.0)  # a page load: at most a second
+    assert refused.value.retry_after == pytest.approx(5, abs=0.2)
+    assert len(khaime_api.calls) == 1
+    assert sleeps == []
+
+
+def test_an_hourly_quota_holds_calls_for_a_minute_then_one_asks_again(khaime_api, sleeps, monkeypatch):
+    khaime = KhaimeClient(API_KEY, API_BASE, max_retries=0, sleep=sleeps.append)
+    slow_down(khaime_api, "3600")
+    with pytest.raises(KhaimeRateLimitError):
+        khaime.get_session("sess_1")
+    with pytest.raises(KhaimeRateLimitError, match="not sent"):
+        khaime.get_session("sess_1")
+    assert len(khaime_api.calls) == 1
+
+    real_monotonic = transport.time.monotonic
+    monkeypatch.setattr(transport.time, "monotonic", lambda: real_monotonic() + transport.MAX_HOLD)
+    khaime_api.replace(responses.GET, SESSION_URL, json=GET_OK)
+    assert khaime.get_session("sess_1")["status"] == "pending"
+    assert len(khaime_api.calls) == 2
+
+
+def test_a_429_without_retry_after_holds_the_minimum(khaime_api, sleeps):
+    khaime = KhaimeClient(API_KEY, API_BASE, max_retries=0, sleep=sleeps.append)
+    slow_down(khaime_api)
+    with pytest.raises(KhaimeRateLimitError):
+        khaime.get_session("sess_1")
+    khaime_api.replace(responses.GET, SESSION_URL, json=GET_OK)
+    khaime.get_session("sess_1")
+    assert sleeps == [pytest.approx(client_module.MIN_RATE_LIMIT_DELAY, abs=0.1)]
+
+
+def test_the_hold_is_shared_by_threads_of_one_client(khaime_api):
+    """gthread workers share a process's client: one thread's 429 holds the others."""
+    import threading
+
+    slept = []
+    khaime = KhaimeClient(API_KEY, API_BASE, max_retries=0, sleep=slept.append)
+    slow_down(khaime_api, "3")
+    with pytest.raises(KhaimeRateLimitError):
+        khaime.get_session("sess_1")
+    khaime_api.replace(responses.GET, SESSION_URL, json=GET_OK)
+    threads = [threading.Thread(target=khaime.get_session, args=("sess_1",)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(slept) == 4 and all(wait > 2.5 for wait in slept)
 
 
 def test_get_client_max_retries_override_is_a_separate_shared_client():

@@ -14,6 +14,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from khaime_django.client import transport
 from khaime_django.models import PaymentSession, RefreshBudget, Source, Status
 from khaime_django.services import session_refresh
 from khaime_django.transitions import transition
@@ -121,7 +122,9 @@ def rate_limited(khaime_api, session, retry_after):
     )
 
 
-def test_a_429_keeps_page_loads_off_that_session_until_retry_after(client, make_session, khaime_api, khaime_says):
+def test_a_429_keeps_page_loads_off_that_session_until_retry_after(
+    client, make_session, khaime_api, khaime_says, monkeypatch
+):
     """0.1.0 asked again at the next interval (and retried the 429 inside the request)."""
     session = make_session(Status.PENDING)
     rate_limited(khaime_api, session, 20)
@@ -133,10 +136,17 @@ def test_a_429_keeps_page_loads_off_that_session_until_retry_after(client, make_
     )
     success(client, session)
     assert len(khaime_api.calls) == 1
-    # Another session is still asked about: a short Retry-After is not the hourly quota.
+    # Nor about another session while Retry-After lasts: the limit is the key's, and the client
+    # holds every call until then instead of spending a request on a certain 429.
     other = make_session(Status.PENDING)
-    khaime_says(other, "pending")
-    success(client, other)
+    assert success(client, other).context["unconfirmed"] is True
+    assert len(khaime_api.calls) == 1
+    # Once it has passed, a session is asked about again: a short Retry-After is not the hour.
+    real_monotonic = transport.time.monotonic
+    monkeypatch.setattr(transport.time, "monotonic", lambda: real_monotonic() + 21)
+    third = make_session(Status.PENDING)
+    khaime_says(third, "pending")
+    success(client, third)
     assert len(khaime_api.calls) == 2
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "MAX_RETRY_AFTER",
     "MIN_RATE_LIMIT_DELAY",
     "KhaimeClient",
+    "clear_holds",
     "get_client",
     "longest_call",
 ]
@@ -74,3 +75,10 @@ def get_client(*, max_retries: int | None = None) -> KhaimeClient:
                 )
                 _clients[config] = client
     return client
+
+
+def clear_holds() -> None:
+    """Forget the 429 hold of every shared client (see transport.py): for test suites, where one
+    test's 429 must not hold the next test's calls."""
+    for client in list(_clients.values()):
+        client.clear_hold()

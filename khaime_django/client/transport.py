@@ -8,6 +8,11 @@ request to Khaime and gets back its ``data`` or a typed error.
   so a POST is retried only where Khaime cannot have acted: the connection was never made, or
   Khaime answered 429. A 429 waits at least ``MIN_RATE_LIMIT_DELAY`` and honours ``Retry-After``
   up to ``MAX_RETRY_AFTER``; a longer one is raised at once.
+- A 429 holds the whole client, not just the call that got it: until Khaime's wait has passed
+  (``Retry-After``, at least ``MIN_RATE_LIMIT_DELAY``, at most ``MAX_HOLD``), every call of this
+  client (every thread of the process) waits before it sends, or, if it cannot wait that long,
+  fails with the rate-limit error without sending. A request Khaime would refuse is not spent
+  from the quota.
 - Our own retry loop, not urllib3's ``Retry``: ``Retry`` decides per method from one
   ``allowed_methods`` list, so it cannot retry a POST on 429 while refusing it on 5xx and read
   errors without a second ``Retry`` per request; it sleeps inside urllib3, where the wait is
@@ -50,6 +55,9 @@ logger = logging.getLogger("khaime_django.client")
 MIN_RATE_LIMIT_DELAY = 0.5
 #: A 429 whose Retry-After asks for longer than this is raised at once, not waited out.
 MAX_RETRY_AFTER = 10.0
+#: The longest a 429 holds the client's calls (seconds): after a long ``Retry-After`` (an hourly
+#: quota) one call a minute per process still asks, in case the quota came back earlier.
+MAX_HOLD = 60.0
 
 
 class Transport:
@@ -76,6 +84,7 @@ class Transport:
         self.backoff_max = backoff_max
         self._sleep = sleep
         self._api_key = api_key  # only to scrub it from Khaime's error messages
+        self._hold_until = 0.0  # time.monotonic() before which no call is sent (after a 429)
         self._http = requests.Session()
         _read_environment_once(self._http, self.base_url)
         self._http.headers.update(
@@ -99,6 +108,8 @@ class Transport:
         attempt = 0
         while True:
             try:
+                if attempt == 0:  # a retry has already waited out its own 429 (_retry_delay)
+                    self._wait_for_hold(ends)
                 return self._send_once(method, url, json=json, timeout=timeout or self.timeout, ends=ends)
             except KhaimeError as error:
                 delay = self._retry_delay(method, error, attempt)
@@ -146,6 +157,7 @@ class Transport:
             return parse_response(response)
         except KhaimeRateLimitError as error:
             error.retry_after = _retry_after(response.headers.get("Retry-After"))
+            self._hold(error.retry_after)
             _redact(error, self._api_key)
             raise
         except KhaimeError as error:
@@ -153,6 +165,30 @@ class Transport:
             # the key back ("Invalid API key pk_live_..."), it must not travel on from here.
             _redact(error, self._api_key)
             raise
+
+    def clear_hold(self) -> None:
+        """Send the next call at once, whatever the last 429 asked (tests, an operator's retry)."""
+        self._hold_until = 0.0
+
+    def _hold(self, retry_after: float | None) -> None:
+        """After a 429: no call of this client is sent before Khaime's wait has passed."""
+        wait = min(max(retry_after or 0.0, MIN_RATE_LIMIT_DELAY), MAX_HOLD)
+        self._hold_until = max(self._hold_until, time.monotonic() + wait)
+
+    def _wait_for_hold(self, ends: float | None) -> None:
+        """Wait out a 429's hold before sending, or raise the rate-limit error without sending
+        when the wait is longer than a call may wait (``MAX_RETRY_AFTER``) or than ``ends``."""
+        wait = self._hold_until - time.monotonic()
+        if wait <= 0:
+            return
+        if wait > MAX_RETRY_AFTER or (ends is not None and time.monotonic() + wait >= ends):
+            error = KhaimeRateLimitError(
+                f"Khaime asked us to wait {wait:.1f}s more before the next request (429); not sent.",
+                status_code=429,
+            )
+            error.retry_after = wait
+            raise error
+        self._sleep(wait)
 
     def _request_until(self, ends: float, method: str, url: str, *, json, timeout) -> requests.Response:
         """One request that ends by ``ends`` (a ``time.monotonic()`` value) however Khaime
@@ -243,7 +279,8 @@ def longest_call(timeout: tuple[float, float], max_retries: int, backoff_max: fl
     """The longest one call can take with this timeout and retry policy, waits included (seconds)."""
     connect, read = timeout
     longest_wait = max(float(backoff_max), MAX_RETRY_AFTER)
-    return (connect + read) * (max_retries + 1) + longest_wait * max_retries + 1
+    # The first attempt may first wait out another call's 429 (at most MAX_RETRY_AFTER).
+    return (connect + read) * (max_retries + 1) + longest_wait * max_retries + MAX_RETRY_AFTER + 1
 
 
 def _retry_after(value: str | None) -> float | None:

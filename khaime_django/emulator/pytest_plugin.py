@@ -51,6 +51,9 @@ def khaime_emulator(request, khaime_emulator_server):
             "API_KEY": TEST_API_KEY,
             "WEBHOOK_SECRETS": [emulator.config.webhook_secret],
         }
+        from khaime_django.client import clear_holds
+
+        clear_holds()  # a fresh Khaime: an earlier test's 429 holds nothing
         if "live_server" in request.fixturenames:
             from django.urls import reverse
 
