@@ -54,7 +54,7 @@ SHORT = {
     "purchases": 300,
     "buyers": 12,
     "time_limit": 100.0,
-    "settle_timeout": 30.0,
+    "settle_timeout": 90.0,
     "kills": 2,
     "drops": 1,
     "refunds": 2,
