@@ -84,9 +84,9 @@ def receive_webhook_event(event: KhaimeEvent) -> str:
             new = False
         except Exception:  # noqa: BLE001 - rolled back; stored again below, alone, and logged there
             logger.warning("Could not record and enqueue Khaime webhook event %s together", event.event_id)
-            new = _store_alone(event)
+            new = _store_alone(event, using)
     else:
-        new = _store_alone(event)
+        new = _store_alone(event, using)
     if new:
         return WebhookOutcome.RECEIVED
     with transaction.atomic(using=using):
@@ -97,13 +97,13 @@ def receive_webhook_event(event: KhaimeEvent) -> str:
     return WebhookOutcome.RECEIVED
 
 
-def _store_alone(event: KhaimeEvent) -> bool:
+def _store_alone(event: KhaimeEvent, using: str) -> bool:
     """INSERT the event if it is new and, once that commits, enqueue its apply. Outside a
     transaction (the webhook view) the enqueue runs at once: the INSERT has committed."""
     pk = inbox.insert_new_event(event)
     if pk is None:
         return False
-    transaction.on_commit(partial(enqueue_apply, pk, event.event_id), using=router.db_for_write(WebhookEvent))
+    transaction.on_commit(partial(enqueue_apply, pk, event.event_id), using=using)
     return True
 
 

@@ -172,7 +172,7 @@ class Transport:
 
     def _hold(self, retry_after: float | None) -> None:
         """After a 429: no call of this client is sent before Khaime's wait has passed."""
-        wait = min(max(retry_after or 0.0, MIN_RATE_LIMIT_DELAY), MAX_HOLD)
+        wait = min(_rate_limit_wait(retry_after), MAX_HOLD)
         self._hold_until = max(self._hold_until, time.monotonic() + wait)
 
     def _wait_for_hold(self, ends: float | None) -> None:
@@ -228,7 +228,7 @@ class Transport:
             return None
         delay = self._backoff(attempt)
         if isinstance(error, KhaimeRateLimitError):
-            wanted = max(error.retry_after or 0.0, MIN_RATE_LIMIT_DELAY)
+            wanted = _rate_limit_wait(error.retry_after)
             if wanted > MAX_RETRY_AFTER:
                 return None  # an hourly quota: no request should hold a buyer that long
             delay = max(delay, wanted)
@@ -281,6 +281,11 @@ def longest_call(timeout: tuple[float, float], max_retries: int, backoff_max: fl
     longest_wait = max(float(backoff_max), MAX_RETRY_AFTER)
     # The first attempt may first wait out another call's 429 (at most MAX_RETRY_AFTER).
     return (connect + read) * (max_retries + 1) + longest_wait * max_retries + MAX_RETRY_AFTER + 1
+
+
+def _rate_limit_wait(retry_after: float | None) -> float:
+    """How long a 429 asks us to wait: its ``Retry-After``, at least ``MIN_RATE_LIMIT_DELAY``."""
+    return max(retry_after or 0.0, MIN_RATE_LIMIT_DELAY)
 
 
 def _retry_after(value: str | None) -> float | None:
