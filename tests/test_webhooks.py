@@ -741,3 +741,43 @@ def test_a_signed_body_with_a_number_that_is_not_json_is_400(deliver, constant):
     body = b'{"event_id":"evt_nan","event_type":"payment.succeeded","data":{"amount":' + constant.encode() + b"}}"
     assert deliver(body=body).status_code == 400
     assert not WebhookEvent.objects.exists()
+
+
+@pytest.mark.parametrize("depth", [33, 600])
+def test_deep_nesting_without_a_nul_is_400_too(deliver, make_session, depth):
+    """The walk is skipped for bodies with few openers and no NUL; a deep body has many openers."""
+    payload = payment_event("payment.succeeded", make_session(Status.PENDING), nested="NESTED")
+    body = json.dumps(payload).replace('"NESTED"', "[" * depth + "1" + "]" * depth)
+    response = deliver(body=body.encode())
+    assert response.status_code == 400
+    assert "deeper than" in response.content.decode()
+    assert not WebhookEvent.objects.exists()
+
+
+def test_nesting_at_the_bound_without_a_nul_is_applied(deliver, make_session):
+    session = make_session(Status.PENDING)
+    payload = payment_event("payment.succeeded", session, nested="NESTED")
+    body = json.dumps(payload).replace('"NESTED"', "[" * 20 + "1" + "]" * 20)
+    assert deliver(body=body.encode()).status_code == 200
+    session.refresh_from_db()
+    assert session.status == Status.COMPLETED
+
+
+def test_an_escaped_backslash_before_u0000_is_text_not_a_nul(deliver, make_session):
+    """``\\\\u0000`` in the body is a backslash and the letters u0000: the slow walk runs and
+    changes nothing."""
+    session = make_session(Status.PENDING)
+    payload = payment_event("payment.succeeded", session, customer={"email": "a@b.co", "name": "Ada\\u0000"})
+    assert deliver(payload).status_code == 200
+    assert WebhookEvent.objects.get().payload["data"]["customer"]["name"] == "Ada\\u0000"
+
+
+def test_a_plain_event_skips_the_walk(monkeypatch):
+    from khaime_django import webhooks
+
+    def walked(payload):
+        raise AssertionError("walked a body with no NUL and few openers")
+
+    monkeypatch.setattr(webhooks, "_checked", walked)
+    body = json.dumps({"event_id": "evt_1", "event_type": "payment.succeeded", "data": {"amount": 1.5}}).encode()
+    assert webhooks.parse_event(body).event_id == "evt_1"
