@@ -84,7 +84,12 @@ def get_backend(alias: str | None = None) -> Any:
 
 def enqueue(task_: Any, *args: Any) -> Any:
     """Enqueue ``task_`` with positional JSON arguments on KHAIME's backend and queue."""
-    return _bound(task_, backend_alias(), khaime_settings.TASK_QUEUE or "").enqueue(*args)
+    return bound(task_).enqueue(*args)
+
+
+def bound(task_: Any) -> Any:
+    """``task_`` bound to KHAIME's backend and queue."""
+    return _bound(task_, backend_alias(), khaime_settings.TASK_QUEUE or "")
 
 
 @functools.lru_cache(maxsize=64)

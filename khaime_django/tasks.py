@@ -17,7 +17,7 @@ from functools import partial
 
 from django.db import router, transaction
 
-from . import task_engine
+from . import task_engine, task_enqueue_sql
 from .models import WebhookEvent, WebhookOutcome
 from .services import inbox, reconcile
 from .webhooks import KhaimeEvent
@@ -74,13 +74,22 @@ def receive_webhook_event(event: KhaimeEvent) -> str:
     """
     using = router.db_for_write(WebhookEvent)
     if not transaction.get_connection(using).in_atomic_block and task_engine.enqueues_in_database(using):
-        # The database backend: the event and its task commit together, one commit.
+        # The database backend: the event and its task commit together, one commit; on PostgreSQL
+        # with django-tasks-db, in one statement (task_enqueue_sql).
         try:
-            with transaction.atomic(using=using):
-                pk = inbox.insert_new_event(event)
+            backend = task_engine.get_backend()
+            if task_enqueue_sql.supported(backend, using):
+                pk = task_enqueue_sql.record_and_enqueue(
+                    inbox.new_record(event), task_engine.bound(apply_webhook_event_task), backend, using
+                )
                 if pk is not None:
-                    task_engine.enqueue(apply_webhook_event_task, pk)
                     return WebhookOutcome.RECEIVED
+            else:
+                with transaction.atomic(using=using):
+                    pk = inbox.insert_new_event(event)
+                    if pk is not None:
+                        task_engine.enqueue(apply_webhook_event_task, pk)
+                        return WebhookOutcome.RECEIVED
             new = False
         except Exception:  # noqa: BLE001 - rolled back; stored again below, alone, and logged there
             logger.warning("Could not record and enqueue Khaime webhook event %s together", event.event_id)

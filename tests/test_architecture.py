@@ -69,6 +69,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "khaime_django.models.*",
             "khaime_django.state_machines",  # the StateMachine registry transitions reads
             "khaime_django.transition_sql",  # the SQL transitions runs: PostgreSQL CTE, batch history
+            "khaime_django.task_enqueue_sql",  # task mode's event + django-tasks-db row in one statement
             "khaime_django.transitions",
             "khaime_django.purchases",
         ),

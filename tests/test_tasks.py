@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
-from khaime_django import checks, services, task_engine, tasks
+from khaime_django import checks, services, task_engine, task_enqueue_sql, tasks
 from khaime_django.exceptions import KhaimeConfigurationError
 from khaime_django.models import PaymentSession, Status, StatusChange, WebhookEvent, WebhookOutcome
 
@@ -410,6 +410,7 @@ def test_on_the_database_backend_a_failed_enqueue_still_stores_the_event(setting
         raise RuntimeError("the task table is locked")
 
     monkeypatch.setattr(task_engine, "enqueue", table_locked)
+    monkeypatch.setattr(task_enqueue_sql, "record_and_enqueue", table_locked)  # PostgreSQL's one statement
     response = post_webhook_client(payment_event("payment.succeeded", make_session()))
     assert (response.status_code, response.json()["outcome"]) == (202, "received")
     assert WebhookEvent.objects.get().outcome == WebhookOutcome.RECEIVED

@@ -63,7 +63,7 @@ def record_webhook_event(event: KhaimeEvent) -> WebhookEvent:
     transaction committed, under a lock, so it answers "duplicate" instead of applying again. The
     INSERT comes first because most deliveries are new: they then cost one statement.
     """
-    record = _new_record(event)
+    record = new_record(event)
     if insert_unless_conflict(record):
         return record
     return count_redelivery(event.event_id)
@@ -81,11 +81,12 @@ def insert_new_event(event: KhaimeEvent) -> int | None:
     """Store ``event`` if it is new: its primary key, or None when the event_id is stored already
     (a redelivery: :func:`count_redelivery` counts it under its lock). Task mode's fast path: on
     PostgreSQL and SQLite a new event costs one statement, with no transaction around it."""
-    record = _new_record(event)
+    record = new_record(event)
     return record.pk if insert_unless_conflict(record) else None
 
 
-def _new_record(event: KhaimeEvent) -> WebhookEvent:
+def new_record(event: KhaimeEvent) -> WebhookEvent:
+    """The inbox row of ``event``, not saved yet."""
     return WebhookEvent(
         event_id=event.event_id,
         event_type=event.event_type,

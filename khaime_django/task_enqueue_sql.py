@@ -1,0 +1,149 @@
+"""Task mode's acknowledgement in one statement, on PostgreSQL with django-tasks-db's database
+backend: the webhook event's INSERT and the INSERT of the task that applies it, as one
+data-modifying CTE. A new event then costs one round trip and one commit, where recording it and
+calling the backend's ``enqueue()`` in a transaction costs four (BEGIN, two INSERTs, COMMIT) and
+the ORM building the task's INSERT.
+
+The task row is the one ``DatabaseBackend.enqueue()`` writes: the same model, built with the same
+values (the backend's id, its alias, the task's path, priority, queue and run_after, the
+arguments as ``{"args": [event pk], "kwargs": {}}``), with the model's ``pre_save`` and
+``post_save`` signals and the backend's ``task_enqueued`` signal sent as a ``save()`` and the
+backend send them (django-tasks-db's own ``pre_save`` receiver sets ``run_after``).
+``tests/test_task_enqueue_sql.py`` compares the two rows column by column, so an upgrade of
+django-tasks-db that changes its row fails there, not in production. Anything this module does not
+recognise (another backend, another database, another model, an id made by the database) is left
+to ``enqueue()``: :func:`supported` says which.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from django.db import connections, models
+from django.db.models.expressions import Expression
+from django.db.models.signals import post_save, pre_save
+
+from .inserts import insert_sql
+
+#: DBTaskResult's concrete fields as django-tasks-db 0.13 defines them. A model with other fields
+#: is a version this module was not checked against: :func:`supported` then answers False.
+TASK_FIELDS = frozenset(
+    {
+        "id",
+        "status",
+        "enqueued_at",
+        "started_at",
+        "finished_at",
+        "args_kwargs",
+        "priority",
+        "task_path",
+        "worker_ids",
+        "queue_name",
+        "backend_name",
+        "run_after",
+        "return_value",
+        "exception_class_path",
+        "traceback",
+    }
+)
+
+
+def supported(backend: Any, using: str) -> bool:
+    """Whether :func:`record_and_enqueue` can stand in for ``backend.enqueue()`` on database
+    ``using``: PostgreSQL, django-tasks-db's ``DatabaseBackend`` with the model this module knows,
+    and the model's own ids (an ``id_function`` of the merchant's is left to ``enqueue()``)."""
+    backend_class: Any = type(backend)
+    return getattr(backend, "id_function", None) is None and _supported(backend_class, using)
+
+
+@functools.lru_cache(maxsize=16)
+def _supported(backend_class: Any, using: str) -> bool:
+    if backend_class.__module__.split(".")[0] != "django_tasks_db" or backend_class.__name__ != "DatabaseBackend":
+        return False
+    if connections[using].vendor != "postgresql" or not callable(getattr(backend_class, "_get_id", None)):
+        return False
+    try:
+        from django_tasks_db.models import DBTaskResult  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return False
+    return {field.name for field in DBTaskResult._meta.concrete_fields} == TASK_FIELDS
+
+
+def record_and_enqueue(event_row: models.Model, task: Any, backend: Any, using: str) -> int | None:
+    """INSERT ``event_row`` unless a unique constraint holds its twin and, in the same statement,
+    the row of ``task`` (bound to ``backend``) with the new row's primary key as its one
+    argument. Returns that primary key, or None when nothing was written (a redelivery). Call
+    only when :func:`supported` is true."""
+    from django_tasks_db.models import DBTaskResult  # type: ignore[import-not-found,unused-ignore]
+
+    backend.validate_task(task)
+    result_id = backend._get_id()
+    if isinstance(result_id, Expression):
+        raise TypeError("the backend's id_function makes ids in the database; use enqueue()")
+    task_row: Any = DBTaskResult(
+        id=result_id,
+        args_kwargs={"args": [0], "kwargs": {}},  # the 0 becomes the event's pk in the statement
+        priority=task.priority,
+        task_path=task.module_path,
+        queue_name=task.queue_name,
+        run_after=task.run_after,
+        backend_name=backend.alias,
+    )
+    pre_save.send(sender=DBTaskResult, instance=task_row, raw=False, using=using, update_fields=None)
+    connection = connections[using]
+    statement, event_fields, task_fields = _statement(type(event_row), DBTaskResult, connection)
+    params = [
+        field.get_db_prep_save(field.pre_save(event_row, add=True), connection=connection) for field in event_fields
+    ]
+    params += [
+        field.get_db_prep_save(field.pre_save(task_row, add=True), connection=connection) for field in task_fields
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    event_row.pk = row[0]
+    event_row._state.adding = False
+    event_row._state.db = using
+    task_row.args_kwargs = {"args": [event_row.pk], "kwargs": {}}
+    task_row._state.adding = False
+    task_row._state.db = using
+    post_save.send(sender=DBTaskResult, instance=task_row, created=True, update_fields=None, raw=False, using=using)
+    _send_task_enqueued(backend, task_row)
+    return event_row.pk
+
+
+#: (event model, task model, alias, vendor) -> (SQL, the event's fields, the task's fields); built once.
+_STATEMENTS: dict[tuple[str, str, str, str], tuple[str, list[Any], list[Any]]] = {}
+
+
+def _statement(
+    event_model: type[models.Model], task_model: type[models.Model], connection: Any
+) -> tuple[str, list[Any], list[Any]]:
+    key = (event_model._meta.label, task_model._meta.label, connection.alias, connection.vendor)
+    if key not in _STATEMENTS:
+        event_sql, event_fields = insert_sql(event_model, connection)
+        quote = connection.ops.quote_name
+        task_fields = list(task_model._meta.concrete_fields)
+        columns = ", ".join(quote(str(field.column)) for field in task_fields)
+        expressions = ", ".join(
+            "jsonb_set(%s::jsonb, '{args,0}', to_jsonb(event.pk))"  # the event's pk as the task's argument
+            if field.name == "args_kwargs"
+            else f"%s::{field.db_type(connection)}"
+            for field in task_fields
+        )
+        # Formatted in: the models' own table and column names and SQL built from them; every
+        # value is a parameter.
+        table = quote(task_model._meta.db_table)
+        task_insert = f"INSERT INTO {table} ({columns}) SELECT {expressions} FROM event"  # noqa: S608
+        sql = f"WITH event (pk) AS ({event_sql}), task AS ({task_insert}) SELECT pk FROM event"  # noqa: S608
+        _STATEMENTS[key] = (sql, event_fields, task_fields)
+    return _STATEMENTS[key]
+
+
+def _send_task_enqueued(backend: Any, task_row: Any) -> None:
+    from django_tasks_db.backend import task_enqueued  # type: ignore[import-not-found,unused-ignore]
+
+    task_enqueued.send(type(backend), task_result=task_row.task_result)  # the signal enqueue() sends
