@@ -1,8 +1,14 @@
 """Task mode's acknowledgement in one statement, on PostgreSQL with django-tasks-db's database
-backend: the webhook event's INSERT and the INSERT of the task that applies it, as one
-data-modifying CTE. A new event then costs one round trip and one commit, where recording it and
-calling the backend's ``enqueue()`` in a transaction costs four (BEGIN, two INSERTs, COMMIT) and
-the ORM building the task's INSERT.
+backend: the webhook event's INSERT (or, for a redelivery, the count of one more delivery) and
+the INSERT of the task that applies it, as one data-modifying CTE. Any delivery then costs one
+round trip and one commit. The portable way costs four for a new event (BEGIN, two INSERTs,
+COMMIT) and five for a redelivery (BEGIN, SELECT ... FOR UPDATE, UPDATE, COMMIT, then the
+enqueue's INSERT), plus the ORM building the task's INSERT.
+
+A redelivery is ``INSERT ... ON CONFLICT (event_id) DO UPDATE SET deliveries = deliveries + 1``:
+the conflicting row is locked (waiting for a transaction that is inserting or applying it, as
+``SELECT ... FOR UPDATE`` did), and its apply is enqueued again in the same statement when its
+outcome says it still needs one, as :func:`khaime_django.tasks.receive_webhook_event` always did.
 
 The task row is the one ``DatabaseBackend.enqueue()`` writes: the same model, built with the same
 values (the backend's id, its alias, the task's path, priority, queue and run_after, the
@@ -18,13 +24,18 @@ to ``enqueue()``: :func:`supported` says which.
 from __future__ import annotations
 
 import functools
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections, models
 from django.db.models.expressions import Expression
 from django.db.models.signals import post_save, pre_save
 
-from .inserts import insert_sql
+from .models import WebhookEvent
+
+logger = logging.getLogger(__name__)
 
 #: DBTaskResult's concrete fields as django-tasks-db 0.13 defines them. A model with other fields
 #: is a version this module was not checked against: :func:`supported` then answers False.
@@ -70,11 +81,24 @@ def _supported(backend_class: Any, using: str) -> bool:
     return {field.name for field in DBTaskResult._meta.concrete_fields} == TASK_FIELDS
 
 
-def record_and_enqueue(event_row: models.Model, task: Any, backend: Any, using: str) -> int | None:
-    """INSERT ``event_row`` unless a unique constraint holds its twin and, in the same statement,
-    the row of ``task`` (bound to ``backend``) with the new row's primary key as its one
-    argument. Returns that primary key, or None when nothing was written (a redelivery). Call
-    only when :func:`supported` is true."""
+@dataclass(frozen=True)
+class Recorded:
+    """What :func:`record_and_enqueue` did: the event's primary key, whether this delivery
+    inserted it, its stored outcome, and whether its apply was enqueued."""
+
+    pk: int
+    new: bool
+    outcome: str
+    enqueued: bool
+
+
+def record_and_enqueue(
+    event_row: WebhookEvent, task: Any, backend: Any, using: str, *, retry: Iterable[str]
+) -> Recorded:
+    """INSERT ``event_row``, or count one more delivery of the stored event with its event_id;
+    and, in the same statement, when the event's outcome is one of ``retry`` (a new event is
+    ``received``), the row of ``task`` (bound to ``backend``) with the event's primary key as its
+    one argument. Call only when :func:`supported` is true."""
     from django_tasks_db.models import DBTaskResult  # type: ignore[import-not-found,unused-ignore]
 
     backend.validate_task(task)
@@ -92,40 +116,59 @@ def record_and_enqueue(event_row: models.Model, task: Any, backend: Any, using: 
     )
     pre_save.send(sender=DBTaskResult, instance=task_row, raw=False, using=using, update_fields=None)
     connection = connections[using]
-    statement, event_fields, task_fields = _statement(type(event_row), DBTaskResult, connection)
+    statement, event_fields, task_fields = _statement(DBTaskResult, connection)
     params = [
         field.get_db_prep_save(field.pre_save(event_row, add=True), connection=connection) for field in event_fields
     ]
     params += [
         field.get_db_prep_save(field.pre_save(task_row, add=True), connection=connection) for field in task_fields
     ]
+    params.append(list(retry))
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    event_row.pk = row[0]
-    event_row._state.adding = False
-    event_row._state.db = using
-    task_row.args_kwargs = {"args": [event_row.pk], "kwargs": {}}
-    task_row._state.adding = False
-    task_row._state.db = using
-    post_save.send(sender=DBTaskResult, instance=task_row, created=True, update_fields=None, raw=False, using=using)
-    _send_task_enqueued(backend, task_row)
-    return event_row.pk
+        pk, outcome, deliveries, enqueued = cursor.fetchone()
+    if deliveries == 1:
+        event_row.pk = pk
+        event_row._state.adding = False
+        event_row._state.db = using
+    if enqueued:
+        task_row.args_kwargs = {"args": [pk], "kwargs": {}}
+        task_row._state.adding = False
+        task_row._state.db = using
+        try:
+            post_save.send(
+                sender=DBTaskResult, instance=task_row, created=True, update_fields=None, raw=False, using=using
+            )
+            _send_task_enqueued(backend, task_row)
+        except Exception:
+            # Committed already: what a receiver raises cannot undo the event or its task. Say
+            # so, instead of letting the caller store the event a second time.
+            logger.exception("A receiver of the task row saved for Khaime webhook event %s raised", event_row)
+    return Recorded(pk=pk, new=deliveries == 1, outcome=outcome, enqueued=enqueued)
 
 
-#: (event model, task model, alias, vendor) -> (SQL, the event's fields, the task's fields); built once.
-_STATEMENTS: dict[tuple[str, str, str, str], tuple[str, list[Any], list[Any]]] = {}
+#: (task model, alias, vendor) -> (SQL, the event's fields, the task's fields); built once.
+_STATEMENTS: dict[tuple[str, str, str], tuple[str, list[Any], list[Any]]] = {}
 
 
-def _statement(
-    event_model: type[models.Model], task_model: type[models.Model], connection: Any
-) -> tuple[str, list[Any], list[Any]]:
-    key = (event_model._meta.label, task_model._meta.label, connection.alias, connection.vendor)
+def _statement(task_model: type[models.Model], connection: Any) -> tuple[str, list[Any], list[Any]]:
+    key = (task_model._meta.label, connection.alias, connection.vendor)
     if key not in _STATEMENTS:
-        event_sql, event_fields = insert_sql(event_model, connection)
         quote = connection.ops.quote_name
+        meta = WebhookEvent._meta
+        event_fields = [field for field in meta.concrete_fields if not field.primary_key]
+
+        def column(model_meta: Any, name: str) -> str:
+            return quote(str(model_meta.get_field(name).column))
+
+        event_table = quote(meta.db_table)
+        deliveries = column(meta, "deliveries")
+        event_insert = (
+            f"INSERT INTO {event_table} ({', '.join(quote(str(f.column)) for f in event_fields)}) "  # noqa: S608
+            f"VALUES ({', '.join(['%s'] * len(event_fields))}) "
+            f"ON CONFLICT ({column(meta, 'event_id')}) DO UPDATE SET {deliveries} = {event_table}.{deliveries} + 1 "
+            f"RETURNING {column(meta, 'id')}, {column(meta, 'outcome')}, {deliveries}"
+        )
         task_fields = list(task_model._meta.concrete_fields)
         columns = ", ".join(quote(str(field.column)) for field in task_fields)
         expressions = ", ".join(
@@ -136,9 +179,15 @@ def _statement(
         )
         # Formatted in: the models' own table and column names and SQL built from them; every
         # value is a parameter.
-        table = quote(task_model._meta.db_table)
-        task_insert = f"INSERT INTO {table} ({columns}) SELECT {expressions} FROM event"  # noqa: S608
-        sql = f"WITH event (pk) AS ({event_sql}), task AS ({task_insert}) SELECT pk FROM event"  # noqa: S608
+        task_table = quote(task_model._meta.db_table)
+        task_insert = (
+            f"INSERT INTO {task_table} ({columns}) SELECT {expressions} FROM event "  # noqa: S608
+            "WHERE event.outcome = ANY(%s) RETURNING 1"
+        )
+        sql = (
+            f"WITH event (pk, outcome, deliveries) AS ({event_insert}), task AS ({task_insert}) "  # noqa: S608
+            "SELECT pk, outcome, deliveries, EXISTS (SELECT 1 FROM task) FROM event"
+        )
         _STATEMENTS[key] = (sql, event_fields, task_fields)
     return _STATEMENTS[key]
 

@@ -65,31 +65,34 @@ def prune_webhook_events_task(older_than_seconds: float, include_failed: bool = 
 
 
 def receive_webhook_event(event: KhaimeEvent) -> str:
-    """Task mode's webhook: record the event and, once that commits, enqueue its apply. Returns
-    ``received`` (stored, to be applied) or ``duplicate`` (processed before).
+    """Task mode's webhook: record the event and enqueue its apply (once the event is committed).
+    Returns ``received`` (stored, to be applied) or ``duplicate`` (processed before).
 
-    A new event is one INSERT (:func:`~khaime_django.services.inbox.insert_new_event`). A
-    redelivery of an event not applied yet enqueues it again: the task is idempotent, and a lost
-    first enqueue is then made good by Khaime's own retry.
+    A redelivery of an event not applied yet enqueues it again: the task is idempotent, and a
+    lost first enqueue is then made good by Khaime's own retry. On the database backend the
+    event and its task commit together: on PostgreSQL with django-tasks-db in one statement
+    (:mod:`~khaime_django.task_enqueue_sql`), elsewhere in one transaction. On any other backend a
+    new event is one INSERT (:func:`~khaime_django.services.inbox.insert_new_event`) and the
+    enqueue follows it.
     """
     using = router.db_for_write(WebhookEvent)
     if not transaction.get_connection(using).in_atomic_block and task_engine.enqueues_in_database(using):
-        # The database backend: the event and its task commit together, one commit; on PostgreSQL
-        # with django-tasks-db, in one statement (task_enqueue_sql).
         try:
             backend = task_engine.get_backend()
             if task_enqueue_sql.supported(backend, using):
-                pk = task_enqueue_sql.record_and_enqueue(
-                    inbox.new_record(event), task_engine.bound(apply_webhook_event_task), backend, using
+                recorded = task_enqueue_sql.record_and_enqueue(
+                    inbox.new_record(event),
+                    task_engine.bound(apply_webhook_event_task),
+                    backend,
+                    using,
+                    retry=inbox.RETRY_OUTCOMES,
                 )
+                return WebhookOutcome.RECEIVED if recorded.enqueued else WebhookOutcome.DUPLICATE
+            with transaction.atomic(using=using):
+                pk = inbox.insert_new_event(event)
                 if pk is not None:
+                    task_engine.enqueue(apply_webhook_event_task, pk)
                     return WebhookOutcome.RECEIVED
-            else:
-                with transaction.atomic(using=using):
-                    pk = inbox.insert_new_event(event)
-                    if pk is not None:
-                        task_engine.enqueue(apply_webhook_event_task, pk)
-                        return WebhookOutcome.RECEIVED
             new = False
         except Exception:  # noqa: BLE001 - rolled back; stored again below, alone, and logged there
             logger.warning("Could not record and enqueue Khaime webhook event %s together", event.event_id)

@@ -35,6 +35,16 @@ def one_statement(backend=None) -> None:
     assert task_enqueue_sql.supported(backend or task_engine.get_backend(), "default")
 
 
+def record(event: KhaimeEvent) -> task_enqueue_sql.Recorded:
+    return task_enqueue_sql.record_and_enqueue(
+        inbox.new_record(event),
+        task_engine.bound(tasks.apply_webhook_event_task),
+        task_engine.get_backend(),
+        "default",
+        retry=inbox.RETRY_OUTCOMES,
+    )
+
+
 def task_columns(row) -> dict:
     from django_tasks_db.models import DBTaskResult
 
@@ -50,12 +60,7 @@ def test_the_task_row_is_the_one_enqueue_writes_column_for_column(settings, make
     backend = task_engine.get_backend()
     portable = inbox.insert_new_event(event_of(payment_event("payment.succeeded", make_session())))
     task_engine.enqueue(tasks.apply_webhook_event_task, portable)
-    fast = task_enqueue_sql.record_and_enqueue(
-        inbox.new_record(event_of(payment_event("payment.succeeded", make_session()))),
-        task_engine.bound(tasks.apply_webhook_event_task),
-        backend,
-        "default",
-    )
+    fast = record(event_of(payment_event("payment.succeeded", make_session()))).pk
     by_pk = {row.args_kwargs["args"][0]: task_columns(row) for row in DBTaskResult.objects.all()}
     expected, written = by_pk[portable], by_pk[fast]
     for varies in ("id", "enqueued_at", "args_kwargs"):
@@ -71,9 +76,7 @@ def test_the_event_row_is_the_one_the_portable_insert_writes(settings, make_sess
     session = make_session()
     payload = payment_event("payment.succeeded", session)
     first = event_of(payload)
-    pk = task_enqueue_sql.record_and_enqueue(
-        inbox.new_record(first), task_engine.bound(tasks.apply_webhook_event_task), task_engine.get_backend(), "default"
-    )
+    pk = record(first).pk
     stored = WebhookEvent.objects.get(pk=pk)
     assert (stored.event_id, stored.event_type, stored.outcome, stored.deliveries, stored.payload, stored.is_live) == (
         first.event_id,
@@ -93,21 +96,56 @@ def test_a_new_event_is_one_statement_without_begin_or_commit(settings, make_ses
     event = event_of(payment_event("payment.succeeded", make_session()))
     with django_assert_num_queries(1) as captured:
         assert tasks.receive_webhook_event(event) == WebhookOutcome.RECEIVED
-    assert captured.captured_queries[0]["sql"].startswith("WITH event (pk) AS (INSERT INTO")
+    assert captured.captured_queries[0]["sql"].startswith("WITH event (pk, outcome, deliveries) AS (INSERT INTO")
 
 
 @on_postgres
-def test_a_redelivery_writes_no_second_task(settings, make_session):
+@pytest.mark.parametrize(
+    ("outcome", "enqueued"),
+    [(WebhookOutcome.RECEIVED, True), (WebhookOutcome.ERROR, True), (WebhookOutcome.APPLIED, False)],
+)
+def test_a_redelivery_is_counted_and_enqueued_again_only_while_the_event_waits(
+    settings, make_session, django_assert_num_queries, outcome, enqueued
+):
     from django_tasks_db.models import DBTaskResult
 
     task_mode(settings, DATABASE)
     one_statement()
     payload = payment_event("payment.succeeded", make_session())
-    bound, backend = task_engine.bound(tasks.apply_webhook_event_task), task_engine.get_backend()
-    pk = task_enqueue_sql.record_and_enqueue(inbox.new_record(event_of(payload)), bound, backend, "default")
-    assert task_enqueue_sql.record_and_enqueue(inbox.new_record(event_of(payload)), bound, backend, "default") is None
-    assert WebhookEvent.objects.get().pk == pk
+    first = record(event_of(payload))
+    assert (first.new, first.outcome, first.enqueued) == (True, WebhookOutcome.RECEIVED, True)
+    WebhookEvent.objects.filter(pk=first.pk).update(outcome=outcome)
+    with django_assert_num_queries(1):
+        again = record(event_of(payload))
+    assert (again.pk, again.new, again.outcome, again.enqueued) == (first.pk, False, outcome, enqueued)
+    assert WebhookEvent.objects.get().deliveries == 2
+    assert DBTaskResult.objects.count() == (2 if enqueued else 1)
+    answer = tasks.receive_webhook_event(event_of(payload))
+    assert answer == (WebhookOutcome.RECEIVED if enqueued else WebhookOutcome.DUPLICATE)
+    assert WebhookEvent.objects.get().deliveries == 3
+
+
+@on_postgres
+def test_a_receiver_raising_after_the_commit_is_logged_and_the_event_is_not_stored_twice(
+    settings, make_session, caplog
+):
+    from django_tasks_db.models import DBTaskResult
+
+    task_mode(settings, DATABASE)
+    one_statement()
+
+    def broken(sender, **kwargs):
+        raise RuntimeError("a merchant's receiver")
+
+    post_save.connect(broken, sender=DBTaskResult)
+    try:
+        answer = tasks.receive_webhook_event(event_of(payment_event("payment.succeeded", make_session())))
+    finally:
+        post_save.disconnect(broken, sender=DBTaskResult)
+    assert answer == WebhookOutcome.RECEIVED
+    assert WebhookEvent.objects.get().deliveries == 1
     assert DBTaskResult.objects.count() == 1
+    assert "A receiver of the task row saved for Khaime webhook event" in caplog.text
 
 
 @on_postgres
@@ -172,8 +210,8 @@ def test_the_same_new_event_delivered_at_once_stores_one_event_and_one_task(sett
     assert len(answers) == 6
     event = WebhookEvent.objects.get()
     assert event.deliveries == 6
-    # One task from the statement; each of the five that found the event stored (and not applied
-    # yet) asked again through enqueue() on commit, as a redelivery always does. The apply is
+    # One task from the statement that inserted it; each of the five that found the event stored
+    # (and not applied yet) enqueued it again, as a redelivery always does. The apply is
     # idempotent: running them all applies the event once.
     rows = list(DBTaskResult.objects.all())
     assert len(rows) == 6 and all(row.args_kwargs == {"args": [event.pk], "kwargs": {}} for row in rows)
