@@ -63,9 +63,16 @@ TASK_FIELDS = frozenset(
 def supported(backend: Any, using: str) -> bool:
     """Whether :func:`record_and_enqueue` can stand in for ``backend.enqueue()`` on database
     ``using``: PostgreSQL, django-tasks-db's ``DatabaseBackend`` with the model this module knows,
-    and the model's own ids (an ``id_function`` of the merchant's is left to ``enqueue()``)."""
+    and task ids made in Python (an ``id_function`` that answers a database expression is left
+    to ``enqueue()``)."""
     backend_class: Any = type(backend)
-    return getattr(backend, "id_function", None) is None and _supported(backend_class, using)
+    return _supported(backend_class, using) and _ids_are_values(getattr(backend, "id_function", None))
+
+
+@functools.lru_cache(maxsize=16)
+def _ids_are_values(id_function: Any) -> bool:
+    # None: the model's default (uuid4); django-tasks-db stores that here after its first id.
+    return id_function is None or not isinstance(id_function(), Expression)
 
 
 @functools.lru_cache(maxsize=16)

@@ -9,6 +9,7 @@ import threading
 
 import pytest
 from django.db import connection
+from django.db.models import Func
 from django.db.models.signals import post_save, pre_save
 from django.test import Client
 
@@ -57,7 +58,6 @@ def test_the_task_row_is_the_one_enqueue_writes_column_for_column(settings, make
 
     task_mode(settings, DATABASE, TASK_QUEUE="")
     one_statement()
-    backend = task_engine.get_backend()
     portable = inbox.insert_new_event(event_of(payment_event("payment.succeeded", make_session())))
     task_engine.enqueue(tasks.apply_webhook_event_task, portable)
     fast = record(event_of(payment_event("payment.succeeded", make_session()))).pk
@@ -90,12 +90,14 @@ def test_the_event_row_is_the_one_the_portable_insert_writes(settings, make_sess
 
 
 @on_postgres
-def test_a_new_event_is_one_statement_without_begin_or_commit(settings, make_session, django_assert_num_queries):
+def test_every_new_event_is_one_statement_without_begin_or_commit(settings, make_session, django_assert_num_queries):
+    """Every one, not the first only: django-tasks-db keeps an id_function after its first id."""
     task_mode(settings, DATABASE)
     one_statement()
-    event = event_of(payment_event("payment.succeeded", make_session()))
-    with django_assert_num_queries(1) as captured:
-        assert tasks.receive_webhook_event(event) == WebhookOutcome.RECEIVED
+    for _ in range(3):
+        event = event_of(payment_event("payment.succeeded", make_session()))
+        with django_assert_num_queries(1) as captured:
+            assert tasks.receive_webhook_event(event) == WebhookOutcome.RECEIVED
     assert captured.captured_queries[0]["sql"].startswith("WITH event (pk, outcome, deliveries) AS (INSERT INTO")
 
 
@@ -250,8 +252,12 @@ def test_not_supported_on_other_backends_databases_models_or_ids(settings, monke
         assert not task_enqueue_sql.supported(backend, "default")
         return
     assert task_enqueue_sql.supported(backend, "default")
-    monkeypatch.setattr(backend, "id_function", lambda: "custom")
-    assert not task_enqueue_sql.supported(backend, "default")  # its own ids: left to enqueue()
+    backend._get_id()  # django-tasks-db keeps the model's default as id_function after its first id
+    assert task_enqueue_sql.supported(backend, "default")
+    monkeypatch.setattr(backend, "id_function", lambda: "a-merchant-id")
+    assert task_enqueue_sql.supported(backend, "default")
+    monkeypatch.setattr(backend, "id_function", lambda: Func(function="gen_random_uuid"))
+    assert not task_enqueue_sql.supported(backend, "default")  # made by the database: left to enqueue()
     monkeypatch.setattr(backend, "id_function", None)
     task_enqueue_sql._supported.cache_clear()
     monkeypatch.setattr(task_enqueue_sql, "TASK_FIELDS", task_enqueue_sql.TASK_FIELDS | {"a_new_column"})
