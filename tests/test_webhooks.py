@@ -294,6 +294,55 @@ def test_retried_delivery_after_our_failure_is_applied(deliver, make_session, fa
     assert len(signals_named(signal_log, "payment_completed")) == 1
 
 
+def test_a_failure_on_the_first_try_only_is_applied_on_the_second(
+    deliver, make_session, signal_log, monkeypatch, caplog
+):
+    """The apply runs without a savepoint; when it fails, the delivery is recorded and applied
+    once more (with one): a passing failure (a deadlock, a dropped lock) costs nothing."""
+    real_handler = services.EVENT_HANDLERS["payment"]
+    calls = []
+
+    def fail_once(*args, **kwargs):
+        calls.append(1)
+        result = real_handler(*args, **kwargs)
+        if len(calls) == 1:
+            raise RuntimeError("a passing failure")
+        return result
+
+    monkeypatch.setitem(services.EVENT_HANDLERS, "payment", fail_once)
+    session = make_session()
+    response = deliver(payment_event("payment.succeeded", session))
+    assert (response.status_code, response.json()["outcome"]) == (200, "applied")
+    event = WebhookEvent.objects.get()
+    assert (event.outcome, event.error, event.deliveries) == (WebhookOutcome.APPLIED, "", 1)
+    session.refresh_from_db()
+    assert session.status == Status.COMPLETED
+    assert StatusChange.objects.filter(session=session).count() == 1
+    assert len(signals_named(signal_log, "payment_completed")) == 1
+    assert "trying once more" in caplog.text
+
+
+def test_a_redelivery_that_fails_twice_is_counted_once(deliver, make_session, failing_apply):
+    payload = payment_event("payment.succeeded", make_session())
+    assert deliver(payload).status_code == 500
+    assert deliver(payload).status_code == 500
+    event = WebhookEvent.objects.get()
+    assert (event.outcome, event.deliveries) == (WebhookOutcome.ERROR, 2)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_new_event_is_applied_without_a_savepoint(make_session, client):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    session = make_session()
+    with CaptureQueriesContext(connection) as queries:
+        assert post_webhook(client, payment_event("payment.succeeded", session)).json()["outcome"] == "applied"
+    statements = [q["sql"].split()[0] for q in queries.captured_queries]
+    assert "SAVEPOINT" not in statements, statements
+    assert statements.count("BEGIN") <= 1 and statements.count("COMMIT") <= 1
+
+
 @pytest.mark.django_db(transaction=True)
 def test_failed_apply_keeps_its_error_under_atomic_requests(make_session, failing_apply, monkeypatch, client):
     from django.db import connection
