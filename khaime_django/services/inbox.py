@@ -58,7 +58,7 @@ def handle_webhook_event(event: KhaimeEvent) -> str:
         with transaction.atomic():
             record = record_webhook_event(event)
             return apply_webhook_event(record, isolated=False)
-    except Exception:
+    except Exception:  # nothing of the first try committed; the second one stores a failure
         logger.warning("Applying Khaime webhook event %s failed; trying once more", event.event_id, exc_info=True)
     with transaction.atomic():
         record = record_webhook_event(event)
