@@ -36,14 +36,29 @@ def update_and_log(
     app (the database's clock may differ from it, and mixing the two would order a history out of
     step with the rows ``transitions.transition_many`` and the other paths stamp); the conditional UPDATE
     matches only the status this change starts from, so no later change can carry an earlier
-    stamp except by the drift between two application servers' clocks."""
+    stamp except by the drift between two application servers' clocks.
+
+    The statement's text depends only on the model and the names of the fields changed, so it is
+    built once per such set (:func:`_statement`); each change only prepares its values, as the
+    ORM's UPDATE and INSERT compilers prepare them. A value the ORM would compile (an expression,
+    a model instance for a foreign key) goes through the ORM's compiler instead."""
     connection_ = connections[using]
-    query = cast(
-        sql.UpdateQuery,
-        machine.model._default_manager.filter(pk=instance.pk, status=from_status).query.chain(sql.UpdateQuery),
+    values = {"status": to_status, "updated_at": now, **fields}
+    prepared = (
+        None if any(map(_compiled_by_the_orm, values.values())) else _statement(machine, tuple(values), connection_)
     )
-    query.add_update_values({"status": to_status, "updated_at": now, **fields})
-    update_sql, update_params = query.get_compiler(using).as_sql()
+    if prepared is None:
+        statement, params = _compiled(machine, instance, from_status, values, using)
+    else:
+        statement, set_fields, where_fields = prepared
+        params = [
+            field.get_db_prep_save(value, connection=connection_)
+            for field, value in zip(set_fields, values.values(), strict=True)
+        ]
+        params += [
+            field.get_db_prep_value(value, connection_)
+            for field, value in zip(where_fields, (instance.pk, from_status), strict=True)
+        ]
     history_model = machine.history_model
     row = history_model(
         **{f"{machine.history_fk}_id": instance.pk},
@@ -53,21 +68,76 @@ def update_and_log(
         detail=detail[:MAX_DETAIL],
         created_at=now,
     )
-    columns, expressions, params = [], [], []
-    for field in history_model._meta.concrete_fields:
-        if field.primary_key:
-            continue
-        columns.append(connection_.ops.quote_name(str(field.column)))
-        expressions.append(f"%s::{field.db_type(connection_)}")
-        params.append(field.get_db_prep_save(field.pre_save(row, add=True), connection=connection_))
-    # Formatted in: SQL Django compiled, and the model's own table and column names; every value
-    # is a parameter.
-    table = connection_.ops.quote_name(history_model._meta.db_table)
-    insert = f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(expressions)} FROM changed"  # noqa: S608
-    statement = f"WITH changed AS ({update_sql} RETURNING 1) {insert}"
+    params += [
+        field.get_db_prep_save(field.pre_save(row, add=True), connection=connection_)
+        for field in _history_fields(history_model)
+    ]
     with connection_.cursor() as cursor:
-        cursor.execute(statement, (*update_params, *params))
+        cursor.execute(statement, params)
         return cursor.rowcount == 1
+
+
+#: (model, alias, vendor, names of the fields set) -> (SQL, the fields SET in order, the WHERE's pk and status fields).
+_STATEMENTS: dict[tuple[str, str, str, tuple[str, ...]], tuple[str, list[Any], tuple[Any, Any]] | None] = {}
+
+
+def _compiled_by_the_orm(value: Any) -> bool:
+    return hasattr(value, "resolve_expression") or hasattr(value, "prepare_database_save")
+
+
+def _statement(
+    machine: StateMachine, names: tuple[str, ...], connection_: Any
+) -> tuple[str, list[Any], tuple[Any, Any]] | None:
+    """The statement for a change setting ``names``, with the fields it sets and the pk and
+    status fields its WHERE compares; None for fields the ORM's compiler treats specially."""
+    key = (machine.model._meta.label, connection_.alias, connection_.vendor, names)
+    if key not in _STATEMENTS:
+        meta = machine.model._meta
+        quote = connection_.ops.quote_name
+        table = quote(meta.db_table)
+        set_fields: list[Any] = [meta.get_field(name) for name in names]
+        if any(hasattr(field, "get_placeholder") or not field.concrete for field in set_fields):
+            _STATEMENTS[key] = None
+            return None
+        pk: Any = meta.pk
+        status: Any = meta.get_field("status")
+        assignments = ", ".join(f"{quote(str(field.column))} = %s" for field in set_fields)
+        where = f"{table}.{quote(str(pk.column))} = %s AND {table}.{quote(str(status.column))} = %s"
+        update = f"UPDATE {table} SET {assignments} WHERE ({where})"  # noqa: S608
+        _STATEMENTS[key] = (_with_history(machine, update, connection_), set_fields, (pk, status))
+    return _STATEMENTS[key]
+
+
+def _compiled(
+    machine: StateMachine, instance: Any, from_status: str, values: dict[str, Any], using: str
+) -> tuple[str, list[Any]]:
+    """The statement and its parameters with the UPDATE compiled by the ORM, for values it compiles."""
+    query = cast(
+        sql.UpdateQuery,
+        machine.model._default_manager.filter(pk=instance.pk, status=from_status).query.chain(sql.UpdateQuery),
+    )
+    query.add_update_values(values)
+    update_sql, update_params = query.get_compiler(using).as_sql()
+    return _with_history(machine, update_sql, connections[using]), list(update_params)
+
+
+def _with_history(machine: StateMachine, update_sql: str, connection_: Any) -> str:
+    """``update_sql`` as a CTE, and the INSERT of the history row from it (its values are the
+    parameters that follow the UPDATE's)."""
+    history_model = machine.history_model
+    quote = connection_.ops.quote_name
+    fields = _history_fields(history_model)
+    columns = ", ".join(quote(str(field.column)) for field in fields)
+    expressions = ", ".join(f"%s::{field.db_type(connection_)}" for field in fields)
+    # Formatted in: SQL Django compiled or built from the model's own table and column names;
+    # every value is a parameter.
+    table = quote(history_model._meta.db_table)
+    insert = f"INSERT INTO {table} ({columns}) SELECT {expressions} FROM changed"  # noqa: S608
+    return f"WITH changed AS ({update_sql} RETURNING 1) {insert}"
+
+
+def _history_fields(history_model: Any) -> list[Any]:
+    return [field for field in history_model._meta.concrete_fields if not field.primary_key]
 
 
 def log_changes(machine: StateMachine, ids: list[int], to_status: str, *, source: str, detail: str, when) -> int:

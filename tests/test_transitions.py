@@ -287,3 +287,67 @@ def test_other_receivers_still_run_after_one_raises(make_session, receiver):
         signals.payment_completed.disconnect(broken_receiver)
     assert len(completed.calls) == 1
     assert len(status_changed.calls) == 1
+
+
+# -- PostgreSQL's one statement, built once per set of fields -------------------------------------
+
+on_postgres = pytest.mark.skipif(
+    __import__("django.db").db.connection.vendor != "postgresql", reason="the one-statement transition is PostgreSQL's"
+)
+
+
+@on_postgres
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"completed_at": "2026-03-27T14:31:58+00:00", "needs_review": False},
+        {
+            "session_id": "sess_1",
+            "stripe_session_id": "",
+            "payment_url": "https://pay.example/1",
+            "mode": "sandbox",
+            "payment_type": "one_time",
+            "fee_details": {"total_amount": 5150},
+            "total_amount": 5150,
+            "expires_at": None,
+        },
+    ],
+)
+def test_the_built_statement_is_the_one_the_orm_compiles(make_session, fields):
+    """The cached text with the parameters prepared for it is what Django's UPDATE compiler
+    makes for the same change (the path a value it must compile, like F(), still takes)."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from khaime_django import transition_sql
+    from khaime_django.state_machines import machine_for
+
+    session = make_session(Status.PENDING)
+    machine = machine_for(PaymentSession)
+    values = {"status": Status.COMPLETED, "updated_at": timezone.now(), **fields}
+    statement, set_fields, where_fields = transition_sql._statement(machine, tuple(values), connection)
+    params = [f.get_db_prep_save(v, connection=connection) for f, v in zip(set_fields, values.values(), strict=True)]
+    params += [
+        f.get_db_prep_value(v, connection) for f, v in zip(where_fields, (session.pk, Status.PENDING), strict=True)
+    ]
+    compiled, compiled_params = transition_sql._compiled(machine, session, Status.PENDING, values, "default")
+    history = [None] * len(transition_sql._history_fields(machine.history_model))
+    # The UPDATEs as PostgreSQL receives them (the ORM writes a None as a literal NULL; the built
+    # statement sends it as a parameter); the history INSERT after them is the same code.
+    assert connection.ops.compose_sql(statement, [*params, *history]) == connection.ops.compose_sql(
+        compiled, [*compiled_params, *history]
+    )
+
+
+@on_postgres
+@pytest.mark.django_db
+def test_a_value_the_orm_compiles_still_works(make_session):
+    from django.db.models import F
+
+    session = make_session(Status.PENDING)
+    assert transition(session, Status.COMPLETED, source=Source.WEBHOOK, total_amount=F("amount") + 150)
+    session.refresh_from_db()
+    assert (session.status, session.total_amount) == (Status.COMPLETED, session.amount + 150)
+    assert StatusChange.objects.filter(session=session, to_status=Status.COMPLETED).count() == 1
