@@ -37,7 +37,7 @@ def insert_unless_conflict(instance: models.Model) -> bool:
         except IntegrityError:
             return False
         return True
-    sql, fields = insert_sql(model, connection)
+    sql, fields = _insert_sql(model, connection)
     values = [field.get_db_prep_save(field.pre_save(instance, add=True), connection=connection) for field in fields]
     with connection.cursor() as cursor:
         cursor.execute(sql, values)
@@ -55,7 +55,7 @@ def one_statement(connection: Any) -> bool:
     return connection.vendor in ("postgresql", "sqlite") and connection.features.can_return_rows_from_bulk_insert
 
 
-def insert_sql(model: type[models.Model], connection: Any) -> tuple[str, list[Any]]:
+def _insert_sql(model: type[models.Model], connection: Any) -> tuple[str, list[Any]]:
     """``INSERT ... ON CONFLICT DO NOTHING RETURNING pk`` of ``model`` (every concrete field but
     the pk, one parameter each), and those fields in column order; built once per model."""
     key = (model._meta.label, connection.alias, connection.vendor)
