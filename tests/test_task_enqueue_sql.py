@@ -267,13 +267,17 @@ def test_not_supported_on_other_backends_databases_models_or_ids(settings, monke
         task_enqueue_sql._supported.cache_clear()
 
 
-def test_off_postgresql_the_event_and_task_still_commit_together(settings, make_session):
-    """The portable way (SQLite here, or any database without the CTE): one transaction."""
+def test_the_portable_way_commits_the_event_and_its_task_together(settings, make_session, monkeypatch):
+    """Where the one statement is not supported (SQLite here, another backend or model version),
+    the event and its task commit in one transaction. Forced on PostgreSQL too."""
     from django_tasks_db.models import DBTaskResult
 
     task_mode(settings, DATABASE)
-    if connection.vendor == "postgresql":
-        pytest.skip("PostgreSQL takes the one-statement way (tests above)")
-    assert tasks.receive_webhook_event(event_of(payment_event("payment.succeeded", make_session()))) == "received"
+    monkeypatch.setattr(task_enqueue_sql, "supported", lambda backend, using: False)
+    payload = payment_event("payment.succeeded", make_session())
+    assert tasks.receive_webhook_event(event_of(payload)) == "received"
     event = WebhookEvent.objects.get()
     assert [row.args_kwargs["args"] for row in DBTaskResult.objects.all()] == [[event.pk]]
+    assert tasks.receive_webhook_event(event_of(payload)) == "received"  # not applied yet: enqueued again
+    assert WebhookEvent.objects.get().deliveries == 2
+    assert DBTaskResult.objects.count() == 2
