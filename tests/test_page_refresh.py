@@ -134,6 +134,26 @@ def test_a_refresh_another_process_claimed_meanwhile_is_not_made_again(make_sess
 
 
 @pytest.mark.django_db
+def test_a_claim_lost_to_another_request_spends_no_budget(make_session, khaime_says):
+    """The claim and the budget are one statement on PostgreSQL: the budget's UPDATE runs only
+    when the claim's changed the row."""
+    earlier = make_session(Status.PENDING)
+    khaime_says(earlier, "pending")
+    assert services.refresh_if_due(earlier) is True  # makes the hour's budget row
+    assert RefreshBudget.objects.get().used == 1
+    session = make_session(Status.PENDING)
+    khaime_says(session, "pending")
+    PaymentSession.objects.filter(pk=session.pk).update(last_checked_at=timezone.now())  # the other request
+    assert services.refresh_if_due(session) is True
+    assert RefreshBudget.objects.get().used == 1
+    session.refresh_from_db()
+    session.last_checked_at = None
+    PaymentSession.objects.filter(pk=session.pk).update(last_checked_at=None)
+    assert services.refresh_if_due(session) is True  # now it wins, and spends one
+    assert RefreshBudget.objects.get().used == 2
+
+
+@pytest.mark.django_db
 def test_page_loads_stop_asking_khaime_when_the_hourly_budget_is_spent(client, make_session, khaime_says, settings):
     settings.KHAIME = {**settings.KHAIME, "REFRESH_BUDGET_PER_HOUR": 2}
     sessions = [make_session(Status.PENDING) for _ in range(3)]
@@ -178,6 +198,7 @@ def test_eight_concurrent_polls_of_one_session_make_one_khaime_request(make_sess
         pages = run_at_once(8, lambda i: status(Client(), session).status_code)
     assert pages == [200] * 8
     assert khaime.count("GET") == 1
+    assert RefreshBudget.objects.get().used == 1  # the seven that lost the claim spent no budget
 
 
 @pytest.mark.postgres

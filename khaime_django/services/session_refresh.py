@@ -9,6 +9,7 @@ and hour), so buyers refreshing a page cannot spend the key's hourly quota.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from django.db import connections, router
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -63,9 +65,10 @@ def refresh_if_due(session: PaymentSession, *, source: str = Source.RETURN) -> b
     interval = timedelta(seconds=khaime_settings.STATUS_REFRESH_INTERVAL)
     if session.last_checked_at and session.last_checked_at > now - interval:
         return True  # asked moments ago (read from the row we already have: no UPDATE)
-    if not _claim_check(session, now, interval):
+    claimed, budgeted = _claim_check_and_budget(session, now, interval)
+    if not claimed:
         return True  # another request is asking right now, or just did
-    if not take_refresh_budget(now):
+    if not budgeted:
         logger.warning(
             "Not asking Khaime about payment session %s: page loads spent REFRESH_BUDGET_PER_HOUR", session.reference
         )
@@ -159,6 +162,55 @@ def _claim_check(session: PaymentSession, now, interval: timedelta) -> bool:
     if won:
         session.last_checked_at = now
     return bool(won)
+
+
+def _claim_check_and_budget(session: PaymentSession, now, interval: timedelta) -> tuple[bool, bool]:
+    """:func:`_claim_check`, then, for the winner only, :func:`take_refresh_budget`: whether the
+    check was claimed, and whether the budget was taken for it. On PostgreSQL, with both tables
+    in one database, the two UPDATEs are one statement (a data-modifying CTE: the budget's UPDATE
+    runs only if the claim's changed the row); the hour's first request, or a spent budget, then
+    goes on to :func:`take_refresh_budget` as before."""
+    using = router.db_for_write(PaymentSession)
+    connection = connections[using]
+    limit = int(khaime_settings.REFRESH_BUDGET_PER_HOUR)
+    if connection.vendor != "postgresql" or router.db_for_write(RefreshBudget) != using or limit <= 0:
+        claimed = _claim_check(session, now, interval)
+        return claimed, claimed and take_refresh_budget(now)
+    window = now.replace(minute=0, second=0, microsecond=0)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _claim_and_budget_sql(connection), [now, session.pk, now - interval, _api_key_hash(), window, limit]
+        )
+        claimed, budgeted = cursor.fetchone()
+    if claimed:
+        session.last_checked_at = now
+    return claimed, claimed and (budgeted or take_refresh_budget(now))
+
+
+@functools.lru_cache(maxsize=4)
+def _claim_and_budget_sql(connection: Any) -> str:
+    quote = connection.ops.quote_name
+    sessions, budgets = PaymentSession._meta, RefreshBudget._meta
+
+    def column(meta: Any, name: str) -> str:
+        return quote(str(meta.get_field(name).column))
+
+    checked, used = column(sessions, "last_checked_at"), column(budgets, "used")
+    # Formatted in: the models' own table and column names; every value is a parameter. The same
+    # conditions as _claim_check's and take_refresh_budget's UPDATEs.
+    claim = (
+        f"UPDATE {quote(sessions.db_table)} SET {checked} = %s WHERE {column(sessions, 'id')} = %s "  # noqa: S608
+        f"AND ({checked} IS NULL OR {checked} <= %s) RETURNING 1"
+    )
+    budget = (
+        f"UPDATE {quote(budgets.db_table)} SET {used} = {used} + 1 "  # noqa: S608
+        f"WHERE {column(budgets, 'key')} = %s AND {column(budgets, 'window')} = %s AND {used} < %s "
+        "AND EXISTS (SELECT 1 FROM claim) RETURNING 1"
+    )
+    return (
+        f"WITH claim AS ({claim}), budget AS ({budget}) "  # noqa: S608
+        "SELECT EXISTS (SELECT 1 FROM claim), EXISTS (SELECT 1 FROM budget)"
+    )
 
 
 def take_refresh_budget(now) -> bool:
