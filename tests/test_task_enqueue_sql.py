@@ -6,6 +6,7 @@ portable way (a transaction around the INSERT and ``enqueue()``)."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from django.db import connection
@@ -281,3 +282,47 @@ def test_the_portable_way_commits_the_event_and_its_task_together(settings, make
     assert tasks.receive_webhook_event(event_of(payload)) == "received"  # not applied yet: enqueued again
     assert WebhookEvent.objects.get().deliveries == 2
     assert DBTaskResult.objects.count() == 2
+
+
+@on_postgres
+def test_a_redelivery_while_a_worker_applies_the_event_waits_and_enqueues_nothing(settings, make_session):
+    """The worker holds the event's row lock while it applies; the redelivery's upsert waits for
+    it, then finds the event applied: counted, answered duplicate, no second task."""
+    from django.db import transaction
+    from django_tasks_db.models import DBTaskResult
+
+    task_mode(settings, DATABASE)
+    one_statement()
+    payload = payment_event("payment.succeeded", make_session())
+    first = record(event_of(payload))
+    locked, answers = threading.Event(), []
+
+    def worker():
+        try:
+            with transaction.atomic():
+                event = WebhookEvent.objects.select_for_update().get(pk=first.pk)
+                locked.set()
+                time.sleep(0.5)  # the redelivery arrives meanwhile
+                inbox.apply_webhook_event(event)
+        finally:
+            connection.close()
+
+    def redelivery():
+        try:
+            locked.wait(10)
+            started = time.monotonic()
+            answers.append((tasks.receive_webhook_event(event_of(payload)), time.monotonic() - started))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker), threading.Thread(target=redelivery)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    [(answer, waited)] = answers
+    assert answer == WebhookOutcome.DUPLICATE
+    assert waited >= 0.3  # it waited for the worker's commit
+    event = WebhookEvent.objects.get()
+    assert (event.outcome, event.deliveries) == (WebhookOutcome.APPLIED, 2)
+    assert DBTaskResult.objects.count() == 1
