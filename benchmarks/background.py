@@ -286,9 +286,9 @@ METHOD = """
 duplicates), delivered sequentially through `django.test.Client`, one to each mode in turn
 (inline; task mode on the database backend; task mode on RQ), so machine load hits every mode
 alike. No worker runs meanwhile: a task-mode delivery is verify, record, enqueue, answer 202 (on
-the database backend the event and task INSERTs commit in one transaction; on RQ the event is one
-autocommit INSERT, then one enqueue to Redis). acknowledged/s = deliveries / the sum of
-their own latencies.
+the database backend on PostgreSQL the event and its task are one statement, a data-modifying
+CTE, new event or redelivery alike; on RQ the event is one autocommit INSERT, then one enqueue to
+Redis). acknowledged/s = deliveries / the sum of their own latencies.
 
 *Applied*: for each engine and 1, 2, 4 worker processes (`manage.py db_worker --interval 0.01`,
 `manage.py rqworker --worker-class rq.SimpleWorker`: no fork per job), workers started and
