@@ -69,12 +69,15 @@ def read_truth(emulator) -> Truth:
 
 
 def wait_for_webhooks(emulator, *, copies: int, max_attempts: int, timeout: float) -> tuple[bool, float]:
-    """Wait until every event's deliveries finished (retries included). Answers (done, seconds)."""
+    """Wait until no refund is still ``processing`` at Khaime (its completion, ``refund_delay``
+    later, sends events of its own) and every event's deliveries finished (retries included).
+    Answers (done, seconds)."""
     started = time.monotonic()
     while True:
         truth = read_truth(emulator)
         expected = len(truth.events) * copies
-        if truth.finished_deliveries(max_attempts) >= expected:
+        processing = sum(1 for refund in truth.refunds if refund.get("status") == "processing")
+        if not processing and truth.finished_deliveries(max_attempts) >= expected:
             return True, time.monotonic() - started
         if time.monotonic() - started > timeout:
             return False, time.monotonic() - started
