@@ -198,3 +198,77 @@ def test_an_answer_that_says_completed_completes_the_refund(payment):
     refund.refresh_from_db()
     assert refund.status == RefundStatus.COMPLETED
     assert refund.completed_at is not None
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(
+    __import__("django.db").db.connection.vendor != "postgresql",
+    reason="needs PostgreSQL: SQLite serialises writers, so the two cannot deadlock",
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_full_refunds_two_webhooks_at_once_do_not_deadlock(make_session, monkeypatch, caplog):
+    """Khaime sends refund.completed and payment.refunded together for a full refund. The soak
+    found them deadlocking: payment.refunded locked the session (its status change) then the
+    payment (the ledger row); refund.completed locked the payment, then the session. Now both
+    take the session first. payment.refunded is held between its two locks here, so the old
+    order deadlocked every time."""
+    import threading
+    import time
+
+    from django.db import connection
+    from django.test import Client
+
+    from khaime_django.services import ledger
+
+    from .webhook_helpers import post_webhook
+
+    session = make_session(status=Status.COMPLETED)
+    transaction_id = f"txn_{session.reference.hex}"
+    payment = Payment.objects.create(
+        transaction_id=transaction_id, session=session, amount=5320, currency="USD", paid_at=timezone.now()
+    )
+    Refund.objects.create(
+        payment=payment, refund_id="ref_full", amount=5320, currency="USD", status=RefundStatus.PROCESSING
+    )
+    between_locks = threading.Event()
+    record_payment = ledger.record_payment
+
+    def held_between_its_locks(*args, **kwargs):
+        if threading.current_thread().name == "payment.refunded":
+            between_locks.set()
+            time.sleep(0.5)
+        return record_payment(*args, **kwargs)
+
+    monkeypatch.setattr(ledger, "record_payment", held_between_its_locks)
+    answers = {}
+
+    def deliver(name, payload, wait=None):
+        def run():
+            try:
+                if wait is not None:
+                    wait.wait(10)
+                answers[name] = post_webhook(Client(), payload).status_code
+            finally:
+                connection.close()
+
+        return threading.Thread(target=run, name=name)
+
+    threads = [
+        deliver("payment.refunded", payment_event("payment.refunded", session, amount=5320)),
+        deliver(
+            "refund.completed",
+            refund_event(refund_id="ref_full", transaction_id=transaction_id, amount=5320),
+            wait=between_locks,
+        ),
+    ]
+    with caplog.at_level("WARNING"):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert answers == {"payment.refunded": 200, "refund.completed": 200}
+    assert "deadlock" not in caplog.text and "trying once more" not in caplog.text
+    session.refresh_from_db()
+    assert session.status == Status.REFUNDED
+    assert Refund.objects.get(refund_id="ref_full").status == RefundStatus.COMPLETED
+    assert session.status_changes.filter(to_status=Status.REFUNDED).count() == 1

@@ -48,8 +48,11 @@ def apply_refund_event(record: WebhookEvent, event: KhaimeEvent, source: str) ->
             WebhookOutcome.UNMATCHED,
             detail=f"no recorded payment {data.get('transaction_id')} and no session to record it from",
         )
-    # The same lock refund_payment takes: the match below cannot race a refund being requested
-    # or its answer being stored.
+    # The session before its payment, the order payment.* events take them in (the status
+    # change, then the ledger row): a full refund's refund.completed and the payment.refunded
+    # Khaime sends with it would otherwise deadlock. Then the same lock refund_payment takes: the
+    # match below cannot race a refund being requested or its answer being stored.
+    _lock_session(payment.session_id)
     payment = Payment.objects.select_for_update().get(pk=payment.pk)
     why = f"{event.event_type} {event.event_id}"
     refund, how = _match(payment, refund_id, amount, target)
@@ -123,9 +126,16 @@ def _payment_for(event: KhaimeEvent) -> Payment | None:
     session = payments.match_session(event)
     if session is None:
         return None
+    _lock_session(session.pk)  # before the payment row it may insert, as above
     facts = ledger.PaymentFacts(transaction_id, None, "", None, {}, event.is_live)
     payment, _created = ledger.record_payment(facts, session=session)
     return payment
+
+
+def _lock_session(pk: int | None) -> None:
+    """Lock the payment session ``pk`` (FOR UPDATE) until the transaction ends."""
+    if pk is not None:
+        list(PaymentSession.objects.select_for_update().filter(pk=pk).values_list("pk", flat=True))
 
 
 def refund_session_if_fully_refunded(payment: Payment, *, source: str, detail: str) -> list[str]:
