@@ -225,8 +225,6 @@ def _checked(payload: Any) -> Any:
                 pending.extend((value, name, item, depth + 1) for name, item in value.items())
             else:
                 pending.extend((value, index, item, depth + 1) for index, item in enumerate(value))
-        elif isinstance(value, float) and not math.isfinite(value):
-            raise WebhookPayloadError(_NOT_FINITE)
     return root[0]
 
 
