@@ -15,8 +15,10 @@ from typing import Any
 
 from django.db import IntegrityError, connections, models, router, transaction
 
-#: (model label, alias, vendor) -> (SQL, the fields in its column order); built once per model.
+#: (model label, alias, vendor) -> (SQL, the fields in its column order); built once per model:
+#: the plain INSERT (insert_into), and the one that refuses a twin (insert_unless_conflict).
 _SQL: dict[tuple[str, str, str], tuple[str, list[Any]]] = {}
+_UNLESS_CONFLICT: dict[tuple[str, str, str], tuple[str, list[Any]]] = {}
 
 
 def insert_unless_conflict(instance: models.Model) -> bool:
@@ -37,10 +39,9 @@ def insert_unless_conflict(instance: models.Model) -> bool:
         except IntegrityError:
             return False
         return True
-    sql, fields = _insert_sql(model, connection)
-    values = [field.get_db_prep_save(field.pre_save(instance, add=True), connection=connection) for field in fields]
+    sql, fields = _unless_conflict_sql(model, connection)
     with connection.cursor() as cursor:
-        cursor.execute(sql, values)
+        cursor.execute(sql, values_of(instance, fields, connection))
         row = cursor.fetchone()
     if row is None:
         return False
@@ -55,9 +56,10 @@ def one_statement(connection: Any) -> bool:
     return connection.vendor in ("postgresql", "sqlite") and connection.features.can_return_rows_from_bulk_insert
 
 
-def _insert_sql(model: type[models.Model], connection: Any) -> tuple[str, list[Any]]:
-    """``INSERT ... ON CONFLICT DO NOTHING RETURNING pk`` of ``model`` (every concrete field but
-    the pk, one parameter each), and those fields in column order; built once per model."""
+def insert_into(model: type[models.Model], connection: Any) -> tuple[str, list[Any]]:
+    """``INSERT INTO <table> (<columns>) VALUES (%s, ...)`` of every concrete field of ``model``
+    but the pk, and those fields in column order (:func:`values_of` gives their values); built
+    once per model and connection. Callers append their ``ON CONFLICT`` and ``RETURNING``."""
     key = (model._meta.label, connection.alias, connection.vendor)
     if key not in _SQL:
         meta = model._meta
@@ -66,9 +68,20 @@ def _insert_sql(model: type[models.Model], connection: Any) -> tuple[str, list[A
         # Only the model's own table and column names are formatted in; every value is a parameter.
         columns = ", ".join(quote(str(field.column)) for field in fields)
         placeholders = ", ".join(["%s"] * len(fields))
-        sql = (
-            f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders}) "  # noqa: S608
-            f"ON CONFLICT DO NOTHING RETURNING {quote(str(meta.pk.column))}"
-        )
-        _SQL[key] = (sql, fields)
+        _SQL[key] = (f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders})", fields)  # noqa: S608
     return _SQL[key]
+
+
+def _unless_conflict_sql(model: type[models.Model], connection: Any) -> tuple[str, list[Any]]:
+    key = (model._meta.label, connection.alias, connection.vendor)
+    if key not in _UNLESS_CONFLICT:
+        insert, fields = insert_into(model, connection)
+        pk = connection.ops.quote_name(str(model._meta.pk.column))
+        _UNLESS_CONFLICT[key] = (f"{insert} ON CONFLICT DO NOTHING RETURNING {pk}", fields)
+    return _UNLESS_CONFLICT[key]
+
+
+def values_of(instance: models.Model, fields: list[Any], connection: Any) -> list[Any]:
+    """The parameters of ``fields`` of ``instance`` as Django's INSERT compiler prepares them
+    (``pre_save`` for a new row, then ``get_db_prep_save``)."""
+    return [field.get_db_prep_save(field.pre_save(instance, add=True), connection=connection) for field in fields]

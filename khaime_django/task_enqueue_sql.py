@@ -33,6 +33,7 @@ from django.db import connections, models
 from django.db.models.expressions import Expression
 from django.db.models.signals import post_save, pre_save
 
+from .inserts import insert_into, values_of
 from .models import WebhookEvent
 
 logger = logging.getLogger(__name__)
@@ -124,12 +125,7 @@ def record_and_enqueue(
     pre_save.send(sender=DBTaskResult, instance=task_row, raw=False, using=using, update_fields=None)
     connection = connections[using]
     statement, event_fields, task_fields = _statement(DBTaskResult, connection)
-    params = [
-        field.get_db_prep_save(field.pre_save(event_row, add=True), connection=connection) for field in event_fields
-    ]
-    params += [
-        field.get_db_prep_save(field.pre_save(task_row, add=True), connection=connection) for field in task_fields
-    ]
+    params = [*values_of(event_row, event_fields, connection), *values_of(task_row, task_fields, connection)]
     params.append(list(retry))
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
@@ -163,7 +159,7 @@ def _statement(task_model: type[models.Model], connection: Any) -> tuple[str, li
     if key not in _STATEMENTS:
         quote = connection.ops.quote_name
         meta = WebhookEvent._meta
-        event_fields = [field for field in meta.concrete_fields if not field.primary_key]
+        insert, event_fields = insert_into(WebhookEvent, connection)
 
         def column(model_meta: Any, name: str) -> str:
             return quote(str(model_meta.get_field(name).column))
@@ -171,9 +167,8 @@ def _statement(task_model: type[models.Model], connection: Any) -> tuple[str, li
         event_table = quote(meta.db_table)
         deliveries = column(meta, "deliveries")
         event_insert = (
-            f"INSERT INTO {event_table} ({', '.join(quote(str(f.column)) for f in event_fields)}) "  # noqa: S608
-            f"VALUES ({', '.join(['%s'] * len(event_fields))}) "
-            f"ON CONFLICT ({column(meta, 'event_id')}) DO UPDATE SET {deliveries} = {event_table}.{deliveries} + 1 "
+            f"{insert} ON CONFLICT ({column(meta, 'event_id')}) "
+            f"DO UPDATE SET {deliveries} = {event_table}.{deliveries} + 1 "
             f"RETURNING {column(meta, 'id')}, {column(meta, 'outcome')}, {deliveries}"
         )
         task_fields = list(task_model._meta.concrete_fields)

@@ -13,6 +13,7 @@ from django.db import connection, connections, models
 from django.db.models import Q, Value, sql
 from django.db.models.expressions import RawSQL
 
+from .inserts import values_of
 from .state_machines import StateMachine
 
 #: A history row's ``detail`` is cut to this many characters.
@@ -68,10 +69,7 @@ def update_and_log(
         detail=detail[:MAX_DETAIL],
         created_at=now,
     )
-    params += [
-        field.get_db_prep_save(field.pre_save(row, add=True), connection=connection_)
-        for field in _history_fields(history_model)
-    ]
+    params += values_of(row, _history_fields(history_model), connection_)
     with connection_.cursor() as cursor:
         cursor.execute(statement, params)
         return cursor.rowcount == 1
