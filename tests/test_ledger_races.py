@@ -8,7 +8,8 @@ from django.test import Client
 
 from khaime_django.models import Payment, WebhookEvent
 
-from .test_webhook_races import ROUNDS, run_together
+from .concurrency import run_together
+from .test_webhook_races import ROUNDS
 from .webhook_helpers import payment_event, post_webhook
 
 pytestmark = [

@@ -5,7 +5,6 @@ asked about within RECHECK_LOOKBACK."""
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import timedelta
 
@@ -19,6 +18,7 @@ from khaime_django import services
 from khaime_django.models import PaymentSession, RefreshBudget, Source, Status
 from khaime_django.services import reconcile
 
+from .concurrency import run_at_once
 from .slow_khaime import SlowKhaime
 
 on_postgres = pytest.mark.skipif(
@@ -36,33 +36,6 @@ def status(client, session):
 
 def point_at(settings, khaime: SlowKhaime, **extra):
     settings.KHAIME = {**settings.KHAIME, "API_BASE_URL": khaime.api_base_url, **extra}
-
-
-def run_at_once(count: int, action) -> list:
-    """``action(index)`` in ``count`` real threads released together, each on its own database
-    connection; returns their results (re-raises the first error)."""
-    barrier = threading.Barrier(count)
-    results: list = [None] * count
-    errors: list[BaseException] = []
-
-    def run(index):
-        try:
-            barrier.wait(timeout=30)
-            results[index] = action(index)
-        except BaseException as error:  # noqa: BLE001 - re-raised in the test's thread below
-            errors.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads), "a request is stuck"
-    if errors:
-        raise errors[0]
-    return results
 
 
 # -- item 7: one attempt, RETURN_TIMEOUT as a total deadline ----------------------------------------

@@ -8,8 +8,9 @@ from django.test import Client
 
 from khaime_django.models import Payment, Subscription, WebhookEvent
 
+from .concurrency import run_together
 from .subscription_helpers import subscription_event, subscription_object
-from .test_webhook_races import ROUNDS, run_together
+from .test_webhook_races import ROUNDS
 from .webhook_helpers import payment_event, post_webhook
 
 pytestmark = [

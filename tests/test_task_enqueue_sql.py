@@ -19,6 +19,7 @@ from khaime_django.models import WebhookEvent, WebhookOutcome
 from khaime_django.services import inbox
 from khaime_django.webhooks import KhaimeEvent
 
+from .concurrency import run_at_once
 from .tasks_support import DATABASE, DUMMY, task_mode
 from .webhook_helpers import payment_event, post_webhook
 
@@ -196,20 +197,7 @@ def test_the_same_new_event_delivered_at_once_stores_one_event_and_one_task(sett
     task_mode(settings, DATABASE)
     one_statement()
     payload = payment_event("payment.succeeded", make_session())
-    barrier, answers = threading.Barrier(6), []
-
-    def deliver():
-        try:
-            barrier.wait(timeout=30)
-            answers.append(post_webhook(Client(), payload).json()["outcome"])
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=deliver) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    answers = run_at_once(6, lambda i: post_webhook(Client(), payload).json()["outcome"])
     assert len(answers) == 6
     event = WebhookEvent.objects.get()
     assert event.deliveries == 6

@@ -12,7 +12,6 @@ real workers).
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from datetime import timedelta
 
@@ -33,6 +32,7 @@ from khaime_django.models import (
 )
 from khaime_django.transitions import transition_many
 
+from .concurrency import run_together
 from .tasks_support import IMMEDIATE, task_mode
 from .webhook_helpers import payment_event, post_webhook
 
@@ -67,32 +67,6 @@ def assert_acknowledged_once(responses, processing):
     else:
         assert set(outcomes) <= {"received", "duplicate"} and outcomes["received"] >= 1, outcomes
         assert all(r.status_code == (202 if r.json()["outcome"] == "received" else 200) for r in responses)
-
-
-def run_together(*actions):
-    """Run each action in its own thread, all released at once; return their results in order."""
-    barrier = threading.Barrier(len(actions))
-    results = [None] * len(actions)
-    errors = []
-
-    def run(index, action):
-        try:
-            barrier.wait(timeout=30)
-            results[index] = action()
-        except BaseException as error:  # noqa: BLE001 - re-raised in the test's thread below
-            errors.append(error)
-        finally:
-            connection.close()  # each thread opened its own connection
-
-    threads = [threading.Thread(target=run, args=(i, action)) for i, action in enumerate(actions)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads), "a thread is stuck (deadlock?)"
-    if errors:
-        raise errors[0]
-    return results
 
 
 def deliver_from_thread(payload):
